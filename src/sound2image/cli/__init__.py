@@ -1,0 +1,1 @@
+"""The ``sound2image`` command line. The library never imports this package."""

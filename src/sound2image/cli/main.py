@@ -1,0 +1,75 @@
+"""Root of the ``sound2image`` command: registers the command groups and holds the one error boundary.
+
+Each command group lives in its own module with a ``register(subparsers)`` function; a command
+sets ``func`` to a handler ``(args) -> int``. Heavy imports (torch, diffusers) stay inside the
+handlers so that ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+
+from sound2image import __version__
+from sound2image.errors import Sound2ImageError
+
+# Module names under sound2image.cli, in the order their groups appear in --help.
+COMMAND_GROUPS = ("audio", "data", "embed", "generate", "train")
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with 2 on usage errors, which matches our convention; keep its message short."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sound2image",
+        description="Turn sounds into pictures.",
+        epilog="Examples:\n  sound2image audio info beach.wav\n  sound2image data check ./ADVANCE\n"
+        "  sound2image generate beach.wav --out images/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"sound2image {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_GROUPS:
+        module = importlib.import_module(f"sound2image.cli.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "func", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT if args.command is None and argv else EXIT_OK
+    try:
+        return int(handler(args) or EXIT_OK)
+    except Sound2ImageError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one boundary that turns bugs into one line
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {type(error).__name__}: {error} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""`sound2image train` commands: one module per trainer (soundiff, transformer, classifier)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+TRAINERS = ("train_soundiff", "train_transformer", "train_classifier")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a model",
+        description="Train or fine-tune a model. Each trainer saves its whole config with the run.",
+    )
+    trainers = parser.add_subparsers(dest="trainer", metavar="MODEL", parser_class=type(parser))
+    for name in TRAINERS:
+        importlib.import_module(f"sound2image.cli.{name}").register(trainers)
