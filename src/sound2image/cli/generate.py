@@ -1,9 +1,630 @@
-"""`sound2image generate` commands."""
+"""`sound2image generate`: sounds -> images with SounDiff (Image Transformer: `--model transformer:DIR`).
+
+Thin layer over :class:`sound2image.diffusion.SounDiffPipeline`: it turns files and folders into jobs,
+runs them with a progress bar (a bad item is reported, the rest continue), and writes PNGs whose
+metadata holds every setting plus the exact conditioning vector, so ``--from-metadata`` can
+regenerate an image from the PNG alone.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
+import secrets
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sound2image.cli.generate_transformer import add_transformer_arguments
+from sound2image.errors import Sound2ImageError, UsageError
+
+AUDIO_EXTENSIONS = (
+    ".wav",
+    ".flac",
+    ".mp3",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".m4a",
+    ".aac",
+    ".aif",
+    ".aiff",
+    ".webm",
+)
+SCHEDULER_NAMES = (
+    "ddim",
+    "ddpm",
+    "pndm",
+    "lms",
+    "euler",
+    "euler-a",
+    "heun",
+    "dpm++",
+    "dpm++-karras",
+    "unipc",
+)
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+EPILOG = """\
+Examples:
+  sound2image generate beach.wav --out images/
+  sound2image generate sounds/ --out images/ --seed 1 2 3 --steps 30
+  sound2image generate rain.wav:0.7 birds.wav:0.3 --out images/        (blend two sounds 70/30)
+  sound2image generate beach.wav --prompt "a satellite image" --image ref.jpg --image-weight 0.3 -o out/
+  sound2image generate walk.wav --storyboard --window 5 --hop 2.5 --out story/
+  sound2image generate --from-metadata images/beach_seed7.png --out again/
+  sound2image generate --calibrate-images my_photos/ --out calib/     (then --calibration calib/)
+  sound2image generate beach.wav --unet runs/soundiff-s/export --out images/
+  sound2image generate beach.wav --cpu-offload --attention-slicing --vae-tiling -o out/   (8 GB GPUs)
+
+Weights: the first run downloads stabilityai/stable-diffusion-2-1-unclip (~5 GB) and ImageBind-huge
+(~4.5 GB) into the Hugging Face cache (HF_HOME). Offline, pass --model DIR (a local diffusers copy or
+a directory written by SounDiffPipeline.save_pretrained) or set SOUND2IMAGE_UNCLIP=DIR, and
+SOUND2IMAGE_IMAGEBIND_WEIGHTS=FILE for ImageBind.
+"""
+
+
+# ---------------------------------------------------------------------- parser
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `generate` command group (being built)."""
+    """Add the `generate` command."""
+    parser = subparsers.add_parser(
+        "generate",
+        help="turn sounds into images (SounDiff; or the Image Transformer with --model transformer:DIR)",
+        description="Generate images from audio files or folders with SounDiff: ImageBind audio embeddings "
+        "conditioning Stable Diffusion 2.1 unCLIP (zero-shot baseline, or a fine-tuned U-Net with --unet).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_generate_arguments(parser)
+    add_transformer_arguments(parser)
+    parser.set_defaults(func=handler)
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared by both generation paths plus SounDiff's own."""
+    io = parser.add_argument_group("inputs and outputs")
+    io.add_argument(
+        "inputs", nargs="*", metavar="AUDIO", help="audio files or folders; FILE:W gives a weight"
+    )
+    io.add_argument("--out", "-o", dest="out", default="outputs", help="output folder (default: ./outputs)")
+    io.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    io.add_argument("--save-embedding", action="store_true", help="also write the conditioning as NAME.npy")
+    io.add_argument("--from-metadata", metavar="PNG", help="regenerate an image from its PNG metadata alone")
+    io.add_argument(
+        "--max-duration", type=float, default=600.0, help="longest audio accepted, s (0: no limit)"
+    )
+    io.add_argument("--batch-size", type=int, default=8, help="audio files per encoder pass (default 8)")
+
+    mix = parser.add_argument_group("conditioning")
+    mix.add_argument(
+        "--weights", type=float, nargs="+", metavar="W", help="blend all inputs with these weights"
+    )
+    mix.add_argument("--mix", action="store_true", help="blend all inputs into one image (equal weights)")
+    mix.add_argument("--prompt", default="", help='text prompt (default "": unconditional)')
+    mix.add_argument("--negative-prompt", dest="negative_prompt", default=None, help="negative text prompt")
+    mix.add_argument("--image", metavar="REF", help="reference image mixed into the conditioning")
+    mix.add_argument("--image-weight", type=float, default=0.5, help="reference image proportion 0..1 (0.5)")
+    mix.add_argument("--noise-level", type=int, default=0, help="unCLIP noise on the embedding, 0..999 (0)")
+    mix.add_argument(
+        "--calibration", metavar="FILE", help="sound2image_calibration.json (or its folder) to use"
+    )
+    mix.add_argument("--embedding-norm", type=float, help="override the calibrated embedding norm")
+    mix.add_argument(
+        "--calibrate-images", metavar="DIR", help="measure the calibration on real images into --out"
+    )
+
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument(
+        "--seed", type=int, nargs="+", help="one or several seeds (default: random, recorded)"
+    )
+    sampling.add_argument("--num-images", dest="num_images", type=int, default=1, help="images per seed (1)")
+    sampling.add_argument(
+        "--guidance-scale", dest="guidance_scale", type=float, default=None, help="default: the model's (10)"
+    )
+    sampling.add_argument("--steps", type=int, default=20, help="denoising steps (20)")
+    sampling.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="default: the model's own (DDIM)")
+    sampling.add_argument("--size", type=int, help="square size in pixels (default: the model's, 768)")
+    sampling.add_argument("--height", type=int, help="height in pixels (multiple of 8)")
+    sampling.add_argument("--width", type=int, help="width in pixels (multiple of 8)")
+    sampling.add_argument(
+        "--storyboard", action="store_true", help="one image per time window + contact sheet"
+    )
+    sampling.add_argument("--window", type=float, default=5.0, help="storyboard window, seconds (5)")
+    sampling.add_argument("--hop", type=float, help="storyboard hop, seconds (default: = window)")
+
+    model = parser.add_argument_group("model and device")
+    model.add_argument(
+        "--model", help="unCLIP hub id or local dir (default: $SOUND2IMAGE_UNCLIP or SD 2.1 unCLIP)"
+    )
+    model.add_argument("--unet", help="fine-tuned U-Net: training export dir, pipeline dir or hub id")
+    model.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, cuda:1, mps, cpu")
+    model.add_argument(
+        "--dtype", choices=("auto", *DTYPES), default="auto", help="auto: fp16 on CUDA, else fp32"
+    )
+    model.add_argument("--cpu-offload", action="store_true", help="keep idle models in CPU memory (CUDA)")
+    model.add_argument("--attention-slicing", action="store_true", help="compute attention in slices")
+    model.add_argument("--vae-tiling", action="store_true", help="decode the image in tiles")
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def handler(args: argparse.Namespace) -> int:
+    """Dispatch: transformer path, regeneration, calibration, or SounDiff generation."""
+    if args.model and args.model.startswith("transformer:"):
+        from sound2image.cli.generate_transformer import run_transformer
+
+        return run_transformer(args)
+    if args.from_metadata:
+        return regenerate(args)
+    if args.calibrate_images:
+        return calibrate(args)
+    return generate(args)
+
+
+# ---------------------------------------------------------------------- planning
+
+
+@dataclass
+class Job:
+    """One output group: one audio (or several blended), named by ``name``."""
+
+    name: str
+    audio: list[Path]
+    weights: list[float] | None = None
+
+
+@dataclass
+class Plan:
+    jobs: list[Job] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def split_weight(item: str) -> tuple[str, float | None]:
+    """``"rain.wav:0.7"`` -> ``("rain.wav", 0.7)``; anything else is a plain path."""
+    path, sep, suffix = item.rpartition(":")
+    if sep and path and not Path(item).exists():
+        try:
+            return path, float(suffix)
+        except ValueError:
+            pass
+    return item, None
+
+
+def find_audio(path: Path) -> list[Path]:
+    """Audio files in a folder (recursive, sorted)."""
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def _safe_stem(path: Path) -> str:
+    return re.sub(r"[^\w.+-]+", "_", path.stem).strip("._") or "audio"
+
+
+def plan_jobs(inputs: Sequence[str], weights: Sequence[float] | None, mix: bool) -> Plan:
+    """Expand files and folders into jobs; a missing path or empty folder is a problem, not a crash."""
+    plan = Plan()
+    files: list[Path] = []
+    inline: list[float | None] = []
+    for item in inputs:
+        text, weight = split_weight(item)
+        path = Path(text)
+        if path.is_dir():
+            found = find_audio(path)
+            if not found:
+                plan.problems.append(f"{path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
+            files += found
+            inline += [weight] * len(found)
+        elif path.exists():
+            files.append(path)
+            inline.append(weight)
+        else:
+            plan.problems.append(f"{path}: no such file or folder")
+    if any(w is not None for w in inline) and weights:
+        raise UsageError("give weights either as FILE:W or with --weights, not both")
+    if any(w is not None for w in inline):
+        weights = [1.0 if w is None else w for w in inline]
+    if weights and len(weights) != len(files):
+        raise UsageError(f"--weights has {len(weights)} values for {len(files)} audio files")
+    if (weights or mix) and files:
+        name = (
+            "mix_"
+            + "+".join(_safe_stem(p) for p in files[:3])
+            + (f"+{len(files) - 3}" if len(files) > 3 else "")
+        )
+        plan.jobs.append(Job(name, files, list(weights) if weights else None))
+        return plan
+    used: set[str] = set()
+    for path in files:
+        name, n = _safe_stem(path), 2
+        while name in used:  # same stem in two folders: keep both
+            name, n = f"{_safe_stem(path)}-{n}", n + 1
+        used.add(name)
+        plan.jobs.append(Job(name, [path]))
+    return plan
+
+
+def expand_seeds(seeds: Sequence[int] | None, num_images: int) -> list[int]:
+    """Each seed s gives ``num_images`` images with seeds s, s+1, ...; no seed: a random one (recorded)."""
+    if num_images < 1:
+        raise UsageError(f"--num-images must be at least 1, got {num_images}")
+    base = list(seeds) if seeds else [secrets.randbelow(2**31)]
+    return [s + i for s in base for i in range(num_images)]
+
+
+# ---------------------------------------------------------------------- model setup
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: CUDA is not available on this machine")
+        if name == "mps" and not torch.backends.mps.is_available():
+            raise UsageError("--device mps: Apple MPS is not available on this machine")
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(name: str, device: str) -> Any:
+    import torch
+
+    if name == "auto":
+        name = "fp16" if device.startswith("cuda") else "fp32"
+    if device == "cpu" and name != "fp32":
+        raise UsageError(f"--dtype {name} is not supported on CPU; use fp32")
+    return getattr(torch, DTYPES[name])
+
+
+def load_calibration(args: argparse.Namespace) -> Any:
+    """``--embedding-norm`` beats ``--calibration``; None means "what the model directory stores"."""
+    from sound2image.diffusion.calibration import CALIBRATION_FILE, EmbeddingCalibration
+
+    if args.embedding_norm is not None:
+        return EmbeddingCalibration(target_norm=args.embedding_norm, source="--embedding-norm override")
+    if args.calibration:
+        path = Path(args.calibration)
+        folder = path if path.is_dir() else path.parent
+        if path.is_file() and path.name != CALIBRATION_FILE:
+            raise UsageError(f"{path}: expected a {CALIBRATION_FILE} file or its folder")
+        calibration = EmbeddingCalibration.load(folder)
+        if calibration is None:
+            raise UsageError(f"{path}: no {CALIBRATION_FILE} here")
+        return calibration
+    return None
+
+
+def load_pipeline(
+    args: argparse.Namespace, model: str | None, unet: str | None, audio: bool, calibration: Any = None
+) -> Any:
+    """Build the pipeline on the chosen device with the low-memory options applied."""
+    from sound2image.diffusion import SounDiffPipeline
+
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.dtype, device)
+    pipe = SounDiffPipeline.from_pretrained(
+        model, unet=unet, torch_dtype=dtype, calibration=calibration, load_audio_encoder=audio
+    )
+    if args.cpu_offload and device.startswith("cuda"):
+        pipe.enable_low_memory(cpu_offload=True)
+        if pipe.audio_encoder is not None:
+            pipe.audio_encoder.to(device)
+    else:
+        pipe.to(device)
+    pipe.enable_low_memory(attention_slicing=args.attention_slicing, vae_tiling=args.vae_tiling)
+    return pipe
+
+
+def settings_from_args(args: argparse.Namespace, pipe: Any) -> Any:
+    from sound2image.diffusion import GenerationSettings
+
+    height = args.height or args.size or pipe.default_size
+    width = args.width or args.size or pipe.default_size
+    return GenerationSettings(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        num_inference_steps=args.steps,
+        guidance_scale=10.0 if args.guidance_scale is None else args.guidance_scale,
+        noise_level=args.noise_level,
+        height=height,
+        width=width,
+        scheduler=pipe.set_scheduler(args.scheduler) if args.scheduler else pipe.scheduler_name,
+    )
+
+
+# ---------------------------------------------------------------------- metadata
+
+
+def base_metadata(pipe: Any, settings: Any) -> dict[str, Any]:
+    """Everything shared by the images of one run: model provenance, settings, calibration."""
+    info = pipe.info
+    encoder_config = getattr(pipe.audio_encoder, "config", None)
+    clips = None
+    if encoder_config is not None:
+        clips = {
+            k: getattr(encoder_config, k, None) for k in ("clips_per_file", "clip_duration", "clip_layout")
+        }
+    return {
+        "tool": "sound2image generate",
+        "model": {
+            "pipeline": info.model,
+            "revision": info.revision,
+            "unet": info.unet,
+            "unet_revision": info.unet_revision,
+            "audio_encoder": info.audio_encoder,
+            "training": info.training_config,
+        },
+        **dataclasses.asdict(settings),
+        "calibration": dataclasses.asdict(pipe.calibration),
+        "audio_encoder_clips": clips,
+        "device": str(pipe.device),
+        "dtype": str(pipe.dtype).removeprefix("torch."),
+    }
+
+
+def audio_record(path: Path, clip: Any, weight: float | None) -> dict[str, Any]:
+    from sound2image.outputs import file_sha256
+
+    return {
+        "file": path.name,
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "weight": weight,
+        "duration": round(float(clip.duration), 6),
+        "window": [0.0, round(float(clip.duration), 6)],
+        "length_action": getattr(clip, "length_action", "none"),
+    }
+
+
+def write_outputs(
+    out: Path, name: str, image: Any, embeds: Any, metadata: dict[str, Any], args: argparse.Namespace
+) -> list[Path]:
+    """The PNG (+ embedding file), each refused if it exists without ``--overwrite``."""
+    import numpy as np
+
+    from sound2image.diffusion.conditioning import embedding_to_record
+    from sound2image.outputs import resolve_output_path, save_png
+
+    record = {**metadata, "embedding": embedding_to_record(embeds)}
+    written = [
+        save_png(image, resolve_output_path(out, f"{name}.png", args.overwrite), record, args.overwrite)
+    ]
+    if args.save_embedding:
+        target = resolve_output_path(out, f"{name}.npy", args.overwrite)
+        np.save(target, embeds.float().numpy())
+        written.append(target)
+    return written
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def _progress(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="image", file=sys.stderr, disable=None, leave=False)
+
+
+def generate(args: argparse.Namespace) -> int:
+    """The main job: every input -> images in ``--out``; bad items are reported, the rest continue."""
+    if not args.inputs:
+        raise UsageError(
+            "no audio given; pass audio files or folders (or --from-metadata / --calibrate-images)"
+        )
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    plan = plan_jobs(args.inputs, args.weights, args.mix)
+    seeds = expand_seeds(args.seed, args.num_images)
+    out = Path(args.out)
+    if not args.storyboard:  # names are known now: refuse before any work rather than half-way
+        _check_free(out, [f"{job.name}_seed{s}" for job in plan.jobs for s in seeds], args)
+    reference = _load_reference(args.image)
+    calibration = load_calibration(args)
+    problems = list(plan.problems)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    if not plan.jobs:
+        raise UsageError(f"nothing to generate: {problems[0]}" if problems else "nothing to generate")
+
+    pipe = load_pipeline(args, args.model, args.unet, audio=True, calibration=calibration)
+    settings = settings_from_args(args, pipe)
+    image_embed = pipe.encode_image(reference[1]) if reference else None
+    metadata = base_metadata(pipe, settings)
+    if reference:
+        metadata["image"] = {**reference[0], "weight": args.image_weight}
+
+    written: list[Path] = []
+    run = _run_storyboard if args.storyboard else _run_job
+    bar = _progress(len(plan.jobs) * len(seeds))
+    for job in plan.jobs:
+        try:
+            written += run(pipe, job, seeds, settings, image_embed, metadata, out, args, bar)
+        except Sound2ImageError as error:
+            problems.append(str(error))
+            bar.write(f"skipped: {error}", file=sys.stderr)
+    bar.close()
+    return _summary(written, problems, plan, out)
+
+
+def _check_free(out: Path, names: Sequence[str], args: argparse.Namespace) -> None:
+    from sound2image.outputs import resolve_output_path
+
+    for name in names:
+        resolve_output_path(out, f"{name}.png", args.overwrite)
+        if args.save_embedding:
+            resolve_output_path(out, f"{name}.npy", args.overwrite)
+
+
+def _load_reference(image: str | None) -> tuple[dict[str, Any], Any] | None:
+    if not image:
+        return None
+    from sound2image.data import load_image
+    from sound2image.outputs import file_sha256
+
+    picture = load_image(image)
+    return {"file": Path(image).name, "path": str(image), "sha256": file_sha256(image)}, picture
+
+
+def _load_clip(path: Path, args: argparse.Namespace) -> Any:
+    from sound2image.audio import load_audio
+
+    return load_audio(path, max_duration=args.max_duration or None)
+
+
+def _run_job(
+    pipe: Any,
+    job: Job,
+    seeds: Sequence[int],
+    settings: Any,
+    image_embed: Any,
+    metadata: dict[str, Any],
+    out: Path,
+    args: argparse.Namespace,
+    bar: Any,
+) -> list[Path]:
+    from sound2image.diffusion.conditioning import mix_embeddings
+
+    clips = [_load_clip(path, args) for path in job.audio]
+    audio_embeds = pipe.encode_audio(clips, batch_size=args.batch_size)  # (K, D)
+    conditioning = mix_embeddings(audio_embeds, pipe.calibration, job.weights, image_embed, args.image_weight)
+    weights = job.weights or [None] * len(job.audio)
+    record = {
+        **metadata,
+        "audio": [audio_record(p, c, w) for p, c, w in zip(job.audio, clips, weights, strict=True)],
+    }
+    written = []
+    for seed in seeds:
+        output = pipe(image_embeds=conditioning, seed=seed, **settings.call_kwargs())
+        written += write_outputs(
+            out, f"{job.name}_seed{seed}", output.images[0], conditioning, {**record, "seed": seed}, args
+        )
+        bar.update(1)
+    return written
+
+
+def _run_storyboard(
+    pipe: Any,
+    job: Job,
+    seeds: Sequence[int],
+    settings: Any,
+    image_embed: Any,
+    metadata: dict[str, Any],
+    out: Path,
+    args: argparse.Namespace,
+    bar: Any,
+) -> list[Path]:
+    from sound2image.diffusion.storyboard import contact_sheet, iter_storyboard, storyboard_windows
+    from sound2image.outputs import resolve_output_path, save_png
+
+    if len(job.audio) != 1:
+        raise UsageError(
+            "--storyboard takes one audio per image sequence; do not combine it with --mix/--weights"
+        )
+    path = job.audio[0]
+    clip = _load_clip(path, args)
+    hop = args.hop or args.window
+    windows = storyboard_windows(clip, args.window, hop)
+    names = [f"{job.name}_{w.tag}_seed{s}" for s in seeds for w in windows]
+    _check_free(out, names + [f"{job.name}_storyboard_seed{s}" for s in seeds], args)
+    bar.total += len(seeds) * (len(windows) - 1)
+    bar.refresh()
+    source = audio_record(path, clip, None)
+    written = []
+    for seed in seeds:
+        frames = []
+        for frame in iter_storyboard(
+            pipe, windows, seed, image_embed, args.image_weight, args.batch_size, **settings.call_kwargs()
+        ):
+            window = frame.window
+            record = {
+                **metadata,
+                "seed": seed,
+                "audio": [{**source, "window": [window.start, window.end]}],
+                "storyboard": window.metadata(args.window, hop),
+            }
+            name = f"{job.name}_{window.tag}_seed{seed}"
+            written += write_outputs(out, name, frame.image, frame.image_embeds, record, args)
+            frames.append(frame)
+            bar.update(1)
+        sheet_meta = {
+            **metadata,
+            "seed": seed,
+            "audio": [source],
+            "storyboard": {"window": args.window, "hop": hop},
+        }
+        sheet_meta["frames"] = [f"{job.name}_{f.window.tag}_seed{seed}.png" for f in frames]
+        sheet_path = resolve_output_path(out, f"{job.name}_storyboard_seed{seed}.png", args.overwrite)
+        written.append(save_png(contact_sheet(frames), sheet_path, sheet_meta, args.overwrite))
+    return written
+
+
+def _summary(written: Sequence[Path], problems: Sequence[str], plan: Plan, out: Path) -> int:
+    images = sum(1 for p in written if p.suffix == ".png")
+    total = len(plan.jobs) + len(plan.problems)
+    failed = len(problems)
+    print(f"wrote {images} image(s) to {out} from {total - failed} of {total} input(s)")
+    if failed:
+        print(f"{failed} input(s) failed:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def regenerate(args: argparse.Namespace) -> int:
+    """Regenerate an image from its PNG metadata alone (the stored conditioning, seed and settings)."""
+    from sound2image.diffusion import GenerationSettings
+    from sound2image.diffusion.conditioning import embedding_from_record
+    from sound2image.outputs import read_png_metadata
+
+    source = Path(args.from_metadata)
+    if not source.is_file():
+        raise UsageError(f"{source}: no such PNG file")
+    meta = read_png_metadata(source)
+    if "embedding" not in meta or "seed" not in meta:
+        raise UsageError(f"{source}: metadata has no stored embedding and seed; it cannot be regenerated")
+    embeds = embedding_from_record(meta["embedding"], str(source))
+    out = Path(args.out)
+    target_name = f"{source.stem}_regen"
+    _check_free(out, [target_name], args)
+    model = meta.get("model", {})
+    pipe = load_pipeline(
+        args, args.model or model.get("pipeline"), args.unet or model.get("unet"), audio=False
+    )
+    fields = {f.name for f in dataclasses.fields(GenerationSettings)}
+    settings = GenerationSettings(**{k: v for k, v in meta.items() if k in fields})
+    if settings.scheduler and settings.scheduler != pipe.scheduler_name:
+        pipe.set_scheduler(settings.scheduler)
+    output = pipe(image_embeds=embeds, seed=int(meta["seed"]), **settings.call_kwargs())
+    record = {k: v for k, v in meta.items() if k not in ("embedding", "package_version")}
+    record["regenerated_from"] = source.name
+    paths = write_outputs(out, target_name, output.images[0], embeds, record, args)
+    print(f"wrote {paths[0]}")
+    return 0
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    """Measure the embedding norm on real images and store it as ``--out/sound2image_calibration.json``."""
+    from sound2image.diffusion.calibration import CALIBRATION_FILE
+    from sound2image.diffusion.conditioning import measure_calibration
+    from sound2image.outputs import resolve_output_path
+
+    out = Path(args.out)
+    resolve_output_path(out, CALIBRATION_FILE, args.overwrite)
+    pipe = load_pipeline(args, args.model, None, audio=False)
+    calibration, problems = measure_calibration(pipe.unclip, args.calibrate_images, args.batch_size)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    path = calibration.save(out)
+    print(f"target norm {calibration.target_norm:.4f} over {calibration.num_images} images -> {path}")
+    print(f"use it with: --calibration {path}")
+    return 2 if problems else 0

@@ -1,1 +1,35 @@
-"""diffusion layer."""
+"""SounDiff generation: ImageBind audio embeddings conditioning SD 2.1 unCLIP.
+
+``SounDiffPipeline`` (the pipeline), ``EmbeddingCalibration`` (the stored embedding scale), the
+conditioning helpers (mixing audio, weights and a reference image) and storyboards for long audio.
+Importing this package is cheap: torch and diffusers load when a pipeline is built.
+"""
+
+from sound2image.diffusion.calibration import CALIBRATION_FILE, EmbeddingCalibration, blend, normalize
+from sound2image.diffusion.conditioning import encode_images, measure_calibration, mix_embeddings
+from sound2image.diffusion.loading import DEFAULT_AUDIO_ENCODER, DEFAULT_UNCLIP, UNCLIP_ENV
+from sound2image.diffusion.pipeline import (
+    SCHEDULERS,
+    GenerationSettings,
+    PipelineInfo,
+    SounDiffOutput,
+    SounDiffPipeline,
+)
+
+__all__ = [
+    "CALIBRATION_FILE",
+    "DEFAULT_AUDIO_ENCODER",
+    "DEFAULT_UNCLIP",
+    "SCHEDULERS",
+    "UNCLIP_ENV",
+    "EmbeddingCalibration",
+    "GenerationSettings",
+    "PipelineInfo",
+    "SounDiffOutput",
+    "SounDiffPipeline",
+    "blend",
+    "encode_images",
+    "measure_calibration",
+    "mix_embeddings",
+    "normalize",
+]

@@ -1,1 +1,5 @@
-"""encoders layer."""
+"""Audio encoders: ImageBind's audio branch (our own implementation, loading the official weights)."""
+
+from sound2image.encoders.imagebind import ImageBindAudioConfig, ImageBindAudioEncoder
+
+__all__ = ["ImageBindAudioConfig", "ImageBindAudioEncoder"]

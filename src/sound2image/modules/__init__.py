@@ -1,1 +1,19 @@
-"""modules layer."""
+"""Building blocks: attention (local 1-D blocks, KV cache, cross-attention) and position encodings."""
+
+from sound2image.modules.attention import (
+    CrossAttention,
+    KVCache,
+    LocalSelfAttention,
+    SelfAttention,
+    local_attention_mask,
+)
+from sound2image.modules.positional import sinusoidal_positions
+
+__all__ = [
+    "CrossAttention",
+    "KVCache",
+    "LocalSelfAttention",
+    "SelfAttention",
+    "local_attention_mask",
+    "sinusoidal_positions",
+]

@@ -1,0 +1,686 @@
+"""Decode sound from a path, bytes or a binary file object, with one clear error per kind of bad input.
+
+Two back ends, tried in this order:
+
+* **soundfile** (libsndfile): WAV (PCM 8/16/24/32-bit, float), FLAC, OGG/Vorbis/Opus, MP3, AIFF, CAF, AU …
+* **PyAV** (FFmpeg, the optional ``av`` extra): M4A/AAC, WebM/Opus, Matroska, the audio track of a
+  video (MP4, MOV, MKV, AVI) and anything else FFmpeg reads. Without PyAV such a file raises
+  :class:`~sound2image.errors.MissingExtraError` naming ``pip install "sound2image[av]"``.
+
+Checks, in order (each failure is its own :class:`~sound2image.errors.AudioError` subclass, with a one
+line message that starts with the file's name): missing file → 0 bytes → not audio → damaged header
+or truncated data (a WAV whose data chunk is shorter than its header says is caught from the header,
+because libsndfile silently returns fewer frames) → longer than ``max_duration`` (from the header,
+before decoding) → no samples → decoding errors and frame counts short of the header's → NaN/Inf. An
+all-silent clip is not an error: it gets a warning in ``AudioClip.warnings`` and a
+:class:`SilentAudioWarning`.
+
+Nothing hangs or explodes on a hostile input: decoding goes block by block (never allocating what a
+header claims), stops as soon as the decoded audio passes the duration limit, and a file object is read
+in chunks up to ``MAX_STREAM_BYTES``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from sound2image.audio.length import LengthPolicy, apply_length, target_frames
+from sound2image.audio.resample import resample
+from sound2image.errors import (
+    AudioError,
+    AudioFileNotFoundError,
+    AudioTooLongError,
+    CorruptAudioError,
+    EmptyAudioFileError,
+    MissingExtraError,
+    NonFiniteAudioError,
+    NoSamplesError,
+    NotAudioError,
+    UsageError,
+)
+
+AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
+
+#: Default limit on a clip's duration (seconds); ``max_duration=None`` turns the check off.
+DEFAULT_MAX_DURATION = 600.0
+#: A file object is read in chunks up to this many bytes (a stream that never ends must not hang us).
+MAX_STREAM_BYTES = 1 << 30
+#: Frames decoded per block by soundfile.
+BLOCK_FRAMES = 1 << 18
+#: Peak level at or below which a clip counts as silent: -90 dBFS, about one 16-bit step.
+SILENCE_PEAK = 10 ** (-90 / 20)
+#: The extra to install for the PyAV back end.
+AV_EXTRA_HINT = 'pip install "sound2image[av]"'
+
+# Containers soundfile reads, recognised by their first bytes; and those that need PyAV.
+_SOUNDFILE_KINDS = {"WAV", "FLAC", "OGG", "AIFF", "CAF", "AU", "MP3"}
+_AV_KINDS = {"MP4", "MATROSKA", "AVI", "AAC", "ASF", "FLV"}
+_AV_EXTENSIONS = {
+    ".m4a", ".m4b", ".mp4", ".m4v", ".mov", ".aac", ".webm", ".mkv", ".mka", ".avi", ".wma", ".wmv",
+    ".flv", ".3gp", ".opus", ".ac3", ".amr",
+}  # fmt: skip
+# Formats whose header states the exact number of frames, so a shorter decode means truncation.
+# (OGG and MP3 only estimate it from the stream; an MP3 with a Xing/Info tag is checked, give or
+# take one MPEG frame, and an Ogg file must end with its end-of-stream page.)
+_EXACT_LENGTH_FORMATS = {"WAV", "WAVEX", "RF64", "W64", "AIFF", "AU", "CAF", "FLAC", "IRCAM", "NIST", "VOC"}
+_LENGTH_TOLERANCE = {"MP3": 1152}
+
+
+class AudioWarning(UserWarning):
+    """A non-fatal problem with a clip (also listed in ``AudioClip.warnings``)."""
+
+
+class SilentAudioWarning(AudioWarning):
+    """A clip whose peak level is at or below -90 dBFS (it decodes fine but carries no sound)."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says, without decoding the audio.
+
+    Attributes:
+        name: the file's name (the path as given, or the name given for bytes/streams).
+        format: container, e.g. ``"WAV"``, ``"FLAC"``, ``"OGG"``, ``"MP3"``, ``"MP4"``, ``"MATROSKA"``.
+        codec: sample encoding or codec, e.g. ``"PCM_16"``, ``"FLOAT"``, ``"VORBIS"``, ``"aac"``.
+        sample_rate: Hz.
+        channels: number of channels.
+        frames: samples per channel the header declares (estimated for MP3/OGG/PyAV; 0 if unknown).
+        duration: ``frames / sample_rate`` in seconds (0.0 if unknown).
+        exact_length: whether ``frames`` is an exact count the decoded audio must match.
+        backend: ``"soundfile"`` or ``"av"``.
+    """
+
+    name: str
+    format: str
+    codec: str
+    sample_rate: int
+    channels: int
+    frames: int
+    duration: float
+    exact_length: bool = True
+    backend: str = "soundfile"
+
+
+@dataclass
+class AudioClip:
+    """Decoded audio plus what was done to it.
+
+    Attributes:
+        samples: float32, shape ``(n,)`` when mono, else ``(channels, n)``; in [-1, 1] for PCM sources.
+        sample_rate: Hz of ``samples``.
+        name: the file's name (or the name given) for display and error messages.
+        original_sample_rate: the file's sample rate.
+        original_channels: the file's number of channels.
+        original_duration: the decoded duration in seconds, before resampling and the length policy.
+        length_action: ``"none"``, ``"looped"``, ``"padded"`` or ``"cropped"`` (see ``LengthPolicy``).
+        warnings: non-fatal problems, e.g. a silent clip.
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+    name: str
+    original_sample_rate: int
+    original_channels: int
+    original_duration: float
+    length_action: str = "none"
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def duration(self) -> float:
+        """Duration of ``samples`` in seconds."""
+        return self.samples.shape[-1] / self.sample_rate
+
+    @property
+    def channels(self) -> int:
+        """Number of channels of ``samples`` (1 when mono)."""
+        return 1 if self.samples.ndim == 1 else self.samples.shape[0]
+
+
+# --- sources ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Source:
+    """A path (read in place) or an in-memory buffer, with the name used in messages."""
+
+    name: str
+    path: Path | None = None
+    data: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path is not None else len(self.data or b"")
+
+    def open(self) -> BinaryIO:
+        return open(self.path, "rb") if self.path is not None else io.BytesIO(self.data or b"")
+
+    def head(self, n: int = 64) -> bytes:
+        with self.open() as handle:
+            return handle.read(n)
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.name).suffix.lower()
+
+
+def _read_stream(stream: BinaryIO, name: str) -> bytes:
+    """Read a file object to the end in chunks; ``None`` (no data ready) counts as the end."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = stream.read(1 << 20)
+        if not chunk:
+            break
+        if isinstance(chunk, str):
+            raise UsageError(f"{name}: the file object is open in text mode; open it with 'rb'")
+        chunks.append(bytes(chunk))
+        total += len(chunk)
+        if total > MAX_STREAM_BYTES:
+            raise AudioTooLongError(f"{name}: stream is larger than {MAX_STREAM_BYTES >> 20} MiB")
+    return b"".join(chunks)
+
+
+def _resolve(source: AudioSource, name: str | None) -> _Source:
+    """Turn any accepted input into a :class:`_Source`; raise for a missing or empty one."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        label = name or str(source)
+        if not path.exists():
+            raise AudioFileNotFoundError(f"{label}: file not found")
+        if not path.is_file():
+            raise AudioFileNotFoundError(f"{label}: not a file (a directory or a special file)")
+        resolved = _Source(label, path=path)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        resolved = _Source(name or "<bytes>", data=bytes(source))
+    elif hasattr(source, "read"):
+        label = name or str(getattr(source, "name", "") or "<stream>")
+        resolved = _Source(label, data=_read_stream(source, label))
+    else:
+        raise UsageError(
+            f"cannot read audio from a {type(source).__name__}; give a path, bytes or a binary file object"
+        )
+    if resolved.size == 0:
+        raise EmptyAudioFileError(f"{resolved.name}: file is empty (0 bytes)")
+    return resolved
+
+
+def _sniff(head: bytes) -> str | None:
+    """Name the container from its first bytes (``None`` when unknown)."""
+    if head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+        return "WAV"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "AVI"
+    if head[:4] == b"fLaC":
+        return "FLAC"
+    if head[:4] == b"OggS":
+        return "OGG"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "AIFF"
+    if head[:4] == b"caff":
+        return "CAF"
+    if head[:4] == b".snd":
+        return "AU"
+    if head[4:8] == b"ftyp":
+        return "MP4"
+    if head[:4] == b"\x1aE\xdf\xa3":
+        return "MATROSKA"
+    if head[:4] == b"0&\xb2u":
+        return "ASF"
+    if head[:3] == b"FLV":
+        return "FLV"
+    if head[:3] == b"ID3":
+        return "MP3"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        # MPEG audio frame sync; layer bits 00 mean an ADTS AAC stream instead.
+        return "AAC" if head[1] & 0x06 == 0 else "MP3"
+    return None
+
+
+def _not_audio_hint(head: bytes) -> str:
+    """A few words on what a non-audio file looks like, for the error message."""
+    known = {
+        b"\x89PNG": "a PNG image",
+        b"\xff\xd8\xff": "a JPEG image",
+        b"GIF8": "a GIF image",
+        b"%PDF": "a PDF document",
+        b"PK\x03\x04": "a ZIP archive",
+    }
+    for magic, what in known.items():
+        if head.startswith(magic):
+            return f"looks like {what}"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unknown binary data"
+    return "looks like text"
+
+
+# --- header parsing ---------------------------------------------------------------------------------
+
+
+def _wav_data_chunk(handle: BinaryIO, size: int) -> tuple[int, int, int] | None:
+    """Walk a RIFF/WAVE file's chunks: ``(declared data bytes, bytes present, block align)``.
+
+    ``None`` when the layout is not plain RIFF (RF64 keeps its sizes elsewhere) or the data size is
+    the "unknown" marker (0 or 0xFFFFFFFF) that streaming writers use.
+    """
+    handle.seek(0)
+    riff = handle.read(12)
+    if riff[:4] not in (b"RIFF", b"RIFX") or riff[8:12] != b"WAVE":
+        return None
+    endian = "<" if riff[:4] == b"RIFF" else ">"
+    position, block_align = 12, 0
+    for _ in range(4096):  # a bounded walk: a garbage header cannot loop us forever
+        handle.seek(position)
+        header = handle.read(8)
+        if len(header) < 8:
+            return None
+        chunk_id, chunk_size = header[:4], struct.unpack(endian + "I", header[4:])[0]
+        if chunk_id == b"fmt ":
+            body = handle.read(16)
+            if len(body) >= 14:
+                block_align = struct.unpack(endian + "H", body[12:14])[0]
+        elif chunk_id == b"data":
+            if chunk_size in (0, 0xFFFFFFFF) or block_align == 0:
+                return None
+            return chunk_size, size - position - 8, block_align
+        position += 8 + chunk_size + (chunk_size & 1)  # chunks are word-aligned
+    return None
+
+
+def _check_wav_truncation(source: _Source, sample_rate: int) -> None:
+    """Raise :class:`CorruptAudioError` when a WAV's data chunk is shorter than its header declares."""
+    with source.open() as handle:
+        layout = _wav_data_chunk(handle, source.size)
+    if layout is None:
+        return
+    declared, present, block_align = layout
+    if present < declared:
+        declared_s = declared // block_align / sample_rate
+        present_s = max(present, 0) // block_align / sample_rate
+        raise CorruptAudioError(
+            f"{source.name}: truncated: the header declares {declared_s:.3f} s of audio "
+            f"but the file holds {present_s:.3f} s"
+        )
+
+
+def _ogg_truncated(source: _Source) -> bool:
+    """Whether an Ogg file does not end with a complete end-of-stream page (so it was cut short).
+
+    libsndfile reports 0 frames for such a file and decodes nothing, which would otherwise look like
+    a valid but empty stream.
+    """
+    size = source.size
+    with source.open() as handle:
+        handle.seek(max(0, size - 70_000))  # an Ogg page is at most 65,307 bytes
+        tail = handle.read()
+    start = tail.rfind(b"OggS")
+    if start < 0 or len(tail) - start < 27:
+        return True
+    header_type, segments = tail[start + 5], tail[start + 26]
+    lacing = tail[start + 27 : start + 27 + segments]
+    page_end = start + 27 + segments + sum(lacing)
+    return not (header_type & 0x04) or len(lacing) < segments or page_end != len(tail)
+
+
+def _mp3_has_frame_count(source: _Source) -> bool:
+    """Whether an MP3 starts with a Xing/Info/VBRI tag, whose frame count makes its length exact."""
+    with source.open() as handle:
+        head = handle.read(10)
+        offset = 0
+        if head[:3] == b"ID3" and len(head) == 10:
+            # ID3v2 size: 4 "syncsafe" bytes of 7 bits each, plus the 10-byte header (and a footer).
+            offset = 10 + sum((byte & 0x7F) << (7 * (3 - i)) for i, byte in enumerate(head[6:10]))
+            offset += 10 if head[5] & 0x10 else 0
+        handle.seek(offset)
+        frame = handle.read(200)
+    return any(tag in frame for tag in (b"Xing", b"Info", b"VBRI"))
+
+
+def _probe_soundfile(source: _Source) -> AudioInfo:
+    import soundfile as sf
+
+    with source.open() as handle:
+        info = sf.info(handle)
+    fmt = str(info.format)
+    sample_rate, frames = int(info.samplerate), int(info.frames)
+    if fmt in ("WAV", "WAVEX"):
+        _check_wav_truncation(source, sample_rate)
+    if fmt == "OGG" and _ogg_truncated(source):
+        raise CorruptAudioError(
+            f"{source.name}: truncated Ogg stream (it does not end with a complete last page)"
+        )
+    exact = fmt in _EXACT_LENGTH_FORMATS or (fmt == "MP3" and _mp3_has_frame_count(source))
+    return AudioInfo(
+        name=source.name,
+        format=fmt,
+        codec=str(info.subtype),
+        sample_rate=sample_rate,
+        channels=int(info.channels),
+        frames=frames,
+        duration=frames / sample_rate if sample_rate else 0.0,
+        exact_length=exact,
+        backend="soundfile",
+    )
+
+
+def _import_av(source: _Source):
+    try:
+        import av
+    except ImportError as error:
+        raise MissingExtraError(
+            f"{source.name}: reading this format needs PyAV (FFmpeg); install it with {AV_EXTRA_HINT}"
+        ) from error
+    return av
+
+
+def _open_av(source: _Source):
+    """Open with PyAV (path or buffer); logging quietened so FFmpeg does not write to the terminal."""
+    av = _import_av(source)
+    with contextlib.suppress(Exception):  # best effort: the logging API differs between PyAV versions
+        av.logging.set_level(av.logging.PANIC)
+    target = str(source.path) if source.path is not None else io.BytesIO(source.data or b"")
+    return av.open(target, mode="r", metadata_errors="ignore")
+
+
+def _av_info(source: _Source, container) -> AudioInfo:
+    if not container.streams.audio:
+        raise NotAudioError(f"{source.name}: has no audio track ({container.format.name.split(',')[0]} file)")
+    stream = container.streams.audio[0]
+    context = stream.codec_context
+    sample_rate = int(context.sample_rate or stream.rate or 0)
+    channels = int(getattr(context, "channels", 0) or context.layout.nb_channels)
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000  # AV_TIME_BASE is microseconds
+    else:
+        duration = 0.0
+    if sample_rate <= 0:
+        raise CorruptAudioError(f"{source.name}: the audio track has no sample rate")
+    return AudioInfo(
+        name=source.name,
+        format=container.format.name.split(",")[0].upper(),
+        codec=str(context.name),
+        sample_rate=sample_rate,
+        channels=channels,
+        frames=int(round(duration * sample_rate)),
+        duration=duration,
+        exact_length=False,
+        backend="av",
+    )
+
+
+def _probe_av(source: _Source, kind: str | None) -> AudioInfo:
+    import av
+
+    try:
+        container = _open_av(source)
+    except av.error.FFmpegError as error:
+        if kind is not None:
+            raise CorruptAudioError(f"{source.name}: damaged {kind} file ({_short(error)})") from error
+        raise NotAudioError(
+            f"{source.name}: not a recognised audio format ({_not_audio_hint(source.head())})"
+        ) from error
+    with container:
+        return _av_info(source, container)
+
+
+def _short(error: BaseException) -> str:
+    """The first line of an exception message, without libsndfile's 'Error opening <...>:' prefix."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if text.startswith("Error opening") and ": " in text:
+        text = text.split(": ", 1)[1]
+    return text.rstrip(".")
+
+
+def _probe(source: _Source) -> AudioInfo:
+    """Header information from soundfile, falling back to PyAV; raises the specific AudioError."""
+    import soundfile as sf
+
+    head = source.head()
+    kind = _sniff(head)
+    try:
+        return _probe_soundfile(source)
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        sf_error = error
+    # libsndfile knows the container but cannot parse it: a damaged file, unless it is an Ogg or MPEG
+    # stream with a codec libsndfile lacks, which FFmpeg may still read.
+    if kind in _SOUNDFILE_KINDS and kind not in ("OGG", "MP3"):
+        raise CorruptAudioError(f"{source.name}: damaged {kind} header ({_short(sf_error)})") from sf_error
+    if "malformed" in str(sf_error):
+        raise CorruptAudioError(
+            f"{source.name}: damaged {kind or 'audio'} file ({_short(sf_error)})"
+        ) from sf_error
+    try:
+        import av  # noqa: F401 - only to learn whether the extra is installed
+    except ImportError:
+        if kind in _AV_KINDS or source.suffix in _AV_EXTENSIONS:
+            _import_av(source)  # raises MissingExtraError naming the extra
+        if kind is not None:
+            raise CorruptAudioError(f"{source.name}: damaged {kind} file ({_short(sf_error)})") from sf_error
+        raise NotAudioError(
+            f"{source.name}: not a recognised audio format ({_not_audio_hint(head)})"
+        ) from sf_error
+    return _probe_av(source, kind)
+
+
+# --- decoding ---------------------------------------------------------------------------------------
+
+
+def _decode_soundfile(source: _Source, info: AudioInfo, max_frames: int | None) -> np.ndarray:
+    """Decode block by block to float32 ``(channels, n)``."""
+    import soundfile as sf
+
+    blocks: list[np.ndarray] = []
+    total = 0
+    try:
+        with source.open() as handle, sf.SoundFile(handle) as sound:
+            while True:
+                block = sound.read(BLOCK_FRAMES, dtype="float32", always_2d=True)  # (frames, channels)
+                if len(block) == 0:
+                    break
+                blocks.append(block)
+                total += len(block)
+                _check_running_length(source, info, total, max_frames)
+    except (sf.LibsndfileError, RuntimeError) as error:
+        where = f" after {total / info.sample_rate:.3f} s" if total else ""
+        raise CorruptAudioError(
+            f"{source.name}: damaged or truncated audio data{where} ({_short(error)})"
+        ) from error
+    if not blocks:
+        return np.zeros((info.channels, 0), dtype=np.float32)
+    return np.concatenate(blocks, axis=0).T  # (channels, n)
+
+
+def _decode_av(source: _Source, info: AudioInfo, max_frames: int | None) -> np.ndarray:
+    """Decode the first audio track with PyAV to float32 ``(channels, n)`` at its own rate."""
+    import av
+
+    chunks: list[np.ndarray] = []
+    total = 0
+    try:
+        with _open_av(source) as container:
+            stream = container.streams.audio[0]
+            # Planar float32 at the stream's own rate and layout; the resampler only converts the format.
+            converter = av.AudioResampler(format="fltp")
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    for converted in converter.resample(frame):
+                        chunk = converted.to_ndarray()  # (channels, n)
+                        chunks.append(chunk.reshape(chunk.shape[0], -1).astype(np.float32, copy=False))
+                        total += chunks[-1].shape[1]
+                        _check_running_length(source, info, total, max_frames)
+    except av.error.FFmpegError as error:
+        where = f" after {total / info.sample_rate:.3f} s" if total else ""
+        raise CorruptAudioError(
+            f"{source.name}: damaged or truncated audio data{where} ({_short(error)})"
+        ) from error
+    if not chunks:
+        return np.zeros((info.channels, 0), dtype=np.float32)
+    channels = min(chunk.shape[0] for chunk in chunks)  # a layout change mid-stream keeps the common ones
+    samples = np.concatenate([chunk[:channels] for chunk in chunks], axis=1)
+    if info.frames and samples.shape[1] > info.frames:
+        samples = samples[:, : info.frames]  # drop the codec's end padding (AAC frames are 1024 samples)
+    return samples
+
+
+def _check_running_length(source: _Source, info: AudioInfo, total: int, max_frames: int | None) -> None:
+    """Stop decoding as soon as the audio passes the limit (a header may understate the length)."""
+    if max_frames is not None and total > max_frames:
+        limit = max_frames / info.sample_rate
+        raise AudioTooLongError(f"{source.name}: longer than the {limit:g} s limit (found while decoding)")
+
+
+def _limit_frames(info: AudioInfo, max_duration: float | None) -> int | None:
+    if max_duration is None:
+        return None
+    # A little slack so that a stream whose header is a few frames short is not rejected at the edge.
+    return int(max_duration * info.sample_rate) + info.sample_rate // 10 + 1
+
+
+# --- public API -------------------------------------------------------------------------------------
+
+
+def probe_audio(source: AudioSource, *, name: str | None = None) -> AudioInfo:
+    """Read a sound file's header only: container, codec, sample rate, channels, frames, duration.
+
+    Raises the specific :class:`~sound2image.errors.AudioError` for a missing, empty, non-audio,
+    damaged or (WAV) truncated file, and :class:`~sound2image.errors.MissingExtraError` when the
+    format needs PyAV and it is not installed. A file object is read to its end (then closed by the
+    caller as usual).
+    """
+    return _probe(_resolve(source, name))
+
+
+def load_audio(
+    source: AudioSource,
+    sample_rate: int | None = None,
+    *,
+    mono: bool = True,
+    duration: float | None = None,
+    policy: LengthPolicy | None = None,
+    max_duration: float | None = DEFAULT_MAX_DURATION,
+    name: str | None = None,
+) -> AudioClip:
+    """Decode a sound to float32 samples, optionally resampled and fitted to a duration.
+
+    Args:
+        source: a path, ``bytes`` (or ``bytearray``/``memoryview``) or a binary file object.
+        sample_rate: wanted rate in Hz; ``None`` keeps the file's. Resampling is anti-aliased
+            (see :func:`sound2image.audio.resample`).
+        mono: ``True`` (default) averages the channels → shape ``(n,)``; ``False`` keeps them →
+            shape ``(channels, n)`` (also for a mono file: ``(1, n)``).
+        duration: wanted length in seconds; the clip is then looped/padded/cropped by ``policy``.
+            ``None`` keeps the decoded length.
+        policy: what to do with short and long clips (default ``LengthPolicy()``: loop short ones,
+            crop long ones from the start). Only used when ``duration`` is given.
+        max_duration: reject files longer than this many seconds, checked from the header before
+            decoding (default 600 s); ``None`` for no limit.
+        name: how the source is named in messages (default: the path, or ``<bytes>``/the stream name).
+
+    Returns:
+        An :class:`AudioClip`; ``length_action`` says what the length policy did and ``warnings``
+        lists non-fatal problems (a silent clip also emits :class:`SilentAudioWarning`).
+
+    Raises:
+        AudioFileNotFoundError, EmptyAudioFileError, NotAudioError, CorruptAudioError,
+        AudioTooLongError, NoSamplesError, NonFiniteAudioError (all ``AudioError``);
+        MissingExtraError when the format needs the ``av`` extra; UsageError for bad arguments.
+    """
+    # 1. Check the arguments and the source.
+    if sample_rate is not None and (int(sample_rate) != sample_rate or sample_rate <= 0):
+        raise UsageError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    if max_duration is not None and not max_duration > 0:
+        raise UsageError(f"max_duration must be positive seconds or None, got {max_duration!r}")
+    src = _resolve(source, name)
+
+    # 2. Read the header; reject what is too long before decoding anything.
+    info = _probe(src)
+    if max_duration is not None and info.duration > max_duration:
+        raise AudioTooLongError(
+            f"{src.name}: {info.duration:.1f} s long, more than the {max_duration:g} s limit (max_duration)"
+        )
+    if info.exact_length and info.frames == 0:
+        raise NoSamplesError(f"{src.name}: the file holds no audio samples (0 frames)")
+
+    # 3. Decode and check what came out.
+    decode = _decode_soundfile if info.backend == "soundfile" else _decode_av
+    samples = decode(src, info, _limit_frames(info, max_duration))  # (channels, n)
+    _check_decoded(src, info, samples)
+    clip_warnings = _level_warnings(src.name, samples, info.codec)
+
+    # 4. Channels, rate, length.
+    original_frames = samples.shape[1]
+    if mono:
+        samples = samples.mean(axis=0, dtype=np.float32)  # (n,)
+    target_sr = int(sample_rate) if sample_rate is not None else info.sample_rate
+    samples = resample(samples, info.sample_rate, target_sr)
+    action = "none"
+    if duration is not None:
+        samples, action = apply_length(samples, target_frames(duration, target_sr), policy)
+
+    for message, category in clip_warnings:
+        warnings.warn(message, category, stacklevel=2)
+    return AudioClip(
+        samples=np.ascontiguousarray(samples, dtype=np.float32),
+        sample_rate=target_sr,
+        name=src.name,
+        original_sample_rate=info.sample_rate,
+        original_channels=info.channels,
+        original_duration=original_frames / info.sample_rate,
+        length_action=action,
+        warnings=tuple(message for message, _ in clip_warnings),
+    )
+
+
+def _check_decoded(source: _Source, info: AudioInfo, samples: np.ndarray) -> None:
+    """No samples, fewer frames than an exact header declares, or NaN/Inf → the specific error."""
+    frames = samples.shape[1]
+    if frames == 0 and info.frames > 0:
+        raise CorruptAudioError(
+            f"{source.name}: damaged: none of the {info.duration:.3f} s the header declares could be decoded"
+        )
+    if frames == 0:
+        raise NoSamplesError(f"{source.name}: the file holds no audio samples (0 frames decoded)")
+    if info.exact_length and frames + _LENGTH_TOLERANCE.get(info.format, 0) < info.frames:
+        raise CorruptAudioError(
+            f"{source.name}: truncated: the header declares {info.duration:.3f} s "
+            f"but only {frames / info.sample_rate:.3f} s could be decoded"
+        )
+    finite = np.isfinite(samples)
+    if not finite.all():
+        bad = int(samples.size - np.count_nonzero(finite))
+        first = int(np.argmin(finite.all(axis=0)))
+        raise NonFiniteAudioError(
+            f"{source.name}: {bad} NaN or infinite sample(s), the first at {first / info.sample_rate:.3f} s"
+        )
+
+
+def _level_warnings(name: str, samples: np.ndarray, codec: str) -> list[tuple[str, type[AudioWarning]]]:
+    """Warnings about the level: silence, and float data beyond full scale (kept, not clipped)."""
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if peak <= SILENCE_PEAK:
+        return [(f"{name}: the clip is silent (peak at or below -90 dBFS)", SilentAudioWarning)]
+    if peak > 1.0:
+        return [
+            (f"{name}: {codec} samples exceed full scale (peak {peak_dbfs(samples):+.1f} dBFS)", AudioWarning)
+        ]
+    return []
+
+
+def peak_dbfs(samples: np.ndarray) -> float:
+    """Peak level in dB relative to full scale (1.0); ``-inf`` for digital silence."""
+    peak = float(np.max(np.abs(samples))) if np.size(samples) else 0.0
+    return 20.0 * float(np.log10(peak)) if peak > 0 else float("-inf")

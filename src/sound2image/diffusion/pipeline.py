@@ -1,0 +1,500 @@
+"""SounDiff: sound -> ImageBind audio embedding -> calibrated unCLIP ``image_embeds`` -> image.
+
+:class:`SounDiffPipeline` receives its three components — a diffusers
+``StableUnCLIPImg2ImgPipeline``, an ImageBind audio encoder and an
+:class:`~sound2image.diffusion.calibration.EmbeddingCalibration` — and never builds them while
+generating. The denoising itself is diffusers' own ``StableUnCLIPImg2ImgPipeline.__call__`` (given
+our embedding it produces bit-identical images; tests/diffusion checks this), so the pipeline adds
+only the audio branch, the calibrated mixing and the bookkeeping around it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sound2image import __version__
+from sound2image.diffusion.calibration import EmbeddingCalibration
+from sound2image.diffusion.conditioning import encode_images, mix_embeddings
+from sound2image.diffusion.loading import (
+    DEFAULT_AUDIO_ENCODER,
+    PIPELINE_CONFIG,
+    TRAINING_CONFIG,
+    ModelSource,
+    hub_kwargs,
+    resolve_pipeline_source,
+    resolve_unet_source,
+    weights_error,
+)
+from sound2image.errors import Sound2ImageError, UsageError, WeightsError
+
+AUDIO_ENCODER_FOLDER = "audio_encoder"
+
+#: Scheduler names we accept -> (diffusers class, extra config). Each is built with ``from_config``
+#: from the model's own scheduler config, so the prediction type (v-prediction for SD 2.1) carries over.
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {}),
+    "dpm++-karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+
+AudioInput = Any  # path | bytes | file-like | AudioClip | (np.ndarray, sample_rate)
+
+
+@dataclass
+class GenerationSettings:
+    """Every sampling setting of one image besides the conditioning and the seed (stored in metadata).
+
+    ``height``/``width`` None mean the model's native size; ``scheduler`` None keeps the model's own.
+    """
+
+    prompt: str = ""
+    negative_prompt: str | None = None
+    num_inference_steps: int = 20
+    guidance_scale: float = 10.0
+    noise_level: int = 0
+    height: int | None = None
+    width: int | None = None
+    scheduler: str | None = None
+
+    def call_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`SounDiffPipeline.__call__` these settings stand for."""
+        kwargs = dataclasses.asdict(self)
+        kwargs.pop("scheduler")
+        return kwargs
+
+
+@dataclass
+class SounDiffOutput:
+    """What one pipeline call returns.
+
+    Attributes:
+        images: the generated images (PIL images, or a (B, H, W, 3) float array for ``output_type="np"``).
+        image_embeds: (1, D) float32 CPU tensor, the calibrated conditioning that was used.
+    """
+
+    images: Any
+    image_embeds: torch.Tensor
+
+
+@dataclass
+class PipelineInfo:
+    """Provenance of a pipeline's weights, recorded in every image's metadata and in ``save_pretrained``."""
+
+    model: str = "(in memory)"
+    revision: str | None = None
+    unet: str | None = None
+    unet_revision: str | None = None
+    audio_encoder: str = DEFAULT_AUDIO_ENCODER
+    training_config: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_single_audio(audio: Any) -> bool:
+    """One audio input (a path, bytes, a clip, an (array, rate) pair) rather than a list of them."""
+    if isinstance(audio, tuple) and len(audio) == 2 and isinstance(audio[0], np.ndarray):
+        return True
+    return not isinstance(audio, (list, tuple))
+
+
+class SounDiffPipeline:
+    """Generate images from sounds with SD 2.1 unCLIP conditioned on ImageBind audio embeddings.
+
+    Args:
+        unclip (`diffusers.StableUnCLIPImg2ImgPipeline`): the image generator; its ``image_encoder`` must
+            be present (diffusers needs it even when embeddings are passed, and image mixing uses it).
+        audio_encoder (`ImageBindAudioEncoder`, *optional*): turns sounds into (N, 1024) embeddings; only
+            needed for audio inputs (not for regenerating from a stored embedding).
+        calibration (`EmbeddingCalibration`, *optional*, defaults to ``EmbeddingCalibration()``): the norm
+            the conditioning vectors are put on; the default (20, ImageBind's own scale) is uncalibrated.
+        info (`PipelineInfo`, *optional*): where the weights came from, for metadata.
+    """
+
+    def __init__(
+        self,
+        unclip: Any,
+        audio_encoder: Any = None,
+        calibration: EmbeddingCalibration | None = None,
+        info: PipelineInfo | None = None,
+    ) -> None:
+        if getattr(unclip, "image_encoder", None) is None:
+            raise WeightsError("the unCLIP pipeline has no image_encoder; diffusers needs it to generate")
+        self.unclip = unclip
+        self.audio_encoder = audio_encoder
+        self.calibration = calibration or EmbeddingCalibration()
+        self.info = info or PipelineInfo()
+        # Our callers show their own progress (per item); the per-step bar would interleave with it.
+        self.unclip.set_progress_bar_config(disable=True)
+
+    # ------------------------------------------------------------------ properties and settings
+
+    @property
+    def device(self) -> torch.device:
+        """Where the denoising runs (honours model CPU offload)."""
+        return self.unclip._execution_device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unclip.unet.dtype
+
+    @property
+    def default_size(self) -> int:
+        """The model's native image size (768 for SD 2.1 unCLIP)."""
+        return int(self.unclip.unet.config.sample_size * self.unclip.vae_scale_factor)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.unclip.image_encoder.config.projection_dim)
+
+    @property
+    def scheduler_name(self) -> str:
+        """Our name of the current scheduler (the class name when it is not in ``SCHEDULERS``)."""
+        scheduler = self.unclip.scheduler
+        cls = type(scheduler).__name__
+        for name, (class_name, extra) in SCHEDULERS.items():
+            if class_name == cls and all(scheduler.config.get(k) == v for k, v in extra.items()):
+                if not extra and scheduler.config.get("use_karras_sigmas"):
+                    continue
+                return name
+        return cls
+
+    def set_scheduler(self, name: str) -> str:
+        """Swap the denoising scheduler by name (see ``SCHEDULERS``), keeping the model's config."""
+        if name not in SCHEDULERS:
+            raise UsageError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+        import diffusers
+
+        class_name, extra = SCHEDULERS[name]
+        # Karras sigmas are a per-name choice: do not inherit them from the scheduler being replaced.
+        config = {k: v for k, v in self.unclip.scheduler.config.items() if k != "use_karras_sigmas"}
+        self.unclip.scheduler = getattr(diffusers, class_name).from_config(config, **extra)
+        return name
+
+    def to(
+        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> SounDiffPipeline:
+        """Move the generator (and cast it to ``dtype``); the audio encoder moves but stays float32."""
+        self.unclip.to(device=device, dtype=dtype)
+        if self.audio_encoder is not None and device is not None:
+            self.audio_encoder.to(device)
+        return self
+
+    def enable_low_memory(
+        self, cpu_offload: bool = False, attention_slicing: bool = False, vae_tiling: bool = False
+    ) -> None:
+        """Trade speed for memory so 768×768 fits an 8 GB GPU (model offload + slicing + tiling)."""
+        if cpu_offload:
+            self.unclip.enable_model_cpu_offload()
+        if attention_slicing:
+            self.unclip.enable_attention_slicing()
+        if vae_tiling:
+            self.unclip.vae.enable_tiling()
+
+    # ------------------------------------------------------------------ conditioning
+
+    def encode_audio(self, audio: AudioInput | Sequence[AudioInput], batch_size: int = 8) -> torch.Tensor:
+        """(K, D) raw ImageBind embeddings (norm 20) of one or several audio inputs."""
+        if self.audio_encoder is None:
+            raise UsageError(
+                "this pipeline was loaded without an audio encoder; it can only use stored embeddings"
+            )
+        items = [audio] if _is_single_audio(audio) else list(audio)
+        encoder_device = next(self.audio_encoder.parameters()).device
+        embeds = self.audio_encoder.embed(items, batch_size=batch_size, device=encoder_device)
+        return embeds.float().cpu()
+
+    def encode_image(self, image: Any) -> torch.Tensor:
+        """(1, D) embedding of a PIL image through the pipeline's own image encoder (CLIP scale)."""
+        return encode_images(self.unclip, [image])
+
+    def build_image_embeds(
+        self,
+        audio: AudioInput | Sequence[AudioInput],
+        audio_weights: Sequence[float] | None = None,
+        image: Any = None,
+        image_weight: float = 0.5,
+        batch_size: int = 8,
+    ) -> torch.Tensor:
+        """The calibrated (1, D) conditioning for audio (+ weights) and an optional reference image."""
+        audio_embeds = self.encode_audio(audio, batch_size=batch_size)  # (K, D)
+        image_embed = self.encode_image(image) if image is not None else None  # (1, D)
+        return mix_embeddings(audio_embeds, self.calibration, audio_weights, image_embed, image_weight)
+
+    # ------------------------------------------------------------------ generation
+
+    def __call__(
+        self,
+        audio: AudioInput | Sequence[AudioInput] | None = None,
+        *,
+        audio_weights: Sequence[float] | None = None,
+        image: Any = None,
+        image_weight: float = 0.5,
+        image_embeds: torch.Tensor | None = None,
+        prompt: str = "",
+        negative_prompt: str | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 10.0,
+        noise_level: int = 0,
+        height: int | None = None,
+        width: int | None = None,
+        num_images_per_prompt: int = 1,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+    ) -> SounDiffOutput:
+        """Generate images from audio (or from a stored conditioning embedding).
+
+        Args:
+            audio (path, bytes, file-like, `AudioClip`, `(np.ndarray, int)`, or a list of them, *optional*):
+                the sound(s); several are blended with ``audio_weights``. Give this or ``image_embeds``.
+            audio_weights (`Sequence[float]`, *optional*, defaults to equal weights): one proportion
+                per audio.
+            image (`PIL.Image.Image`, *optional*, defaults to None): a reference image mixed into the
+                conditioning through the pipeline's own image encoder.
+            image_weight (`float`, *optional*, defaults to 0.5): the image's proportion of the mix, in [0, 1].
+            image_embeds (`torch.Tensor` of shape (1, D), *optional*): a ready conditioning vector, used
+                exactly as given (no calibration), e.g. one read back from an image's metadata.
+            prompt (`str`, *optional*, defaults to ""): text prompt; "" is the unconditional prompt.
+            negative_prompt (`str`, *optional*, defaults to None): what to steer away from (with guidance).
+            num_inference_steps (`int`, *optional*, defaults to 20): denoising steps.
+            guidance_scale (`float`, *optional*, defaults to 10.0): classifier-free guidance; > 1 enables it.
+            noise_level (`int`, *optional*, defaults to 0): unCLIP noise added to the embedding, 0..999.
+            height (`int`, *optional*, defaults to the model's native size): multiple of 8.
+            width (`int`, *optional*, defaults to the model's native size): multiple of 8.
+            num_images_per_prompt (`int`, *optional*, defaults to 1): images from one generator.
+            seed (`int`, *optional*, defaults to None): seeds a CPU ``torch.Generator`` (ignored when
+                ``generator`` is given); None draws from torch's global generator.
+            generator (`torch.Generator`, *optional*, defaults to None): the random source.
+            latents (`torch.Tensor`, *optional*, defaults to None): initial latents.
+            output_type (`str`, *optional*, defaults to "pil"): "pil", "np" or "latent".
+
+        Returns:
+            `SounDiffOutput` with ``images`` and the ``image_embeds`` used.
+        """
+        # 1. Check inputs
+        if (audio is None) == (image_embeds is None):
+            raise UsageError("give exactly one of audio or image_embeds")
+        if not 0 <= int(noise_level) < self.unclip.image_noising_scheduler.config.num_train_timesteps:
+            raise UsageError(f"noise_level must be an integer in 0..999, got {noise_level}")
+        if int(num_inference_steps) < 1:
+            raise UsageError(f"steps must be at least 1, got {num_inference_steps}")
+        height, width = height or self.default_size, width or self.default_size
+        if height % 8 or width % 8 or height <= 0 or width <= 0:
+            raise UsageError(f"image size must be positive multiples of 8, got {width}x{height}")
+
+        # 2. Build the conditioning: audio embeddings -> weighted mix (+ image) -> calibrated norm
+        if image_embeds is None:
+            image_embeds = self.build_image_embeds(audio, audio_weights, image, image_weight)
+        elif image_embeds.ndim != 2 or image_embeds.shape[-1] != self.embedding_dim:
+            raise UsageError(
+                f"image_embeds must have shape (N, {self.embedding_dim}), got {tuple(image_embeds.shape)}"
+            )
+        conditioning = image_embeds.detach().float().cpu()
+
+        # 3. Cast: diffusers does not move passed embeddings to the pipeline's device/dtype
+        embeds = conditioning.to(device=self.device, dtype=self.dtype)
+
+        # 4. Random source: a CPU generator gives the same noise on every device
+        if generator is None and seed is not None:
+            generator = torch.Generator("cpu").manual_seed(int(seed))
+
+        # 5. Denoise and decode with diffusers' own unCLIP loop
+        result = self.unclip(
+            image_embeds=embeds,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            num_inference_steps=int(num_inference_steps),
+            guidance_scale=float(guidance_scale),
+            noise_level=int(noise_level),
+            height=height,
+            width=width,
+            num_images_per_prompt=num_images_per_prompt,
+            generator=generator,
+            latents=latents,
+            output_type=output_type,
+        )
+
+        # 6. Package the output with the conditioning that produced it
+        return SounDiffOutput(images=result.images, image_embeds=conditioning)
+
+    # ------------------------------------------------------------------ saving and loading
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write a self-contained local pipeline: diffusers format + audio encoder + calibration.
+
+        ``SounDiffPipeline.from_pretrained(directory)`` restores it offline.
+        """
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        self.unclip.save_pretrained(root, safe_serialization=True)
+        if self.audio_encoder is not None:
+            save_audio_encoder(self.audio_encoder, root / AUDIO_ENCODER_FOLDER)
+        self.calibration.save(root)
+        record = {"format": 1, "package_version": __version__, **dataclasses.asdict(self.info)}
+        (root / PIPELINE_CONFIG).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        return root
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        unet: str | os.PathLike[str] | None = None,
+        audio_encoder: Any = None,
+        calibration: EmbeddingCalibration | None = None,
+        torch_dtype: torch.dtype | None = None,
+        variant: str | None = None,
+        revision: str | None = None,
+        unet_revision: str | None = None,
+        load_audio_encoder: bool = True,
+    ) -> SounDiffPipeline:
+        """Load a pipeline; with no arguments, the zero-shot baseline (ImageBind-huge + SD 2.1 unCLIP).
+
+        Args:
+            model (`str` or path, *optional*, defaults to ``$SOUND2IMAGE_UNCLIP`` or
+                ``stabilityai/stable-diffusion-2-1-unclip``): a hub id, a diffusers pipeline directory, or a
+                directory written by :meth:`save_pretrained`.
+            unet (`str` or path, *optional*): a fine-tuned U-Net — a training export directory, a whole
+                pipeline directory or a hub id; its stored calibration is used (training and generation
+                must agree on the scale).
+            audio_encoder (`ImageBindAudioEncoder`, *optional*): use this encoder instead of loading one.
+            calibration (`EmbeddingCalibration`, *optional*): overrides every stored calibration.
+            torch_dtype (`torch.dtype`, *optional*, defaults to float32): weights dtype of the generator.
+            variant (`str`, *optional*): diffusers weight variant (e.g. "fp16").
+            revision (`str`, *optional*): hub revision of ``model``.
+            unet_revision (`str`, *optional*): hub revision of ``unet``.
+            load_audio_encoder (`bool`, *optional*, defaults to True): False to skip it (regeneration from
+                stored embeddings needs no encoder).
+        """
+        from diffusers import StableUnCLIPImg2ImgPipeline
+
+        source = resolve_pipeline_source(None if model is None else str(model), revision)
+        saved = _read_saved_config(source)
+        components: dict[str, Any] = {}
+        info = PipelineInfo(model=source.name, revision=revision)
+        if saved:
+            stored = PipelineInfo(
+                **{k: v for k, v in saved.items() if k in PipelineInfo.__dataclass_fields__}
+            )
+            # Record the directory itself as the model (that is what regenerates), keep where it came from.
+            extra = {**stored.extra, "saved_from": stored.model, "saved_from_revision": stored.revision}
+            info = dataclasses.replace(stored, model=source.name, revision=None, extra=extra)
+        export_calibration = None
+        if unet is not None:
+            components["unet"], info, export_calibration = _load_unet(
+                str(unet), unet_revision, torch_dtype, info
+            )
+
+        kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "variant": variant, "revision": revision}
+        if not source.is_local:
+            kwargs.update(hub_kwargs())
+        try:
+            unclip = StableUnCLIPImg2ImgPipeline.from_pretrained(source.location, **components, **kwargs)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise weights_error(source, "unCLIP pipeline", error) from error
+
+        if audio_encoder is None and load_audio_encoder:
+            audio_encoder = _load_audio_encoder(source)
+        calibration = calibration or export_calibration
+        if calibration is None and source.path is not None:
+            calibration = EmbeddingCalibration.load(source.path)
+        return cls(unclip, audio_encoder, calibration, info)
+
+
+# ---------------------------------------------------------------------- loading helpers
+
+
+def _read_saved_config(source: ModelSource) -> dict[str, Any] | None:
+    """The ``sound2image_pipeline.json`` of a saved directory, if ``source`` is one."""
+    if source.path is None or not (source.path / PIPELINE_CONFIG).is_file():
+        return None
+    path = source.path / PIPELINE_CONFIG
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise WeightsError(f"{path}: not valid JSON ({error})") from error
+
+
+def _load_unet(
+    unet: str, revision: str | None, torch_dtype: torch.dtype | None, info: PipelineInfo
+) -> tuple[Any, PipelineInfo, EmbeddingCalibration | None]:
+    """Load a fine-tuned U-Net and what its export says about training (prompt, calibration)."""
+    from diffusers import UNet2DConditionModel
+
+    source, subfolder = resolve_unet_source(unet, revision)
+    kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "revision": revision}
+    if subfolder:
+        kwargs["subfolder"] = subfolder
+    if not source.is_local:
+        kwargs.update(hub_kwargs())
+    try:
+        model = UNet2DConditionModel.from_pretrained(source.location, **kwargs)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise weights_error(source, "fine-tuned U-Net", error) from error
+    training_config, calibration = None, None
+    if source.path is not None:
+        calibration = EmbeddingCalibration.load(source.path)
+        if (source.path / TRAINING_CONFIG).is_file():
+            training_config = json.loads((source.path / TRAINING_CONFIG).read_text())
+    info = dataclasses.replace(
+        info, unet=source.name, unet_revision=revision, training_config=training_config
+    )
+    return model, info, calibration
+
+
+def save_audio_encoder(encoder: Any, directory: Path) -> None:
+    """Audio encoder as ``config.json`` (its dataclass config) + ``model.safetensors``."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.asdict(encoder.config)
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(state, str(directory / "model.safetensors"))
+
+
+def load_saved_audio_encoder(directory: Path) -> Any:
+    """The inverse of :func:`save_audio_encoder` (strict: every key and shape must match)."""
+    from safetensors.torch import load_file
+
+    from sound2image.encoders import ImageBindAudioConfig, ImageBindAudioEncoder
+
+    try:
+        config = ImageBindAudioConfig.from_dict(json.loads((directory / "config.json").read_text()))
+        encoder = ImageBindAudioEncoder(config)
+        encoder.load_state_dict(load_file(str(directory / "model.safetensors")), strict=True)
+    except (OSError, ValueError, TypeError, RuntimeError) as error:
+        raise WeightsError(f"{directory}: cannot load the saved audio encoder ({error})") from error
+    return encoder.eval()
+
+
+def _load_audio_encoder(source: ModelSource) -> Any:
+    """The saved encoder of a local pipeline directory, else ImageBind-huge through the encoder's loader."""
+    if source.path is not None and (source.path / AUDIO_ENCODER_FOLDER / "config.json").is_file():
+        return load_saved_audio_encoder(source.path / AUDIO_ENCODER_FOLDER)
+    from sound2image.encoders import ImageBindAudioEncoder
+
+    try:
+        return ImageBindAudioEncoder.from_pretrained(local_files_only=bool(hub_kwargs()["local_files_only"]))
+    except Sound2ImageError:
+        raise
+    except (OSError, ValueError, RuntimeError) as error:
+        raise WeightsError(
+            f"{DEFAULT_AUDIO_ENCODER}: could not load the ImageBind-huge audio encoder ({error})"
+        ) from error

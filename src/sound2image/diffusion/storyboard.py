@@ -1,0 +1,92 @@
+"""Long audio -> a storyboard: one image per time window, plus a contact sheet.
+
+Every window is embedded on its own (ImageBind looks at three 2 s clips inside each window) and every
+image uses the same seed, so the differences between frames come from the sound, not from the noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sound2image.diffusion.conditioning import mix_embeddings
+from sound2image.errors import UsageError
+
+
+@dataclass(frozen=True)
+class StoryboardWindow:
+    """One time window of the source audio."""
+
+    index: int
+    start: float  # seconds
+    end: float  # seconds
+    clip: Any  # AudioClip holding just this window
+
+    @property
+    def tag(self) -> str:
+        """File-name tag that sorts in time order: ``t0012.50-0017.50``."""
+        return f"t{self.start:07.2f}-{self.end:07.2f}"
+
+    @property
+    def label(self) -> str:
+        """Caption for the contact sheet: ``12.5-17.5 s``."""
+        return f"{self.start:.1f}-{self.end:.1f} s"
+
+    def metadata(self, window: float, hop: float) -> dict[str, float | int]:
+        return {"index": self.index, "start": self.start, "end": self.end, "window": window, "hop": hop}
+
+
+@dataclass(frozen=True)
+class StoryboardFrame:
+    """A generated frame: its window, image and the (1, D) conditioning used."""
+
+    window: StoryboardWindow
+    image: Any
+    image_embeds: torch.Tensor
+
+
+def storyboard_windows(clip: Any, window: float, hop: float | None = None) -> list[StoryboardWindow]:
+    """Cut ``clip`` into windows of ``window`` seconds every ``hop`` seconds (default: no overlap).
+
+    The last window is aligned to the end so no audio is left out; a clip shorter than one window is
+    one window.
+    """
+    from sound2image.audio.length import iter_windows
+
+    hop = window if hop is None else hop
+    if not (window > 0 and hop > 0):
+        raise UsageError(f"--window and --hop must be positive seconds, got window={window} hop={hop}")
+    return [
+        StoryboardWindow(index, start, end, piece)
+        for index, (start, end, piece) in enumerate(iter_windows(clip, window, hop))
+    ]
+
+
+def iter_storyboard(
+    pipe: Any,
+    windows: Sequence[StoryboardWindow],
+    seed: int,
+    image_embed: torch.Tensor | None = None,
+    image_weight: float = 0.5,
+    batch_size: int = 8,
+    **settings: Any,
+) -> Iterator[StoryboardFrame]:
+    """Generate one frame per window with the same ``seed``; ``settings`` go to ``pipe.__call__``.
+
+    ``image_embed`` (1, D), when given, is mixed into every window with ``image_weight``.
+    """
+    audio_embeds = pipe.encode_audio([w.clip for w in windows], batch_size=batch_size)  # (W, D)
+    for window, embed in zip(windows, audio_embeds, strict=True):
+        conditioning = mix_embeddings(embed[None, :], pipe.calibration, None, image_embed, image_weight)
+        output = pipe(image_embeds=conditioning, seed=seed, **settings)
+        yield StoryboardFrame(window, output.images[0], output.image_embeds)
+
+
+def contact_sheet(frames: Sequence[StoryboardFrame], columns: int | None = None) -> Any:
+    """All frames in time order on one sheet, each captioned with its time window."""
+    from sound2image.outputs import make_grid
+
+    return make_grid([f.image for f in frames], columns=columns, labels=[f.window.label for f in frames])

@@ -1,0 +1,250 @@
+"""Multi-head attention: local 1-D block self-attention with a bounded KV cache, and cross-attention.
+
+Local 1-D attention follows the Image Transformer (Parmar et al. 2018, section 3.2): the flattened
+image is split into *query blocks* of ``block_size`` positions; every query attends causally to its
+own block and to the ``memory_length`` positions that precede the block. A query at position ``i``
+in the block starting at ``s = (i // block_size) * block_size`` may therefore see key ``j`` iff
+``s - memory_length <= j <= i``.
+
+Because no query ever looks further back than ``memory_length + block_size - 1`` positions, the
+incremental-decoding cache only needs a ring buffer of ``memory_length + block_size`` slots: its
+memory is bounded by the window, not by the sequence length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def local_attention_mask(
+    seq_len: int,
+    block_size: int | None,
+    memory_length: int | None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Boolean ``(seq_len, seq_len)`` mask, ``True`` where query ``i`` may attend to key ``j``.
+
+    ``block_size=None`` or ``memory_length=None`` gives plain causal (global) attention.
+    """
+    i = torch.arange(seq_len, device=device)[:, None]  # (T, 1) query positions
+    j = torch.arange(seq_len, device=device)[None, :]  # (1, T) key positions
+    causal = j <= i
+    if block_size is None or memory_length is None:
+        return causal
+    block_start = (i // block_size) * block_size
+    return causal & (j >= block_start - memory_length)
+
+
+def _split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    batch, length, width = x.shape
+    return x.view(batch, length, n_heads, width // n_heads).transpose(1, 2)  # (B, H, T, hd)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    batch, n_heads, length, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, n_heads * head_dim)  # (B, T, C)
+
+
+@dataclass
+class KVCache:
+    """Ring buffer of keys and values for one self-attention layer.
+
+    ``positions[slot]`` is the absolute position stored in ``slot`` (``-1`` when empty); ``length`` is
+    the number of positions decoded so far, i.e. the position of the next token.
+    """
+
+    keys: torch.Tensor  # (B, H, W, hd)
+    values: torch.Tensor  # (B, H, W, hd)
+    positions: torch.Tensor  # (W,) long
+    length: int = 0
+
+    @classmethod
+    def allocate(
+        cls,
+        batch: int,
+        n_heads: int,
+        window: int,
+        head_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> KVCache:
+        """An empty cache with ``window`` slots."""
+        shape = (batch, n_heads, window, head_dim)
+        return cls(
+            keys=torch.zeros(shape, device=device, dtype=dtype),
+            values=torch.zeros(shape, device=device, dtype=dtype),
+            positions=torch.full((window,), -1, dtype=torch.long, device=device),
+        )
+
+    @property
+    def window(self) -> int:
+        return self.keys.shape[2]
+
+    def nbytes(self) -> int:
+        """Memory held by the buffers, in bytes."""
+        return sum(t.numel() * t.element_size() for t in (self.keys, self.values, self.positions))
+
+
+class LocalSelfAttention(nn.Module):
+    """Causal multi-head self-attention restricted to the local 1-D block pattern.
+
+    Args:
+        d_model: model width.
+        n_heads: number of heads (``d_model`` must be divisible by it).
+        block_size: query-block length; ``None`` means global causal attention.
+        memory_length: how many positions before its block a query block sees; ``None`` = global.
+        dropout: dropout on the attention weights (training only).
+        resid_dropout: dropout on the output projection (default: ``dropout``).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        block_size: int | None = None,
+        memory_length: int | None = None,
+        dropout: float = 0.0,
+        resid_dropout: float | None = None,
+    ) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.block_size = block_size
+        self.memory_length = memory_length
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.resid_dropout = nn.Dropout(dropout if resid_dropout is None else resid_dropout)
+
+    @property
+    def is_local(self) -> bool:
+        return self.block_size is not None and self.memory_length is not None
+
+    def cache_window(self, max_length: int) -> int:
+        """Slots a cache needs: the local window, or the whole sequence for global attention."""
+        if self.is_local:
+            return min(max_length, self.block_size + self.memory_length)
+        return max_length
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """``x`` (B, T, C) -> (B, T, C). With ``cache``, ``x`` holds only the next token(s) to decode."""
+        q, k, v = self.qkv(x).split(x.shape[-1], dim=2)
+        q, k, v = (_split_heads(t, self.n_heads) for t in (q, k, v))  # (B, H, T, hd) each
+        if cache is not None:
+            steps = [self._step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], cache)
+                     for t in range(q.shape[2])]  # fmt: skip
+            y = torch.cat(steps, dim=2)  # (B, H, T, hd)
+        elif self.is_local:
+            y = self._blocked(q, k, v)
+        else:
+            p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        return self.resid_dropout(self.proj(_merge_heads(y)))
+
+    def _blocked(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Local attention computed block by block: O(T · (block + memory)) instead of O(T²)."""
+        batch, n_heads, length, head_dim = q.shape
+        block, memory = self.block_size, self.memory_length
+        n_blocks = -(-length // block)
+        tail = n_blocks * block - length
+        # Queries are padded at the end (their outputs are dropped); keys/values also get whole blocks
+        # of zeros in front so every block can take a window [start - memory, start + block).
+        q = F.pad(q, (0, 0, 0, tail)).view(batch, n_heads, n_blocks, block, head_dim)  # (B, H, nb, Lq, hd)
+        k, v = self._windows(k, tail), self._windows(v, tail)  # (B, H, nb, Lm + Lq, hd) each
+        row = torch.arange(block, device=q.device)[:, None]  # query offset r in the block
+        col = torch.arange(memory + block, device=q.device)[None, :]  # key offset c in the window
+        starts = torch.arange(n_blocks, device=q.device)[:, None, None] * block
+        # key position = start - memory + c; it must be <= query position (start + r) and >= 0.
+        mask = (col <= row + memory)[None] & (starts - memory + col[None] >= 0)  # (nb, Lq, Lm + Lq)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, nb, Lq, hd)
+        return y.reshape(batch, n_heads, n_blocks * block, head_dim)[:, :, :length]
+
+    def _windows(self, x: torch.Tensor, tail: int) -> torch.Tensor:
+        """(B, H, T, hd) -> (B, H, nb, memory + block, hd): each block's keys with the ones before it.
+
+        Built by concatenating shifted views of whole blocks; cheaper to differentiate than ``unfold``.
+        """
+        batch, n_heads, _, head_dim = x.shape
+        block, memory = self.block_size, self.memory_length
+        lead = -(-memory // block)  # whole blocks of history needed
+        x = F.pad(x, (0, 0, lead * block, tail))
+        blocks = x.view(batch, n_heads, -1, block, head_dim)  # (B, H, lead + nb, Lq, hd)
+        n_blocks = blocks.shape[2] - lead
+        windows = torch.cat([blocks[:, :, i : i + n_blocks] for i in range(lead + 1)], dim=3)
+        return windows[:, :, :, lead * block - memory :]  # (B, H, nb, Lm + Lq, hd)
+
+    def _step(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Decode one position: store its key/value in the ring buffer, attend over the valid slots."""
+        position = cache.length
+        slot = position % cache.window
+        cache.keys[:, :, slot] = k[:, :, 0]
+        cache.values[:, :, slot] = v[:, :, 0]
+        cache.positions[slot] = position
+        cache.length += 1
+        lowest = 0
+        if self.is_local:
+            lowest = (position // self.block_size) * self.block_size - self.memory_length
+        valid = (cache.positions >= max(lowest, 0)) & (cache.positions <= position)  # (W,)
+        return F.scaled_dot_product_attention(q, cache.keys, cache.values, attn_mask=valid[None, :])
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from the decoder stream (queries) to the encoder memory (keys, values).
+
+    The memory's keys and values do not change while decoding, so :meth:`project_memory` computes
+    them once and :meth:`forward` accepts them precomputed.
+    """
+
+    def __init__(
+        self, d_model: int, n_heads: int, dropout: float = 0.0, resid_dropout: float | None = None
+    ) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.resid_dropout = nn.Dropout(dropout if resid_dropout is None else resid_dropout)
+
+    def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``memory`` (B, S, C) -> keys, values (B, H, S, hd)."""
+        k, v = self.kv(memory).split(memory.shape[-1], dim=2)
+        return _split_heads(k, self.n_heads), _split_heads(v, self.n_heads)
+
+    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``x`` (B, T, C) attends to the projected memory -> (B, T, C)."""
+        q = _split_heads(self.q(x), self.n_heads)  # (B, H, T, hd)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, *memory_kv, dropout_p=p)
+        return self.resid_dropout(self.proj(_merge_heads(y)))
+
+
+class SelfAttention(nn.Module):
+    """Bidirectional multi-head self-attention for the audio encoder."""
+
+    def __init__(
+        self, d_model: int, n_heads: int, dropout: float = 0.0, resid_dropout: float | None = None
+    ) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.resid_dropout = nn.Dropout(dropout if resid_dropout is None else resid_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, S, C) -> (B, S, C)."""
+        q, k, v = (_split_heads(t, self.n_heads) for t in self.qkv(x).split(x.shape[-1], dim=2))
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, S, hd)
+        return self.resid_dropout(self.proj(_merge_heads(y)))

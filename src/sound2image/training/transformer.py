@@ -1,0 +1,439 @@
+"""Training the Image Transformer from scratch on audio/image pairs.
+
+``train_transformer(config)`` does, in order:
+
+1. scan the pairs (:func:`sound2image.data.scan_pairs`) and split them 90/10
+   (:func:`sound2image.data.split_pairs`, grouped and stratified, saved as ``split.json``);
+2. pre-compute every clip's FFT-section features and every image's 32×32 grayscale pixels once (bad
+   items are reported and skipped); per-bin feature statistics of the training set go into the model;
+3. train with AdamW, linear warm-up + cosine decay (over steps or over the ``max_minutes`` budget,
+   whichever ends first), gradient clipping, conditioning dropout, mixed precision on a GPU;
+4. every ``eval_every`` steps: validation bits per pixel and a grid of samples from validation audio;
+   every ``checkpoint_every`` steps: an atomic checkpoint that ``resume="latest"`` continues from;
+5. export the final model to ``<output_dir>/model`` (what ``generate --model transformer:DIR`` loads).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sound2image.audio.sections import (
+    AV_DIGITS_FEATURES,
+    SectionFeatureConfig,
+    compute_section_features,
+    feature_statistics,
+)
+from sound2image.errors import DataError, Sound2ImageError, UsageError
+from sound2image.training.checkpoints import atomic_checkpoint, resolve_resume
+from sound2image.training.schedules import make_adamw, run_progress, set_lr, warmup_cosine
+from sound2image.transformer.model import ImageTransformer, ImageTransformerConfig
+from sound2image.transformer.sampling import SamplingConfig, generate, tokens_to_images
+
+TRAINING_CONFIG_NAME = "training_config.json"
+
+
+@dataclass
+class TransformerTrainConfig:
+    """Everything a run needs; saved as ``training_config.json`` and inside every checkpoint."""
+
+    data: str
+    output_dir: str
+    val_fraction: float = 0.1
+    split_seed: int = 42
+    seed: int = 42
+    features: SectionFeatureConfig = field(default_factory=SectionFeatureConfig)
+    model: ImageTransformerConfig = field(default_factory=ImageTransformerConfig)
+    batch_size: int = 16
+    epochs: float = 10.0
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    lr: float = 6e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    mixed_precision: str = "auto"
+    device: str = "auto"
+    eval_every: int = 250
+    checkpoint_every: int = 500
+    checkpoints_total_limit: int | None = 2
+    num_sample_images: int = 10
+    sample: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0))
+    max_pairs: int | None = None
+    resume: str | None = None
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.lr <= 0 or self.min_lr < 0:
+            raise UsageError(f"learning rates must be positive, got --lr {self.lr} --min-lr {self.min_lr}")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise UsageError(f"--mixed-precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise UsageError(f"--max-minutes must be positive, got {self.max_minutes}")
+        m, f = self.model, self.features
+        if (m.audio_sections, m.audio_bins) != (f.num_sections, f.num_bins):
+            raise UsageError(
+                f"model expects {m.audio_sections}×{m.audio_bins} audio features but the feature settings "
+                f"give {f.num_sections}×{f.num_bins}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TransformerTrainConfig:
+        values = dict(values)
+        values["features"] = SectionFeatureConfig.from_dict(values.get("features", {}))
+        values["model"] = ImageTransformerConfig.from_dict(values.get("model", {}))
+        values["sample"] = SamplingConfig(**values.get("sample", {}))
+        return cls(**values)
+
+
+def preset(name: str, data: str, output_dir: str) -> TransformerTrainConfig:
+    """Named starting points: ``paper`` (500×220 features, 512-d 6+6 model) and ``av-digits``."""
+    if name == "paper":
+        return TransformerTrainConfig(data=data, output_dir=output_dir)
+    if name == "av-digits":
+        # Small enough to train on a 2-core CPU in 30 minutes: 128-d, 2 + 4 layers, one-row query
+        # blocks with two rows of memory, log-magnitude features over 1 s at 8 kHz (50 × 80).
+        features = AV_DIGITS_FEATURES
+        model = ImageTransformerConfig(
+            audio_sections=features.num_sections,
+            audio_bins=features.num_bins,
+            d_model=128,
+            n_encoder_layers=2,
+            n_decoder_layers=4,
+            n_heads=4,
+            dropout=0.0,
+            query_block=32,
+            memory_length=64,
+            cond_dropout=0.1,
+        )
+        return TransformerTrainConfig(
+            data=data,
+            output_dir=output_dir,
+            features=features,
+            model=model,
+            batch_size=16,
+            epochs=20,
+            lr=1e-3,
+            min_lr=5e-5,
+            warmup_steps=100,
+            eval_every=500,
+            checkpoint_every=500,
+            sample=SamplingConfig(temperature=0.8, guidance_scale=2.0),
+        )
+    raise UsageError(f"unknown preset {name!r} (choose paper or av-digits)")
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def prepare_image(image: Image.Image, size: int) -> np.ndarray:
+    """Grayscale (size, size) uint8: smaller images are centred on black (28×28 digits -> 32×32 with a
+    2-pixel border), larger ones centre-cropped to a square and resized with area averaging."""
+    image = image.convert("L")
+    width, height = image.size
+    if width <= size and height <= size:
+        canvas = Image.new("L", (size, size), 0)
+        canvas.paste(image, ((size - width) // 2, (size - height) // 2))
+        return np.asarray(canvas, dtype=np.uint8)
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    return np.asarray(square.resize((size, size), Image.Resampling.BOX), dtype=np.uint8)
+
+
+@dataclass
+class PairTensors:
+    """Pre-computed training data: features (N, S, F) float32, pixels (N, size²) uint8."""
+
+    features: torch.Tensor
+    pixels: torch.Tensor
+    labels: list[str | None]
+    keys: list[str]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def load_pair_tensors(
+    pairs: list[Any], features: SectionFeatureConfig, image_size: int, progress: bool = False
+) -> tuple[PairTensors, list[str]]:
+    """Features and pixels of every pair; a pair whose audio or image fails is skipped and reported."""
+    from sound2image.data import load_image
+    from tqdm.auto import tqdm
+
+    rows, pixels, labels, keys, problems = [], [], [], [], []
+    for pair in tqdm(pairs, disable=not progress, desc="pre-computing features", leave=False):
+        try:
+            row = compute_section_features(pair.audio, features)
+            image = prepare_image(load_image(pair.image, mode="L"), image_size)
+        except Sound2ImageError as error:
+            problems.append(str(error))
+            continue
+        rows.append(row)
+        pixels.append(image.reshape(-1))
+        labels.append(pair.label)
+        keys.append(pair.key)
+    if not rows:
+        return (
+            PairTensors(
+                torch.zeros(0, features.num_sections, features.num_bins),
+                torch.zeros(0, image_size * image_size, dtype=torch.uint8),
+                [],
+                [],
+            ),
+            problems,
+        )
+    return (
+        PairTensors(torch.from_numpy(np.stack(rows)), torch.from_numpy(np.stack(pixels)), labels, keys),
+        problems,
+    )
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    model_dir: Path
+    steps: int
+    elapsed_s: float
+    train_loss: float
+    val_bpp: float | None
+    problems: list[str]
+    history: list[dict[str, float]]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """Mixed precision is for GPUs; on a CPU it is off (``auto``) since it rarely helps there."""
+    if device.type != "cuda" or mode == "no":
+        return None
+    if mode == "fp16" or (mode == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+@torch.no_grad()
+def evaluate_bpp(model: ImageTransformer, data: PairTensors, batch_size: int, device: torch.device) -> float:
+    """Mean negative log-likelihood of the pixels given their audio, in bits per pixel."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        features = data.features[start : start + batch_size].to(device)
+        pixels = data.pixels[start : start + batch_size].to(device).long()
+        _, loss = model(features, model.decoder_inputs(pixels), pixels)
+        total += loss.item() * pixels.numel()
+        count += pixels.numel()
+    model.train()
+    return total / max(count, 1) / math.log(2)
+
+
+def sample_indices(labels: list[str | None], count: int) -> list[int]:
+    """Up to ``count`` indices, one per label first (in label order), then the rest in order."""
+    first: dict[str | None, int] = {}
+    for index, label in enumerate(labels):
+        first.setdefault(label, index)
+    chosen = [first[label] for label in sorted(first, key=lambda x: (x is None, str(x)))][:count]
+    chosen += [i for i in range(len(labels)) if i not in chosen][: count - len(chosen)]
+    return chosen
+
+
+def save_sample_grid(
+    model: ImageTransformer,
+    data: PairTensors,
+    sampling: SamplingConfig,
+    path: Path,
+    count: int,
+    device: torch.device,
+) -> Path:
+    """Generate from ``count`` validation clips and save real (top) and generated (bottom) rows."""
+    from sound2image.outputs import make_grid
+
+    indices = sample_indices(data.labels, count)
+    tokens = generate(model, data.features[indices].to(device), sampling)
+    size = model.config.image_size
+    generated = tokens_to_images(tokens, size).numpy()
+    real = data.pixels[indices].reshape(-1, size, size).numpy()
+    tiles = [Image.fromarray(a).resize((size * 2, size * 2), Image.Resampling.NEAREST) for a in [*real, *generated]]
+    labels = [f"real {data.labels[i]}" for i in indices] + [f"gen {data.labels[i]}" for i in indices]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_grid(tiles, columns=len(indices), labels=labels).save(path)
+    model.train()
+    return path
+
+
+def _record(config: TransformerTrainConfig, classes: list[str]) -> dict[str, Any]:
+    """What goes into the exported model's config.json beside the model config."""
+    return {
+        "features": config.features.to_dict(),
+        "training": config.to_dict(),
+        "sampling": asdict(config.sample),
+        "classes": classes,
+    }
+
+
+def train_transformer(config: TransformerTrainConfig) -> TrainResult:
+    """Run (or resume) a training run; see the module docstring for the steps."""
+    from sound2image.data import scan_pairs, split_pairs
+    from tqdm.auto import tqdm
+
+    config.check()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    device = _device(config.device)
+    amp_dtype = _autocast_dtype(config.mixed_precision, device)
+
+    # 1. Pairs and the grouped split.
+    scan = scan_pairs(config.data)
+    pairs = sorted(scan.pairs, key=lambda p: p.key)[: config.max_pairs]
+    if not pairs:
+        raise DataError(f"{config.data}: no audio/image pairs found")
+    split = split_pairs(pairs, config.val_fraction, config.split_seed)
+    split.save(out / "split.json")
+    (out / TRAINING_CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+
+    # 2. Pre-compute features and pixels once.
+    size = config.model.image_size
+    train, problems = load_pair_tensors(split.train, config.features, size, config.progress)
+    val, val_problems = load_pair_tensors(split.val, config.features, size, config.progress)
+    problems = list(scan.problems) + problems + val_problems
+    if len(train) == 0:
+        raise DataError(f"{config.data}: none of the {len(split.train)} training pairs could be loaded")
+    classes = sorted({label for label in train.labels if label is not None})
+
+    model = ImageTransformer(config.model).to(device)
+    if config.features.standardize:
+        mean, std = feature_statistics(train.features.numpy())
+        model.feature_mean.copy_(torch.from_numpy(mean))
+        model.feature_std.copy_(torch.from_numpy(std))
+    optimizer = make_adamw(model, config.lr, config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    steps_per_epoch = max(1, len(train) // config.batch_size)
+    max_steps = config.max_steps or max(1, int(config.epochs * steps_per_epoch))
+    budget_s = config.max_minutes * 60 if config.max_minutes else None
+    step, elapsed_before, history = 0, 0.0, []
+
+    # Resume: weights, optimiser, step, elapsed time and the data order.
+    resume_from = resolve_resume(out, config.resume)
+    if resume_from is not None:
+        state = json.loads((resume_from / "trainer_state.json").read_text())
+        loaded, _ = ImageTransformer.from_pretrained(resume_from / "model", map_location=device)
+        model.load_state_dict(loaded.state_dict())
+        optimizer.load_state_dict(torch.load(resume_from / "optimizer.pt", map_location=device))
+        step, elapsed_before, history = state["step"], state["elapsed_s"], state["history"]
+        torch.set_rng_state(torch.load(resume_from / "rng.pt")["torch"])
+
+    # 3. Train.
+    generator = torch.Generator().manual_seed(config.seed)
+    order = torch.randperm(len(train), generator=generator)
+    # Replay the permutations already drawn before `step` (the loop draws one at each epoch start).
+    epoch, position = divmod(step, steps_per_epoch)
+    for _ in range(epoch if position else max(epoch - 1, 0)):
+        order = torch.randperm(len(train), generator=generator)
+    started = time.monotonic()
+    model.train()
+    train_loss = float("nan")
+    bar = tqdm(total=max_steps, initial=step, disable=not config.progress, desc="training")
+    while step < max_steps:
+        elapsed = elapsed_before + time.monotonic() - started
+        if budget_s is not None and elapsed >= budget_s:
+            break
+        position = step % steps_per_epoch
+        if position == 0 and step > 0:
+            order = torch.randperm(len(train), generator=generator)
+        index = order[position * config.batch_size : (position + 1) * config.batch_size]
+        features = train.features[index].to(device)
+        pixels = train.pixels[index].to(device).long()
+        lr = warmup_cosine(step, run_progress(step, max_steps, elapsed, budget_s), config.warmup_steps,
+                           config.lr, config.min_lr)  # fmt: skip
+        set_lr(optimizer, lr)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            _, loss = model(features, model.decoder_inputs(pixels), pixels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        train_loss = loss.item() if math.isnan(train_loss) else 0.95 * train_loss + 0.05 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
+        if step % config.eval_every == 0 or step == max_steps:
+            history.append(_evaluate(model, val, config, out, step, train_loss, elapsed, device))
+        if step % config.checkpoint_every == 0:
+            _checkpoint(model, optimizer, config, classes, out, step, elapsed, history)
+    bar.close()
+    elapsed = elapsed_before + time.monotonic() - started
+    if not history or history[-1]["step"] != step:
+        history.append(_evaluate(model, val, config, out, step, train_loss, elapsed, device))
+
+    # 5. Export.
+    model_dir = out / "model"
+    model.save_pretrained(model_dir, _record(config, classes))
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    return TrainResult(model_dir, step, elapsed, train_loss, history[-1].get("val_bpp"), problems, history)
+
+
+def _evaluate(
+    model: ImageTransformer,
+    val: PairTensors,
+    config: TransformerTrainConfig,
+    out: Path,
+    step: int,
+    train_loss: float,
+    elapsed: float,
+    device: torch.device,
+) -> dict[str, float]:
+    """Validation bits per pixel and a sample grid; one line appended to ``log.jsonl``."""
+    entry: dict[str, float] = {"step": step, "elapsed_s": round(elapsed, 1), "train_loss": train_loss,
+                               "train_bpp": train_loss / math.log(2)}  # fmt: skip
+    if len(val):
+        entry["val_bpp"] = evaluate_bpp(model, val, config.batch_size, device)
+        if config.num_sample_images > 0:
+            save_sample_grid(model, val, config.sample, out / "samples" / f"step-{step:06d}.png",
+                             config.num_sample_images, device)  # fmt: skip
+    with open(out / "log.jsonl", "a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+    return entry
+
+
+def _checkpoint(
+    model: ImageTransformer,
+    optimizer: torch.optim.Optimizer,
+    config: TransformerTrainConfig,
+    classes: list[str],
+    out: Path,
+    step: int,
+    elapsed: float,
+    history: list[dict[str, float]],
+) -> None:
+    with atomic_checkpoint(out, step, config.checkpoints_total_limit) as directory:
+        model.save_pretrained(directory / "model", _record(config, classes))
+        torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+        torch.save({"torch": torch.get_rng_state()}, directory / "rng.pt")  # conditioning-dropout draws
+        state = {"step": step, "elapsed_s": elapsed, "history": history}
+        (directory / "trainer_state.json").write_text(json.dumps(state, indent=2))

@@ -1,0 +1,331 @@
+"""The audio-conditioned Image Transformer: an encoder-decoder that writes a picture pixel by pixel.
+
+Read top to bottom (nanoGPT style): the blocks, then the config, then the model.
+
+- Encoder: FFT sections of the audio (B, S, F) -> linear embedding + sinusoidal positions -> pre-norm
+  bidirectional self-attention blocks -> memory (B, S, C).
+- Decoder: pixel tokens (0..255, plus a start token 256) -> embedding + sinusoidal positions -> pre-norm
+  blocks of local 1-D causal self-attention, cross-attention to the memory *on the self-attention
+  output* (the reference code fed it the block input), and an MLP -> logits over 256 pixel values.
+- Conditioning dropout: during training a random fraction of the batch sees a learned "null" memory
+  instead of its audio, so the same model also knows p(image) and classifier-free guidance works.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sound2image.errors import WeightsError
+from sound2image.modules import CrossAttention, KVCache, LocalSelfAttention, SelfAttention, sinusoidal_positions
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "sound2image-image-transformer"
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.fc = nn.Linear(d_model, ratio * d_model)
+        self.proj = nn.Linear(ratio * d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm: x + SelfAttention(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int, dropout: float, attn_dropout: float) -> None:
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(d_model)
+        self.attn = SelfAttention(d_model, n_heads, attn_dropout, dropout)
+        self.ln_mlp = nn.LayerNorm(d_model)
+        self.mlp = MLP(d_model, mlp_ratio, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_attn(x))
+        return x + self.mlp(self.ln_mlp(x))
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm: local causal self-attention, then cross-attention, then MLP, each with a residual.
+
+    The cross-attention reads the stream *after* the self-attention residual (``x`` below), not the
+    block input — the reference implementation's bug.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        mlp_ratio: int,
+        dropout: float,
+        attn_dropout: float,
+        block_size: int | None,
+        memory_length: int | None,
+    ) -> None:
+        super().__init__()
+        self.ln_self = nn.LayerNorm(d_model)
+        self.self_attn = LocalSelfAttention(d_model, n_heads, block_size, memory_length, attn_dropout, dropout)
+        self.ln_cross = nn.LayerNorm(d_model)
+        self.cross_attn = CrossAttention(d_model, n_heads, attn_dropout, dropout)
+        self.ln_mlp = nn.LayerNorm(d_model)
+        self.mlp = MLP(d_model, mlp_ratio, dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        x = x + self.self_attn(self.ln_self(x), cache)
+        x = x + self.cross_attn(self.ln_cross(x), memory_kv)
+        return x + self.mlp(self.ln_mlp(x))
+
+
+@dataclass
+class ImageTransformerConfig:
+    """Model shape. Defaults are the paper's size (512-d, 6 + 6 layers, 8 heads) on 32×32 images.
+
+    ``query_block``/``memory_length`` set the decoder's local 1-D attention (``None`` = global causal).
+    ``dropout`` applies to embeddings and residual branches; ``attention_dropout`` to attention weights
+    (off by default: on a CPU it costs a third of a training step). ``cond_dropout`` is the probability
+    that a training example sees the null audio memory.
+    """
+
+    image_size: int = 32
+    pixel_levels: int = 256
+    audio_sections: int = 500
+    audio_bins: int = 220
+    d_model: int = 512
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    n_heads: int = 8
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    query_block: int | None = 64
+    memory_length: int | None = 128
+    cond_dropout: float = 0.1
+
+    @property
+    def seq_len(self) -> int:
+        return self.image_size * self.image_size
+
+    @property
+    def start_token(self) -> int:
+        return self.pixel_levels
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ImageTransformerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise WeightsError(f"unknown Image Transformer config keys: {sorted(unknown)}")
+        return cls(**values)
+
+
+class ImageTransformer(nn.Module):
+    """Encoder-decoder over FFT sections (audio) and flattened grayscale pixels (image)."""
+
+    def __init__(self, config: ImageTransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        # Per-bin feature statistics of the training set (identity until the trainer sets them); they
+        # live in the state dict so that a saved model standardises its inputs the same way.
+        self.register_buffer("feature_mean", torch.zeros(c.audio_bins))
+        self.register_buffer("feature_std", torch.ones(c.audio_bins))
+        self.register_buffer("audio_pos", sinusoidal_positions(c.audio_sections, c.d_model), persistent=False)
+        self.register_buffer("pixel_pos", sinusoidal_positions(c.seq_len, c.d_model), persistent=False)
+
+        self.audio_in = nn.Linear(c.audio_bins, c.d_model)
+        self.encoder = nn.ModuleList(
+            EncoderBlock(c.d_model, c.n_heads, c.mlp_ratio, c.dropout, c.attention_dropout) for _ in range(c.n_encoder_layers)
+        )
+        self.ln_memory = nn.LayerNorm(c.d_model)
+        self.null_memory = nn.Parameter(torch.zeros(1, c.audio_sections, c.d_model))
+
+        self.pixel_in = nn.Embedding(c.pixel_levels + 1, c.d_model)  # + the start token
+        self.decoder = nn.ModuleList(
+            DecoderBlock(
+                c.d_model, c.n_heads, c.mlp_ratio, c.dropout, c.attention_dropout, c.query_block, c.memory_length
+            )
+            for _ in range(c.n_decoder_layers)
+        )
+        self.ln_out = nn.LayerNorm(c.d_model)
+        self.head = nn.Linear(c.d_model, c.pixel_levels, bias=False)
+        self.dropout = nn.Dropout(c.dropout)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 · layers).
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+        n_layers = self.config.n_encoder_layers + self.config.n_decoder_layers
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(param, std=0.02 / math.sqrt(2 * max(n_layers, 1)))
+        nn.init.normal_(self.null_memory, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # --- audio -> memory --------------------------------------------------------------------------
+
+    def encode(self, audio_features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``audio_features`` (B, S, F) -> memory (B, S, C); rows where ``keep`` is False get the null memory."""
+        c = self.config
+        if audio_features.shape[1:] != (c.audio_sections, c.audio_bins):
+            raise ValueError(
+                f"audio features of shape {tuple(audio_features.shape[1:])}, "
+                f"expected ({c.audio_sections}, {c.audio_bins})"
+            )
+        x = (audio_features - self.feature_mean) / self.feature_std
+        x = self.dropout(self.audio_in(x) + self.audio_pos)  # (B, S, C)
+        for block in self.encoder:
+            x = block(x)
+        memory = self.ln_memory(x)
+        if keep is not None:
+            memory = torch.where(keep[:, None, None], memory, self.null_memory.to(memory.dtype))
+        return memory
+
+    def null_memory_batch(self, batch: int) -> torch.Tensor:
+        """The learned unconditional memory for ``batch`` rows: (B, S, C)."""
+        return self.null_memory.expand(batch, -1, -1)
+
+    def project_memory(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every decoder layer's cross-attention keys and values, computed once per image."""
+        return [block.cross_attn.project_memory(memory) for block in self.decoder]
+
+    # --- pixels -> logits -------------------------------------------------------------------------
+
+    def decode(
+        self,
+        tokens: torch.Tensor,
+        memory_kv: list[tuple[torch.Tensor, torch.Tensor]],
+        caches: list[KVCache] | None = None,
+    ) -> torch.Tensor:
+        """``tokens`` (B, T) -> logits (B, T, 256) for the pixel *after* each token.
+
+        Without ``caches`` the tokens start at position 0; with ``caches`` they continue from
+        ``caches[0].length`` and the caches are updated in place.
+        """
+        start = caches[0].length if caches else 0
+        positions = self.pixel_pos[start : start + tokens.shape[1]]
+        x = self.dropout(self.pixel_in(tokens) + positions)  # (B, T, C)
+        for index, block in enumerate(self.decoder):
+            x = block(x, memory_kv[index], caches[index] if caches else None)
+        return self.head(self.ln_out(x))
+
+    def allocate_caches(
+        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> list[KVCache]:
+        """One bounded ring-buffer cache per decoder layer."""
+        c = self.config
+        return [
+            KVCache.allocate(
+                batch, c.n_heads, block.self_attn.cache_window(c.seq_len), c.d_model // c.n_heads, device, dtype
+            )
+            for block in self.decoder
+        ]
+
+    def decoder_inputs(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: (B, T) pixel values -> (B, T) inputs ``[start, p0, ..., p(T-2)]``."""
+        start = torch.full_like(pixels[:, :1], self.config.start_token)
+        return torch.cat([start, pixels[:, :-1]], dim=1)
+
+    def forward(
+        self,
+        audio_features: torch.Tensor,
+        pixels: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for the next pixel after each input token, and the mean cross-entropy if ``targets``.
+
+        Args:
+            audio_features: (B, S, F) FFT-section features.
+            pixels: (B, T) decoder inputs, starting with the start token (see :meth:`decoder_inputs`).
+            targets: (B, T) pixel values 0..255 to predict, or None.
+            keep: (B,) bool, which rows see their audio. In training mode, if None, each row keeps its
+                audio with probability ``1 - cond_dropout``; in eval mode, if None, all rows do.
+        """
+        if keep is None and self.training and self.config.cond_dropout > 0:
+            keep = torch.rand(pixels.shape[0], device=pixels.device) >= self.config.cond_dropout
+        memory = self.encode(audio_features, keep)
+        logits = self.decode(pixels, self.project_memory(memory))  # (B, T, 256)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return logits, loss
+
+    # --- persistence ------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+        """Write ``config.json`` (model config + ``extra``, e.g. feature settings) and ``model.safetensors``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        record = {"format": FORMAT, "model": asdict(self.config), **(extra or {})}
+        (directory / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True))
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME))
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+    ) -> tuple[ImageTransformer, dict[str, Any]]:
+        """Load a saved model; returns ``(model, record)`` where ``record`` is the whole config.json."""
+        from safetensors.torch import load_file
+
+        record = read_model_record(directory)
+        model = cls(ImageTransformerConfig.from_dict(record["model"]))
+        weights = Path(directory) / WEIGHTS_NAME
+        if not weights.is_file():
+            raise WeightsError(f"{weights}: missing (not an Image Transformer directory?)")
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except Exception as error:  # safetensors raises several types for damaged files
+            raise WeightsError(f"{weights}: cannot read weights ({error})") from error
+        expected = model.state_dict()
+        missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+        if missing or unexpected:
+            raise WeightsError(f"{weights}: missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}")
+        for key, tensor in state.items():
+            if tensor.shape != expected[key].shape:
+                raise WeightsError(f"{weights}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}")
+        model.load_state_dict(state)
+        return model.eval(), record
+
+
+def read_model_record(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``config.json`` of a saved Image Transformer, checked for its format marker."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise WeightsError(f"{path}: missing (not an Image Transformer directory?)")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise WeightsError(f"{path}: cannot read ({error})") from error
+    if not isinstance(record, dict) or record.get("format") != FORMAT or "model" not in record:
+        raise WeightsError(f"{path}: not an Image Transformer config (no format {FORMAT!r})")
+    return record

@@ -1,0 +1,140 @@
+"""Autoregressive sampling for the Image Transformer: 1,024 steps from a start token.
+
+Two paths give the same tokens for the same seed:
+
+- cached (default): each step feeds only the newest token; self-attention keys/values live in a
+  ring buffer bounded by the local window, cross-attention keys/values are computed once.
+  Cost O(L · window) per image.
+- uncached reference (``use_cache=False``): every step re-runs the decoder over the whole prefix, as
+  the paper's reference code did. Cost O(L²) decoder positions (O(L³) with global attention). Kept for
+  the equivalence test and the benchmark.
+
+Randomness: one uniform number per image per step is drawn from a CPU ``torch.Generator`` and turned
+into a token by inverting the filtered distribution's CDF, so both paths (and any device) consume the
+random stream identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from sound2image.errors import UsageError
+from sound2image.transformer.model import ImageTransformer
+
+
+@dataclass
+class SamplingConfig:
+    """How pixels are drawn. ``temperature=0`` is greedy; ``guidance_scale=1`` means no guidance."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    guidance_scale: float = 1.0
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise UsageError for values out of range."""
+        if self.temperature < 0:
+            raise UsageError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise UsageError(f"--top-k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.guidance_scale < 0:
+            raise UsageError(f"--guidance-scale must be >= 0, got {self.guidance_scale}")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Set to -inf every logit outside the top-k and outside the nucleus of mass ``top_p``; (B, V)."""
+    logits = logits.clone()
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits[logits < kth] = float("-inf")
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # Drop a token when the mass *before* it already reaches top_p; the most likely one always stays.
+        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits[drop] = float("-inf")
+    return logits
+
+
+def choose_tokens(
+    logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None
+) -> torch.Tensor:
+    """(B, V) logits -> (B,) tokens: argmax if temperature is 0, else inverse-CDF sampling."""
+    if config.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = filter_logits(logits.float() / config.temperature, config.top_k, config.top_p)
+    cdf = logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
+    uniform = torch.rand(logits.shape[0], generator=generator).to(logits.device)  # (B,)
+    tokens = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None]).squeeze(1)
+    return tokens.clamp_max(logits.shape[-1] - 1)
+
+
+@torch.no_grad()
+def generate(
+    model: ImageTransformer,
+    audio_features: torch.Tensor,
+    config: SamplingConfig | None = None,
+    *,
+    use_cache: bool = True,
+    num_steps: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Sample pixel tokens for each row of ``audio_features`` (B, S, F).
+
+    Args:
+        model: the Image Transformer (put in eval mode here).
+        audio_features: FFT-section features, already on the model's device.
+        config: temperature, top-k, top-p, guidance scale and seed (defaults: plain sampling, seed 0).
+        use_cache: False runs the uncached reference path (recompute the prefix at every step).
+        num_steps: how many pixels to generate (default: the whole image); fewer is for benchmarks.
+        generator: a CPU generator to draw from (default: a fresh one seeded with ``config.seed``).
+        progress: show a tqdm bar over the steps.
+
+    Returns:
+        (B, num_steps) long tensor of pixel values 0..255, on the CPU.
+    """
+    config = config or SamplingConfig()
+    config.check()
+    model.eval()
+    c = model.config
+    steps = c.seq_len if num_steps is None else num_steps
+    if generator is None:
+        generator = torch.Generator().manual_seed(config.seed)
+    batch = audio_features.shape[0]
+
+    # 1. Memory: the audio, plus the null memory when guiding (one batch of 2B rows).
+    memory = model.encode(audio_features)
+    guided = config.guidance_scale != 1.0
+    if guided:
+        memory = torch.cat([memory, model.null_memory_batch(batch).to(memory.dtype)], dim=0)  # (2B, S, C)
+    memory_kv = model.project_memory(memory)
+
+    # 2. Decode pixel by pixel from the start token.
+    tokens = torch.full((memory.shape[0], 1), c.start_token, dtype=torch.long, device=memory.device)
+    caches = model.allocate_caches(memory.shape[0], memory.device, memory.dtype) if use_cache else None
+    for _ in tqdm(range(steps), disable=not progress, desc="pixels", leave=False):
+        if use_cache:
+            logits = model.decode(tokens[:, -1:], memory_kv, caches)[:, -1]  # (B', V)
+        else:
+            logits = model.decode(tokens, memory_kv)[:, -1]  # whole prefix again
+        if guided:
+            conditional, unconditional = logits.float().chunk(2, dim=0)
+            logits = unconditional + config.guidance_scale * (conditional - unconditional)  # (B, V)
+        chosen = choose_tokens(logits, config, generator)
+        if guided:
+            chosen = chosen.repeat(2)  # both halves continue with the same pixel
+        tokens = torch.cat([tokens, chosen[:, None]], dim=1)
+    return tokens[:batch, 1:].cpu()
+
+
+def tokens_to_images(tokens: torch.Tensor, image_size: int) -> torch.Tensor:
+    """(B, image_size²) pixel tokens -> (B, image_size, image_size) uint8."""
+    return tokens.reshape(-1, image_size, image_size).clamp(0, 255).to(torch.uint8)

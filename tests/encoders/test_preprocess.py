@@ -1,0 +1,103 @@
+"""ImageBind preprocessing against the reference features and hand-computed clip positions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from sound2image.encoders import ImageBindAudioConfig
+from sound2image.encoders.preprocess import (
+    as_input_list,
+    clip_bounds,
+    load_channel0,
+    preprocess_audio,
+    sinc_resample,
+)
+from sound2image.errors import AudioError
+from tests.paths import IMAGEBIND_REFERENCE
+
+INPUTS = IMAGEBIND_REFERENCE / "inputs"
+
+
+@pytest.fixture(scope="module")
+def reference_features() -> dict[str, torch.Tensor]:
+    return load_file(IMAGEBIND_REFERENCE / "features.safetensors")
+
+
+@pytest.mark.parametrize("name", ["real_10s_16000.wav", "short_1s_16000.wav"])
+def test_16khz_features_match_reference(name: str, reference_features: dict[str, torch.Tensor]) -> None:
+    ours = preprocess_audio(INPUTS / name, ImageBindAudioConfig())
+    assert ours.shape == (3, 1, 128, 204)
+    assert (ours - reference_features[name]).abs().max().item() <= 1e-4
+
+
+def test_22khz_features_match_reference_through_torchaudio_compatible_resampler(
+    reference_features: dict[str, torch.Tensor],
+) -> None:
+    ours = preprocess_audio(INPUTS / "real_10s_22050.wav", ImageBindAudioConfig())
+    assert (ours - reference_features["real_10s_22050.wav"]).abs().max().item() <= 1e-4
+
+
+def test_imagebind_clip_starts_are_thirds_of_the_slack() -> None:
+    # 10 s at 16 kHz: starts at 0, 8/3 s, 16/3 s -> samples 0, 42666 (truncated), 85333.
+    assert clip_bounds(160000, 16000, 2.0, 3) == [(0, 32000), (42666, 74666), (85333, 117333)]
+    # Shorter than a clip: the whole file, three times.
+    assert clip_bounds(19200, 16000, 2.0, 3) == [(0, 19200)] * 3
+
+
+def test_cover_layout_tiles_a_10s_file_with_5_windows() -> None:
+    bounds = clip_bounds(160000, 16000, 2.0, 5, layout="cover")
+    assert bounds == [(0, 32000), (32000, 64000), (64000, 96000), (96000, 128000), (128000, 160000)]
+    assert clip_bounds(50000, 16000, 2.0, 1, layout="cover") == [(0, 32000)]
+
+
+def test_clips_per_file_option_shapes() -> None:
+    x = np.random.default_rng(0).standard_normal(160000).astype(np.float32) * 0.1
+    config = ImageBindAudioConfig(clips_per_file=5, clip_layout="cover")
+    assert preprocess_audio((x, 16000), config).shape == (5, 1, 128, 204)
+
+
+def test_sinc_resampler_keeps_a_tone_and_the_duration() -> None:
+    t = np.arange(22050) / 22050
+    tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    out = sinc_resample(torch.from_numpy(tone), 22050, 16000).numpy()
+    assert out.shape == (math.ceil(22050 * 16000 / 22050),)
+    expected = np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)
+    # Away from the edges (the kernel's half-width), the tone is reproduced closely.
+    np.testing.assert_allclose(out[100:-100], expected[100:-100], atol=2e-3)
+    # Above the new Nyquist frequency a tone is attenuated - by >= 20 dB only: torchaudio's short Hann-sinc
+    # (6 zero crossings) is a weak filter, which is why it is used for ImageBind parity only.
+    high = np.sin(2 * np.pi * 9500 * t).astype(np.float32)
+    assert np.abs(sinc_resample(torch.from_numpy(high), 22050, 16000).numpy()[100:-100]).max() < 0.1
+
+
+def test_channel_0_is_used_not_a_downmix(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    left = rng.standard_normal(16000).astype(np.float32) * 0.1
+    right = rng.standard_normal(16000).astype(np.float32) * 0.1
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], axis=1), 16000, subtype="FLOAT")
+    np.testing.assert_array_equal(load_channel0(path), left)
+
+
+def test_single_inputs_become_one_item_lists() -> None:
+    pair = (np.zeros(10, np.float32), 16000)
+    assert as_input_list(pair) == [pair]
+    assert as_input_list("a.wav") == ["a.wav"]
+    assert len(as_input_list(["a.wav", pair])) == 2
+
+
+def test_bad_inputs_name_the_problem(tmp_path) -> None:
+    with pytest.raises(AudioError, match="too short"):
+        preprocess_audio((np.zeros(100, np.float32), 16000), ImageBindAudioConfig())
+    with pytest.raises(AudioError, match="NaN"):
+        preprocess_audio((np.full(16000, np.nan, np.float32), 16000), ImageBindAudioConfig())
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    with pytest.raises(AudioError, match="notes.wav"):
+        preprocess_audio(bad, ImageBindAudioConfig())

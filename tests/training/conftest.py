@@ -1,0 +1,38 @@
+"""Fixtures for the SounDiff training tests: 8 real pairs, a shared cache, tiny configs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from tests.paths import PSEUDO_ADVANCE
+
+#: Two pairs from each of four scenes (sorted ids), enough to overfit and to split in two processes.
+SCENES = ("airport", "beach", "forest", "lake")
+
+
+def write_manifest(path: Path, per_scene: int = 2) -> Path:
+    """A CSV manifest of real pseudo-ADVANCE pairs (absolute paths; nothing is copied)."""
+    rows = []
+    for scene in SCENES:
+        for audio in sorted((PSEUDO_ADVANCE / "sound" / scene).glob("*.wav"))[:per_scene]:
+            image = PSEUDO_ADVANCE / "vision" / scene / f"{audio.stem}.jpg"
+            rows.append({"audio": str(audio), "image": str(image), "label": scene})
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["audio", "image", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def manifest8(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    return write_manifest(tmp_path_factory.mktemp("data") / "pairs.csv")
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the whole session: the tiny VAE and encoder are identical in every test."""
+    return tmp_path_factory.mktemp("cache")
