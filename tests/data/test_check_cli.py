@@ -132,3 +132,41 @@ def test_check_without_any_pair_still_lists_every_problem(tmp_path: Path, capsys
     assert out.splitlines()[0].endswith(": 0 pairs without labels (folder layout), 3 problems")
     assert all(f"  {path}: no " in out for path in lonely)
     assert f"  {tmp_path}: no audio/image pairs found" in out
+
+
+def test_an_unexpected_reader_failure_is_reported_not_fatal(tmp_path: Path, monkeypatch) -> None:
+    import sound2image.audio
+
+    for stem in ("a", "b"):
+        write_wav(tmp_path / f"{stem}.wav")
+        write_image(tmp_path / f"{stem}.png")
+    real_probe = sound2image.audio.probe_audio
+
+    def flaky_probe(source, **kwargs):
+        if Path(source).name == "a.wav":
+            raise RuntimeError("libsndfile hiccup")
+        return real_probe(source, **kwargs)
+
+    monkeypatch.setattr(sound2image.audio, "probe_audio", flaky_probe)
+    report = check_dataset(tmp_path)
+    assert report.usable_pairs == 1 and sum(report.sample_rates.values()) == 1
+    assert report.problems == [
+        f"{tmp_path / 'a.wav'}: unexpected RuntimeError while reading (libsndfile hiccup); please report this"
+    ]
+
+
+def test_unlistable_folder_is_a_problem(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    from sound2image.data.pairs import walk_files
+
+    real_walk = os.walk
+
+    def walk_with_error(top, onerror=None, **kwargs):
+        onerror(PermissionError(13, "Permission denied", str(tmp_path / "locked")))
+        yield from real_walk(top, onerror=onerror, **kwargs)
+
+    monkeypatch.setattr(os, "walk", walk_with_error)
+    problems: list[str] = []
+    walk_files(tmp_path, problems)
+    assert problems == [f"{tmp_path / 'locked'}: cannot list folder (Permission denied)"]

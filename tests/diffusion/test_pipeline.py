@@ -32,7 +32,9 @@ def test_settings_are_passed_through_exactly(pipe, plain):
     settings = {"prompt": "a red barn", "negative_prompt": "fog", "guidance_scale": 3.5, "noise_level": 250}
     ours = pipe(image_embeds=embeds, seed=1, num_inference_steps=STEPS, output_type="np", **settings).images
     theirs = _reference(plain, embeds, seed=1, num_inference_steps=STEPS, **settings)
-    without_prompt = _reference(plain, embeds, seed=1, num_inference_steps=STEPS, guidance_scale=3.5, noise_level=250)
+    without_prompt = _reference(
+        plain, embeds, seed=1, num_inference_steps=STEPS, guidance_scale=3.5, noise_level=250
+    )
     assert np.array_equal(ours, theirs)
     assert not np.array_equal(ours, without_prompt)  # the prompt reaches the U-Net
 
@@ -59,7 +61,9 @@ def test_embeddings_are_cast_to_the_pipeline_dtype(pipe, plain):
 
 def test_several_images_per_call_follow_the_generator_like_diffusers(pipe, plain):
     embeds = torch.randn(1, 1024) * 20
-    ours = pipe(image_embeds=embeds, seed=5, num_inference_steps=STEPS, num_images_per_prompt=2, output_type="np")
+    ours = pipe(
+        image_embeds=embeds, seed=5, num_inference_steps=STEPS, num_images_per_prompt=2, output_type="np"
+    )
     theirs = _reference(plain, embeds, seed=5, num_images_per_prompt=2)
     assert ours.images.shape == (2, 32, 32, 3)
     assert np.array_equal(ours.images, theirs)
@@ -75,7 +79,9 @@ def test_scheduler_swap_keeps_the_v_prediction_config():
     assert pipe.scheduler_name == "dpm++-karras"
     pipe.set_scheduler("euler")
     assert pipe.scheduler_name == "euler"
-    image = pipe(image_embeds=torch.randn(1, 1024), seed=0, num_inference_steps=STEPS, output_type="np").images
+    image = pipe(
+        image_embeds=torch.randn(1, 1024), seed=0, num_inference_steps=STEPS, output_type="np"
+    ).images
     assert np.isfinite(image).all()
     with pytest.raises(UsageError, match="unknown scheduler 'k-lms'"):
         pipe.set_scheduler("k-lms")

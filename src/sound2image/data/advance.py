@@ -56,7 +56,7 @@ def _article(word: str) -> str:
 def _index_side(folder: Path, suffixes: frozenset[str], kind: str, problems: list[str]) -> dict[str, Path]:
     """Map ``<class>/<id>`` to the file for one side of the tree, reporting files that do not fit."""
     index: dict[str, Path] = {}
-    for path in walk_files(folder):
+    for path in walk_files(folder, problems):
         relative = path.relative_to(folder)
         if path.suffix.lower() not in suffixes:
             problems.append(f"{path}: not {_article(kind)} {kind} file (suffix {path.suffix or '(none)'!r})")

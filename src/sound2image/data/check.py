@@ -139,6 +139,13 @@ def _counts_text(counts: Counter, template: str) -> str:
     return ", ".join(shown)
 
 
+def _problem_line(path: Path, error: Exception) -> str:
+    """Our errors already name the file; anything else is unexpected and says so."""
+    if isinstance(error, Sound2ImageError):
+        return str(error)
+    return f"{path}: unexpected {type(error).__name__} while reading ({error}); please report this"
+
+
 def _check_audio(paths: Iterable[Path], report: CheckReport, decode: bool) -> set[Path]:
     """Probe (and optionally decode) each sound file once; return the paths that failed."""
     from sound2image.audio import AudioWarning, load_audio, probe_audio
@@ -153,8 +160,8 @@ def _check_audio(paths: Iterable[Path], report: CheckReport, decode: bool) -> se
                     warnings.simplefilter("ignore", AudioWarning)
                     clip = load_audio(path, sample_rate=None, mono=False)
                 report.warnings.extend(w if str(path) in w else f"{path}: {w}" for w in clip.warnings)
-        except Sound2ImageError as error:
-            report.problems.append(str(error))
+        except Exception as error:  # noqa: BLE001 - one odd file must not end the check of the rest
+            report.problems.append(_problem_line(path, error))
             failed.add(path)
             continue
         report.durations.append(float(info.duration))
@@ -177,8 +184,8 @@ def _check_images(paths: Iterable[Path], report: CheckReport, decode: bool) -> s
             info = probe_image(path)
             if decode:
                 load_image(path, mode=None)
-        except Sound2ImageError as error:
-            report.problems.append(str(error))
+        except Exception as error:  # noqa: BLE001 - one odd file must not end the check of the rest
+            report.problems.append(_problem_line(path, error))
             failed.add(path)
             continue
         report.image_sizes[f"{info.width}x{info.height}"] += 1

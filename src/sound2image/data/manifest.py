@@ -186,13 +186,13 @@ def scan_folder(folder: Path) -> PairScan:
     """
     audio: dict[str, list[Path]] = {}
     images: dict[str, list[Path]] = {}
-    for path in walk_files(folder):
+    problems: list[str] = []
+    for path in walk_files(folder, problems):
         suffix = path.suffix.lower()
         side = audio if suffix in AUDIO_SUFFIXES else images if suffix in IMAGE_SUFFIXES else None
         if side is not None:
             side.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
     pairs: list[Pair] = []
-    problems: list[str] = []
     for key in sorted(audio.keys() | images.keys()):
         sounds, pictures = audio.get(key, []), images.get(key, [])
         if len(sounds) > 1 or len(pictures) > 1:

@@ -112,10 +112,18 @@ def is_hidden(path: Path) -> bool:
     return path.name.startswith(".") or path.name.lower() in {"thumbs.db", "desktop.ini"}
 
 
-def walk_files(root: Path) -> list[Path]:
-    """Every non-hidden file below ``root``, sorted, skipping hidden folders."""
+def walk_files(root: Path, problems: list[str] | None = None) -> list[Path]:
+    """Every non-hidden file below ``root``, sorted, skipping hidden folders.
+
+    A folder that cannot be listed is reported in ``problems`` (``os.walk`` would skip it silently).
+    """
+
+    def report(error: OSError) -> None:
+        if problems is not None:
+            problems.append(f"{error.filename}: cannot list folder ({error.strerror})")
+
     found: list[Path] = []
-    for folder, subfolders, files in os.walk(root):
+    for folder, subfolders, files in os.walk(root, onerror=report):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         found.extend(Path(folder) / name for name in files if not is_hidden(Path(name)))
     return sorted(found)

@@ -241,12 +241,9 @@ def _split_stratum(groups: list[list[Pair]], val_fraction: float, seed: int) -> 
             val.extend(members)
         else:
             train.extend(members)
-    # A stratum with enough groups for a 1-group share must be represented in validation: take the
-    # smallest group (first in seeded order among equals) if the closest-size rule took none.
-    if not val and val_fraction > 0 and len(groups) * val_fraction >= 1:
-        smallest = min(groups, key=len)
-        val.extend(smallest)
-        train = [pair for pair in train if pair not in smallest]
+    # Every stratum with n groups and n * val_fraction >= 1 gets at least one validation group: its
+    # average group (total / n <= target) is smaller than 2 * target, and with an empty validation
+    # side any group smaller than 2 * target brings it closer to the target, so one is taken.
     return train, val
 
 

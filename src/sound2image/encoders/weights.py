@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import tempfile
@@ -87,7 +88,7 @@ def resolve_weights(
     cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool = False,
     progress: bool = True,
-    url: str = IMAGEBIND_HUGE_URL,
+    url: str | None = None,
 ) -> Path:
     """The weights file to use (``.pth``/``.pt`` or ``.safetensors``), downloading it if needed and allowed.
 
@@ -107,7 +108,7 @@ def resolve_weights(
             return folder / name
     if is_offline(local_files_only):
         raise WeightsError(_missing_weights_message(folder, "offline, no download"))
-    return download(url, folder / HUGE_CHECKPOINT_NAME, progress=progress)
+    return download(url or IMAGEBIND_HUGE_URL, folder / HUGE_CHECKPOINT_NAME, progress=progress)
 
 
 # --- download with resume ------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def download(
                 os.replace(part, dest)
                 return dest
             raise WeightsError(f"could not download {url}: HTTP {error.code} {error.reason}") from None
-        except (urllib.error.URLError, OSError) as error:
+        except (OSError, http.client.HTTPException) as error:  # URLError is an OSError
             reason = getattr(error, "reason", error)
             raise WeightsError(f"could not download {url}: {reason}{_resume_hint(offset, part)}") from None
         with response:
@@ -194,7 +195,7 @@ def download(
                 while chunk := response.read(chunk_size):
                     handle.write(chunk)
                     bar.update(len(chunk))
-            except OSError as error:  # connection reset, timeout, incomplete read
+            except (OSError, http.client.HTTPException) as error:  # connection reset, timeout, incomplete read
                 handle.flush()
                 raise WeightsError(
                     f"download of {url} interrupted: {error}{_resume_hint(handle.tell(), part)}"
@@ -366,7 +367,7 @@ def load_audio_state_dict(
     cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool = False,
     progress: bool = True,
-    url: str = IMAGEBIND_HUGE_URL,
+    url: str | None = None,
 ) -> tuple[dict[str, torch.Tensor], Any, str]:
     """Official-named audio tensors, the config stored with them (or None) and a description of the source.
 

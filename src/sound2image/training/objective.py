@@ -145,6 +145,7 @@ class SounDiffObjective:
         )
         return prompt_embeds.float()
 
+    @torch.no_grad()  # the conditioning is an input: no gradient flows into the normalizer
     def class_labels(self, image_embeds: torch.Tensor, draw: ObjectiveDraw) -> torch.Tensor:
         """(B, 2D) class labels: noised embedding ‖ noise-level embedding, zeros where dropped.
 

@@ -477,6 +477,7 @@ class TrainResult:
     export_dir: Path | None
     unet: torch.nn.Module
     bad_items: list[str]
+    run: Any = None  # the live run objects (objective, cached data, prompt encodings), for inspection
 
 
 @dataclass
@@ -530,6 +531,8 @@ def setup_run(config: SounDiffTrainConfig, pipe: Any | None, accelerator: Any, r
     data = select_pairs(config, run_dir)
     pipe = pipe if pipe is not None else load_base_pipeline(config)
     pipe.unclip.to(accelerator.device)
+    for frozen in ("vae", "text_encoder", "image_encoder", "image_normalizer"):
+        getattr(pipe.unclip, frozen).requires_grad_(False)  # only the U-Net is trained (paper)
     calibration = resolve_calibration(config, pipe, data.train, run_dir)
     if accelerator.is_main_process:
         calibration.save(run_dir)
