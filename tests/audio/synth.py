@@ -66,7 +66,7 @@ def av_bytes(
                 frame.pts = i
                 out.mux(vstream.encode(frame))
             out.mux(vstream.encode(None))
-        step = 960 if "opus" in codec else 1024
+        step = astream.codec_context.frame_size or 1024  # samples per frame the encoder wants
         data = np.asarray(samples, dtype=np.float32)
         for start in range(0, len(data), step):
             chunk = np.zeros((1, step), np.float32)

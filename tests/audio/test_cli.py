@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
 from sound2image.cli.main import main
-from tests.audio.synth import sf_bytes, tone, write
+from tests.audio.synth import av_bytes, sf_bytes, tone, write
 from tests.paths import PSEUDO_ADVANCE
 
 
@@ -59,6 +61,15 @@ def test_info_max_duration_option(tmp_path, capsys) -> None:
     assert main(["audio", "info", "--max-duration", "1", str(path)]) == 2
     assert "more than the 1 s limit" in capsys.readouterr().out
     assert main(["audio", "info", "--max-duration", "0", str(path)]) == 0
+
+
+def test_info_exit_1_when_a_file_needs_the_missing_av_extra(tmp_path, capsys, monkeypatch) -> None:
+    path = write(tmp_path / "phone.m4a", av_bytes(tone(440, 44100, 0.3), 44100, "mp4", "aac"))
+    assert main(["audio", "info", str(path)]) == 0
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    assert main(["audio", "info", str(path)]) == 1  # a missing extra is a failure, not a bad file
+    assert 'pip install "sound2image[av]"' in capsys.readouterr().out
 
 
 def test_info_help_has_an_example(capsys) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import sys
 import warnings
@@ -56,6 +57,34 @@ def test_empty_file_bytes_and_stream(tmp_path) -> None:
     _raises(EmptyAudioFileError, io.BytesIO(), "up.wav", name="up.wav")
 
 
+def test_file_object_that_fails_to_read_is_an_audio_error() -> None:
+    class Broken:
+        name = "upload"
+
+        def read(self, size: int = -1) -> bytes:
+            raise OSError("connection reset")
+
+    assert "connection reset" in _raises(AudioError, Broken(), "upload")
+
+
+def test_named_pipe_is_refused_without_blocking(tmp_path) -> None:
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    _raises(AudioFileNotFoundError, fifo, str(fifo))
+
+
+def test_playlist_is_not_followed(tmp_path, monkeypatch) -> None:
+    # FFmpeg may open the files an HLS/concat playlist names: text must never reach it.
+    def no_ffmpeg(*args, **kwargs):
+        raise AssertionError("text was handed to FFmpeg")
+
+    monkeypatch.setattr(audio_io, "_open_av", no_ffmpeg)
+    write(tmp_path / "real.wav", _wav())
+    playlist = tmp_path / "list.m3u8"
+    playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nreal.wav\n#EXT-X-ENDLIST\n")
+    assert "text" in _raises(NotAudioError, playlist, str(playlist))
+
+
 def test_file_object_that_returns_nothing_does_not_hang() -> None:
     class Silent:
         name = "socket"
@@ -100,6 +129,16 @@ def test_wav_cut_in_its_data_chunk_is_truncated(tmp_path) -> None:
 def test_real_advance_clip_cut_short_is_truncated(shared_data) -> None:
     path = sorted((PSEUDO_ADVANCE / "sound" / "forest").glob("*.wav"))[0]
     _raises(CorruptAudioError, path.read_bytes()[:100_000], "forest.wav", name="forest.wav")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype"), [("AIFF", "PCM_16"), ("AU", "PCM_24"), ("W64", "PCM_16"), ("RF64", "FLOAT")]
+)
+def test_other_pcm_containers_cut_short_are_truncated(fmt: str, subtype: str) -> None:
+    # libsndfile silently clamps these to what is present; only its header log tells.
+    data = sf_bytes(tone(440, 8000, 2.0), 8000, fmt, subtype)
+    assert load_audio(data).samples.shape == (16000,)
+    assert "truncated" in _raises(CorruptAudioError, data[: len(data) // 2], "<bytes>")
 
 
 def test_wav_header_claiming_gigabytes_is_truncated_not_allocated() -> None:

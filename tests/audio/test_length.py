@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sound2image.audio import AudioClip, LengthPolicy, apply_length, iter_windows
 from sound2image.errors import UsageError
@@ -104,3 +106,25 @@ def test_windows_of_a_stereo_clip_keep_channels() -> None:
 def test_bad_windows_are_usage_errors(window: float, hop: float) -> None:
     with pytest.raises(UsageError):
         list(iter_windows(_clip(100), window, hop))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 50), target=st.integers(1, 120), short=st.sampled_from(["loop", "pad"]))
+def test_fitted_length_and_content_follow_the_definitions(n: int, target: int, short: str) -> None:
+    x = np.arange(1, n + 1, dtype=np.float64)  # no zeros, so padding is visible
+    out, action = apply_length(x, target, LengthPolicy(short=short))
+    assert out.shape == (target,)
+    index = np.arange(target)
+    if n >= target:  # cropped from the start (or untouched)
+        np.testing.assert_array_equal(out, x[:target])
+    elif short == "loop":  # sample i is sample i mod n
+        np.testing.assert_array_equal(out, x[index % n])
+    else:  # the clip, then zeros
+        np.testing.assert_array_equal(out, np.where(index < n, index + 1, 0))
+    if n == target:
+        expected = "none"
+    elif n > target:
+        expected = "cropped"
+    else:
+        expected = "looped" if short == "loop" else "padded"
+    assert action == expected

@@ -50,6 +50,14 @@ def test_pass_band_is_flat_to_90_percent_of_nyquist() -> None:
     assert abs(rms_db(_middle(out)) - 20 * np.log10(0.5)) < 0.1
 
 
+@pytest.mark.parametrize(("rate", "via"), [(16000, 48000), (22050, 44100), (16000, 22050)])
+def test_up_then_down_gives_back_a_band_limited_signal(rate: int, via: int) -> None:
+    x = tone(1000, rate, 0.5) + tone(0.35 * rate, rate, 0.5, 0.2)  # both in the flat pass band
+    back = resample(resample(x, rate, via), via, rate)
+    assert back.shape == x.shape
+    np.testing.assert_allclose(_middle(back), _middle(x), atol=1e-3)
+
+
 def test_stereo_along_last_axis_equals_each_channel() -> None:
     left, right = tone(440, 44100, 0.5), tone(1234, 44100, 0.5)
     both = resample(np.stack([left, right]), 44100, 16000)

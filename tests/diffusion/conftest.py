@@ -1,24 +1,30 @@
-"""Fixtures shared by the SounDiff tests: the tiny pipeline (built once per module) and real audio."""
+"""Fixtures shared by the SounDiff tests: the tiny pipeline (built once per session) and real audio."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
+from sound2image.diffusion import EmbeddingCalibration
 from tests.dummies import get_dummy_soundiff_pipeline, get_dummy_unclip_pipeline
 from tests.paths import PSEUDO_ADVANCE
+
+# One intra-op thread: on a small shared CPU, OpenMP threads spin-wait for descheduled siblings and the tiny
+# model's calls go from ~0.06 s to several seconds (measured: 0.06 s on 1 thread, 0.2-7 s on 2 under load).
+torch.set_num_threads(1)
 
 STEPS = 2  # denoising steps in tests: enough to exercise the loop, fast on CPU
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pipe():
     """The tiny SounDiff pipeline (32×32 images, real 1,024-d embeddings)."""
     return get_dummy_soundiff_pipeline()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def plain():
     """An independent plain diffusers StableUnCLIPImg2ImgPipeline with the same tiny weights."""
     return get_dummy_unclip_pipeline()
@@ -39,3 +45,15 @@ def photos() -> list[Path]:
     files = sorted((PSEUDO_ADVANCE / "vision" / "beach").glob("*.jpg"))[:3]
     assert len(files) == 3
     return files
+
+
+#: The calibration stored in the saved pipeline directory (a made-up but "measured" statistic).
+SAVED_CALIBRATION = EmbeddingCalibration(target_norm=12.5, source="measured in test", num_images=4)
+
+
+@pytest.fixture(scope="session")
+def saved_dir(tmp_path_factory) -> Path:
+    """The tiny pipeline written with ``save_pretrained`` (what ``--model DIR`` loads)."""
+    directory = tmp_path_factory.mktemp("saved") / "tiny-soundiff"
+    get_dummy_soundiff_pipeline(SAVED_CALIBRATION).save_pretrained(directory)
+    return directory

@@ -22,7 +22,9 @@ CONFIG = ImageBindAudioConfig(embed_dim=32, num_blocks=1, num_heads=2, out_embed
 def weights(tmp_path: Path) -> tuple[Path, ImageBindAudioEncoder]:
     torch.manual_seed(0)
     model = ImageBindAudioEncoder(CONFIG).eval()
-    path = write_audio_safetensors(model.official_state_dict(), tmp_path / "w.safetensors", CONFIG, source="test")
+    path = write_audio_safetensors(
+        model.official_state_dict(), tmp_path / "w.safetensors", CONFIG, source="test"
+    )
     return path, model
 
 
@@ -41,8 +43,22 @@ def test_embed_folder_and_file_with_bad_items(weights, tmp_path: Path, capsys: p
     (sounds / "forest" / "broken.wav").write_text("not audio at all")
     single = _wav(tmp_path / "single.wav", 700.0)
     out = tmp_path / "out" / "e.safetensors"
-    code = main(["embed", str(sounds), str(tmp_path / "single.wav"), str(tmp_path / "missing.wav"),
-                 "-o", str(out), "--weights", str(path), "--device", "cpu", "--batch-size", "2"])
+    code = main(
+        [
+            "embed",
+            str(sounds),
+            str(tmp_path / "single.wav"),
+            str(tmp_path / "missing.wav"),
+            "-o",
+            str(out),
+            "--weights",
+            str(path),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "2",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "broken.wav" in err and "missing.wav: no such file or folder" in err
@@ -50,8 +66,10 @@ def test_embed_folder_and_file_with_bad_items(weights, tmp_path: Path, capsys: p
     assert files == ["beach/a.wav", "forest/b.wav", str(tmp_path / "single.wav")]
     expected = model.embed([(a, 16000), (b, 16000), (single, 16000)])
     torch.testing.assert_close(embeddings, expected, atol=1e-5, rtol=1e-5)
-    assert {item["file"] for item in metadata["skipped"]} == {str(sounds / "forest" / "broken.wav"),
-                                                              str(tmp_path / "missing.wav")}
+    assert {item["file"] for item in metadata["skipped"]} == {
+        str(sounds / "forest" / "broken.wav"),
+        str(tmp_path / "missing.wav"),
+    }
     assert metadata["encoder_config"]["clip_layout"] == "imagebind"
 
 
@@ -74,10 +92,15 @@ def test_clips_per_file_covers_the_end(weights, tmp_path: Path) -> None:
     outs = []
     for extra in ([], ["--clips-per-file", "5"]):
         out = tmp_path / f"e{len(extra)}.safetensors"
-        assert main(["embed", str(tmp_path / "long.wav"), "-o", str(out), "--weights", str(path), *extra]) == 0
+        assert (
+            main(["embed", str(tmp_path / "long.wav"), "-o", str(out), "--weights", str(path), *extra]) == 0
+        )
         embeddings, _, metadata = load_embeddings(out)
         outs.append(embeddings)
-    assert metadata["encoder_config"]["clips_per_file"] == 5 and metadata["encoder_config"]["clip_layout"] == "cover"
+    assert (
+        metadata["encoder_config"]["clips_per_file"] == 5
+        and metadata["encoder_config"]["clip_layout"] == "cover"
+    )
     assert F.cosine_similarity(outs[0], outs[1]).item() < 0.9999
 
 

@@ -11,7 +11,9 @@ import torch
 from sound2image.audio.fbank import fbank, mel_banks, num_frames
 
 
-def kaldi_fbank_reference(x: np.ndarray, sr: int = 16000, bins: int = 128, window: str = "hanning") -> np.ndarray:
+def kaldi_fbank_reference(
+    x: np.ndarray, sr: int = 16000, bins: int = 128, window: str = "hanning"
+) -> np.ndarray:
     """Kaldi's compute-fbank-feats written from its documentation, one frame at a time, in float64."""
     size, shift, nfft = int(sr * 0.025), int(sr * 0.010), 512
     n = np.arange(size)
@@ -66,8 +68,15 @@ def test_tone_lands_in_its_mel_bin_and_dc_is_ignored() -> None:
     tone = torch.sin(2 * math.pi * 1000 * t)
     features = fbank(tone + 0.5)  # a DC offset is removed per frame
     peak = features.mean(0).argmax().item()
-    centers = 700 * (torch.exp(torch.linspace(1127 * math.log(1 + 20 / 700), 1127 * math.log(1 + 8000 / 700), 130)
-                               / 1127) - 1)[1:-1]
+    centers = (
+        700
+        * (
+            torch.exp(
+                torch.linspace(1127 * math.log(1 + 20 / 700), 1127 * math.log(1 + 8000 / 700), 130) / 1127
+            )
+            - 1
+        )[1:-1]
+    )
     assert abs(centers[peak].item() - 1000) < 40  # the bin centred nearest 1 kHz
     torch.testing.assert_close(features, fbank(tone), atol=1e-2, rtol=0)
 

@@ -1,4 +1,4 @@
-"""The encoder against the reference implementation's golden vectors, the official shapes and nn.MultiheadAttention."""
+"""The encoder against the reference's golden vectors, the official shapes and nn.MultiheadAttention."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def _shapes_file() -> dict[str, tuple[int, ...]]:
 @pytest.fixture(scope="module")
 def small() -> ImageBindAudioEncoder:
     config = ImageBindAudioConfig.from_reference(GOLDEN["config"])
-    return ImageBindAudioEncoder.from_pretrained(IMAGEBIND_REFERENCE / "small_audio_weights.safetensors", config=config)
+    return ImageBindAudioEncoder.from_pretrained(
+        IMAGEBIND_REFERENCE / "small_audio_weights.safetensors", config=config
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +73,16 @@ def test_per_clip_head_outputs_match_golden(name: str, small: ImageBindAudioEnco
     torch.testing.assert_close(heads.norm(dim=1), expected.norm(dim=1), rtol=2e-3, atol=0)
 
 
-def test_model_on_reference_features_matches_golden_heads_to_float_precision(small: ImageBindAudioEncoder) -> None:
+def test_model_on_reference_features_matches_golden_heads_to_float_precision(
+    small: ImageBindAudioEncoder,
+) -> None:
     features = load_file(IMAGEBIND_REFERENCE / "features.safetensors")
     for name, values in GOLDEN["inputs"].items():
         with torch.no_grad():
             heads = small(features[name])
-        torch.testing.assert_close(heads, torch.tensor(values["head_output_per_clip_before_postprocess"]),
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            heads, torch.tensor(values["head_output_per_clip_before_postprocess"]), atol=1e-4, rtol=1e-4
+        )
 
 
 def test_huge_names_and_shapes_equal_the_official_checkpoint() -> None:
@@ -109,8 +114,9 @@ def test_attention_equals_nn_multihead_attention_with_bias_kv() -> None:
 
 
 def test_drop_path_only_in_training() -> None:
-    model = ImageBindAudioEncoder(ImageBindAudioConfig(embed_dim=32, num_blocks=2, num_heads=2, out_embed_dim=16,
-                                                       drop_path=0.9))
+    model = ImageBindAudioEncoder(
+        ImageBindAudioConfig(embed_dim=32, num_blocks=2, num_heads=2, out_embed_dim=16, drop_path=0.9)
+    )
     x = torch.randn(4, 1, 128, 204)
     model.eval()
     with torch.no_grad():
@@ -122,7 +128,9 @@ def test_drop_path_only_in_training() -> None:
 
 
 def test_postprocess_gives_norm_20() -> None:
-    model = ImageBindAudioEncoder(ImageBindAudioConfig(embed_dim=32, num_blocks=1, num_heads=2, out_embed_dim=16))
+    model = ImageBindAudioEncoder(
+        ImageBindAudioConfig(embed_dim=32, num_blocks=1, num_heads=2, out_embed_dim=16)
+    )
     out = model.postprocess(torch.randn(5, 16))
     torch.testing.assert_close(out.norm(dim=1), torch.full((5,), 20.0))
 
@@ -133,7 +141,9 @@ def test_postprocess_gives_norm_20() -> None:
 @pytest.fixture(scope="module")
 def tiny() -> ImageBindAudioEncoder:
     torch.manual_seed(0)
-    return ImageBindAudioEncoder(ImageBindAudioConfig(embed_dim=32, num_blocks=1, num_heads=2, out_embed_dim=1024))
+    return ImageBindAudioEncoder(
+        ImageBindAudioConfig(embed_dim=32, num_blocks=1, num_heads=2, out_embed_dim=1024)
+    )
 
 
 def _tone(freq: float, seconds: float = 2.5, sr: int = 16000) -> np.ndarray:
@@ -165,7 +175,9 @@ def test_embed_batch_equals_single(tiny: ImageBindAudioEncoder) -> None:
 
 def test_embed_bf16_close_to_fp32() -> None:
     torch.manual_seed(0)
-    model = ImageBindAudioEncoder(ImageBindAudioConfig(embed_dim=32, num_blocks=1, num_heads=2, out_embed_dim=1024))
+    model = ImageBindAudioEncoder(
+        ImageBindAudioConfig(embed_dim=32, num_blocks=1, num_heads=2, out_embed_dim=1024)
+    )
     items = [(_tone(330.0), 16000), (_tone(2000.0, 3.0), 16000)]
     fp32 = model.embed(items)
     bf16 = model.embed(items, device="cpu", dtype="bfloat16")
@@ -182,3 +194,13 @@ def test_embed_clip_options_change_the_windows(tiny: ImageBindAudioEncoder) -> N
     covered = tiny.embed((x, 16000), clips_per_file=5, clip_layout="cover")
     torch.testing.assert_close(default, plain, atol=1e-3, rtol=0)
     assert F.cosine_similarity(covered, plain).item() < 0.9999
+
+
+@pytest.mark.parametrize("name", ["real_10s_22050.wav", "stereo_3s_44100.wav"])
+def test_polyphase_resampler_option_is_within_the_resampled_bound(
+    name: str, small: ImageBindAudioEncoder
+) -> None:
+    # sound2image.audio.resample (Kaiser polyphase) instead of the torchaudio-compatible sinc.
+    expected = torch.tensor(GOLDEN["inputs"][name]["embedding"])
+    ours = small.embed(INPUTS / name, resampler="polyphase")[0]
+    assert F.cosine_similarity(ours, expected, dim=0).item() >= 0.999

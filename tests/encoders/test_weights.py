@@ -1,4 +1,4 @@
-"""Loading weights: synthetic official-named checkpoints, every kind of bad file, offline, download + resume."""
+"""Loading weights: synthetic official-named checkpoints, bad files of every kind, offline, downloads."""
 
 from __future__ import annotations
 
@@ -92,7 +92,9 @@ def test_missing_audio_tensor(tmp_path: Path, source_model: ImageBindAudioEncode
     state = _checkpoint(source_model)
     del state["modality_trunks.audio.blocks.1.mlp.fc2.bias"]
     torch.save(state, tmp_path / "missing.pth")
-    with pytest.raises(WeightsError, match=r"missing\.pth: .*1 audio tensors missing .*blocks\.1\.mlp\.fc2\.bias"):
+    with pytest.raises(
+        WeightsError, match=r"missing\.pth: .*1 audio tensors missing .*blocks\.1\.mlp\.fc2\.bias"
+    ):
         ImageBindAudioEncoder.from_pretrained(tmp_path / "missing.pth")
 
 
@@ -100,13 +102,17 @@ def test_misshaped_audio_tensor(tmp_path: Path, source_model: ImageBindAudioEnco
     state = _checkpoint(source_model)
     state["modality_trunks.audio.blocks.1.attn.bias_k"] = torch.zeros(1, 1, 7)
     torch.save(state, tmp_path / "shape.pth")
-    with pytest.raises(WeightsError, match=r"shape\.pth: .*mis-shaped .*bias_k has shape \(1, 1, 7\), expected \(1, 1, 128\)"):
+    with pytest.raises(
+        WeightsError, match=r"shape\.pth: .*mis-shaped .*bias_k has shape \(1, 1, 7\), expected \(1, 1, 128\)"
+    ):
         ImageBindAudioEncoder.from_pretrained(tmp_path / "shape.pth")
 
 
 def test_explicit_config_that_does_not_match(pth: Path) -> None:
     with pytest.raises(WeightsError, match="does not match the encoder"):
-        ImageBindAudioEncoder.from_pretrained(pth, config=ImageBindAudioConfig(embed_dim=64, num_blocks=2, num_heads=2))
+        ImageBindAudioEncoder.from_pretrained(
+            pth, config=ImageBindAudioConfig(embed_dim=64, num_blocks=2, num_heads=2)
+        )
 
 
 @pytest.mark.parametrize("payload", [[1, 2, 3], torch.zeros(3), {"epoch": 3}])
@@ -186,7 +192,9 @@ class _Server:
                 body = server.data[start:]
                 self.send_response(206 if header else 200)
                 if header:
-                    self.send_header("Content-Range", f"bytes {start}-{len(server.data) - 1}/{len(server.data)}")
+                    self.send_header(
+                        "Content-Range", f"bytes {start}-{len(server.data) - 1}/{len(server.data)}"
+                    )
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body if server.cut is None else body[: server.cut])
@@ -196,7 +204,9 @@ class _Server:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/imagebind_huge.pth"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def __enter__(self) -> _Server:
         self.thread.start()

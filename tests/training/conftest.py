@@ -36,3 +36,33 @@ def manifest8(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pa
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache for the whole session: the tiny VAE and encoder are identical in every test."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and do not fight other test processes for the 2 cores).
+
+    Module scope, so that module-scoped runs use it too: bit-exact comparisons need the same thread
+    count on both sides (it changes the order of float sums).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def _base_soundiff():
+    from tests.dummies import get_dummy_soundiff_pipeline
+
+    return get_dummy_soundiff_pipeline()
+
+
+@pytest.fixture
+def soundiff(_base_soundiff):
+    """A fresh copy of the tiny random SounDiff pipeline (training changes its U-Net in place)."""
+    import copy
+
+    return copy.deepcopy(_base_soundiff)

@@ -10,12 +10,12 @@ import torch
 
 from sound2image.errors import UsageError
 from sound2image.training.objective import ObjectiveConfig, SounDiffObjective
-from tests.dummies import EMBED_DIM, get_dummy_unclip_pipeline
+from tests.dummies import EMBED_DIM
 
 
-@pytest.fixture(scope="module")
-def unclip():
-    pipe = get_dummy_unclip_pipeline()
+@pytest.fixture
+def unclip(soundiff):
+    pipe = soundiff.unclip
     # A non-identity normalizer, so that a missing scale/unscale would show.
     with torch.no_grad():
         pipe.image_normalizer.mean.copy_(torch.linspace(-0.5, 0.5, EMBED_DIM)[None])

@@ -22,9 +22,9 @@ in chunks up to ``MAX_STREAM_BYTES``.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -73,6 +73,7 @@ _AV_EXTENSIONS = {
 # take one MPEG frame, and an Ogg file must end with its end-of-stream page.)
 _EXACT_LENGTH_FORMATS = {"WAV", "WAVEX", "RF64", "W64", "AIFF", "AU", "CAF", "FLAC", "IRCAM", "NIST", "VOC"}
 _LENGTH_TOLERANCE = {"MP3": 1152}
+_PCM_SUBTYPES = ("PCM_", "FLOAT", "DOUBLE", "ULAW", "ALAW")
 
 
 class AudioWarning(UserWarning):
@@ -163,6 +164,10 @@ class _Source:
     def open(self) -> BinaryIO:
         return open(self.path, "rb") if self.path is not None else io.BytesIO(self.data or b"")
 
+    def target(self) -> str | BinaryIO:
+        """What soundfile and PyAV open: the path itself (fastest) or an in-memory file."""
+        return str(self.path) if self.path is not None else io.BytesIO(self.data or b"")
+
     def head(self, n: int = 64) -> bytes:
         with self.open() as handle:
             return handle.read(n)
@@ -177,7 +182,10 @@ def _read_stream(stream: BinaryIO, name: str) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
-        chunk = stream.read(1 << 20)
+        try:
+            chunk = stream.read(1 << 20)
+        except OSError as error:
+            raise AudioError(f"{name}: cannot be read ({error})") from error
         if not chunk:
             break
         if isinstance(chunk, str):
@@ -198,6 +206,11 @@ def _resolve(source: AudioSource, name: str | None) -> _Source:
             raise AudioFileNotFoundError(f"{label}: file not found")
         if not path.is_file():
             raise AudioFileNotFoundError(f"{label}: not a file (a directory or a special file)")
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as error:
+            raise AudioError(f"{label}: cannot be read ({error.strerror or error})") from error
         resolved = _Source(label, path=path)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         resolved = _Source(name or "<bytes>", data=bytes(source))
@@ -245,6 +258,19 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
+def _looks_like_text(head: bytes) -> bool:
+    """Whether the first bytes are printable UTF-8 text (AMR's "#!AMR" magic excepted)."""
+    if head.startswith(b"#!AMR"):
+        return False
+    for cut in range(4):  # the 64-byte head may end inside a multi-byte character
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return bool(text) and all(ch.isprintable() or ch in "\r\n\t\f" for ch in text)
+    return False
+
+
 def _not_audio_hint(head: bytes) -> str:
     """A few words on what a non-audio file looks like, for the error message."""
     known = {
@@ -257,11 +283,7 @@ def _not_audio_hint(head: bytes) -> str:
     for magic, what in known.items():
         if head.startswith(magic):
             return f"looks like {what}"
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return "unknown binary data"
-    return "looks like text"
+    return "looks like text" if _looks_like_text(head) else "unknown binary data"
 
 
 # --- header parsing ---------------------------------------------------------------------------------
@@ -304,7 +326,7 @@ def _check_wav_truncation(source: _Source, sample_rate: int) -> None:
     if layout is None:
         return
     declared, present, block_align = layout
-    if present < declared:
+    if max(present, 0) // block_align < declared // block_align:  # a missing pad byte is not a lost frame
         declared_s = declared // block_align / sample_rate
         present_s = max(present, 0) // block_align / sample_rate
         raise CorruptAudioError(
@@ -346,20 +368,53 @@ def _mp3_has_frame_count(source: _Source) -> bool:
     return any(tag in frame for tag in (b"Xing", b"Info", b"VBRI"))
 
 
+_SHOULD_BE = re.compile(r"^\s*(data|SSND|Data Size|riff)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# AIFF: "Frame count read from 'COMM' chunk (16000) not equal to frame count … 'SSND' chunk (7986)".
+_AIFF_MISMATCH = re.compile(
+    r"from '\w+' chunk \((\d+)\) not equal to frame count\s+\*\*\* calculated .*?\((\d+)\)"
+)
+# RF64: "Calculated frame count 7974 does not match value from 'ds64' chunk of 16000".
+_RF64_MISMATCH = re.compile(r"Calculated frame count (\d+) does not match value from '\w+' chunk of (\d+)")
+
+
+def _log_says_truncated(log: str, fmt: str) -> bool:
+    """Whether libsndfile's header log shows a data size larger than the file (AIFF, AU, W64, RF64 …).
+
+    libsndfile clamps such a file's frame count to what is present and says so only in its log
+    (``SoundFile.extra_info``): ``SSND : 32008 (should be 15981)`` or a frame-count mismatch line.
+    """
+    for chunk, declared, actual in _SHOULD_BE.findall(log):
+        # The outer RIFF size is often wrong in complete files; only W64 has no other size to go by.
+        if (chunk != "riff" or fmt == "W64") and int(actual) < int(declared):
+            return True
+    for declared, present in _AIFF_MISMATCH.findall(log):
+        if int(present) < int(declared):
+            return True
+    return any(int(present) < int(declared) for present, declared in _RF64_MISMATCH.findall(log))
+
+
 def _probe_soundfile(source: _Source) -> AudioInfo:
     import soundfile as sf
 
-    with source.open() as handle:
-        info = sf.info(handle)
+    info = sf.info(source.target())
     fmt = str(info.format)
     sample_rate, frames = int(info.samplerate), int(info.frames)
     if fmt in ("WAV", "WAVEX"):
         _check_wav_truncation(source, sample_rate)
+    elif fmt in _EXACT_LENGTH_FORMATS and fmt != "FLAC":  # FLAC's decoder reports damage itself
+        with sf.SoundFile(source.target()) as sound:
+            log = sound.extra_info
+        if _log_says_truncated(log, fmt):
+            raise CorruptAudioError(
+                f"{source.name}: truncated: the {fmt} header declares more audio than the file holds"
+            )
     if fmt == "OGG" and _ogg_truncated(source):
         raise CorruptAudioError(
             f"{source.name}: truncated Ogg stream (it does not end with a complete last page)"
         )
-    exact = fmt in _EXACT_LENGTH_FORMATS or (fmt == "MP3" and _mp3_has_frame_count(source))
+    # Frame counts are exact for PCM and FLAC; a WAV may also hold a compressed codec (MP3, GSM …).
+    pcm = fmt == "FLAC" or str(info.subtype).startswith(_PCM_SUBTYPES)
+    exact = (fmt in _EXACT_LENGTH_FORMATS and pcm) or (fmt == "MP3" and _mp3_has_frame_count(source))
     return AudioInfo(
         name=source.name,
         format=fmt,
@@ -384,17 +439,18 @@ def _import_av(source: _Source):
 
 
 def _open_av(source: _Source):
-    """Open with PyAV (path or buffer); logging quietened so FFmpeg does not write to the terminal."""
+    """Open with PyAV, from the path or an in-memory buffer."""
     av = _import_av(source)
-    with contextlib.suppress(Exception):  # best effort: the logging API differs between PyAV versions
-        av.logging.set_level(av.logging.PANIC)
-    target = str(source.path) if source.path is not None else io.BytesIO(source.data or b"")
-    return av.open(target, mode="r", metadata_errors="ignore")
+    return av.open(source.target(), mode="r", metadata_errors="ignore")
 
 
 def _av_info(source: _Source, container) -> AudioInfo:
+    names = container.format.name.split(",")  # e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    fmt = source.suffix[1:] if source.suffix[1:] in names else names[0]
     if not container.streams.audio:
-        raise NotAudioError(f"{source.name}: has no audio track ({container.format.name.split(',')[0]} file)")
+        hint = _not_audio_hint(source.head())
+        what = hint if hint.startswith("looks like") else f"a {fmt} file"
+        raise NotAudioError(f"{source.name}: not audio: no audio track ({what})")
     stream = container.streams.audio[0]
     context = stream.codec_context
     sample_rate = int(context.sample_rate or stream.rate or 0)
@@ -409,7 +465,7 @@ def _av_info(source: _Source, container) -> AudioInfo:
         raise CorruptAudioError(f"{source.name}: the audio track has no sample rate")
     return AudioInfo(
         name=source.name,
-        format=container.format.name.split(",")[0].upper(),
+        format=fmt.upper(),
         codec=str(context.name),
         sample_rate=sample_rate,
         channels=channels,
@@ -420,14 +476,16 @@ def _av_info(source: _Source, container) -> AudioInfo:
     )
 
 
-def _probe_av(source: _Source, kind: str | None) -> AudioInfo:
+def _probe_av(source: _Source, kind: str | None, first_error: BaseException | None = None) -> AudioInfo:
+    """Header information through PyAV; ``first_error`` is libsndfile's, reported for its own formats."""
     import av
 
     try:
         container = _open_av(source)
     except av.error.FFmpegError as error:
         if kind is not None:
-            raise CorruptAudioError(f"{source.name}: damaged {kind} file ({_short(error)})") from error
+            reason = _short(first_error or error)
+            raise CorruptAudioError(f"{source.name}: damaged {kind} file ({reason})") from error
         raise NotAudioError(
             f"{source.name}: not a recognised audio format ({_not_audio_hint(source.head())})"
         ) from error
@@ -436,11 +494,13 @@ def _probe_av(source: _Source, kind: str | None) -> AudioInfo:
 
 
 def _short(error: BaseException) -> str:
-    """The first line of an exception message, without libsndfile's 'Error opening <...>:' prefix."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if text.startswith("Error opening") and ": " in text:
+    """The gist of a back end's exception: libsndfile's or FFmpeg's reason, without file names."""
+    strerror = getattr(error, "strerror", None)  # FFmpegError: "[Errno N] reason: 'file'" → "reason"
+    text = strerror if isinstance(strerror, str) and strerror else str(error).strip()
+    text = text.splitlines()[0] if text else type(error).__name__
+    if text.startswith("Error opening") and ": " in text:  # libsndfile: "Error opening <file>: reason"
         text = text.split(": ", 1)[1]
-    return text.rstrip(".")
+    return text.removeprefix("Error : ").rstrip(".")
 
 
 def _probe(source: _Source) -> AudioInfo:
@@ -455,14 +515,13 @@ def _probe(source: _Source) -> AudioInfo:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         sf_error = error
-    # libsndfile knows the container but cannot parse it: a damaged file, unless it is an Ogg or MPEG
-    # stream with a codec libsndfile lacks, which FFmpeg may still read.
-    if kind in _SOUNDFILE_KINDS and kind not in ("OGG", "MP3"):
-        raise CorruptAudioError(f"{source.name}: damaged {kind} header ({_short(sf_error)})") from sf_error
-    if "malformed" in str(sf_error):
+    if "malformed" in str(sf_error).lower():  # libsndfile knows the container and found it damaged
         raise CorruptAudioError(
             f"{source.name}: damaged {kind or 'audio'} file ({_short(sf_error)})"
         ) from sf_error
+    if kind is None and _looks_like_text(head):
+        # Never hand text to FFmpeg: playlists (HLS, concat) would make it open other files.
+        raise NotAudioError(f"{source.name}: not a recognised audio format (looks like text)") from sf_error
     try:
         import av  # noqa: F401 - only to learn whether the extra is installed
     except ImportError:
@@ -473,7 +532,8 @@ def _probe(source: _Source) -> AudioInfo:
         raise NotAudioError(
             f"{source.name}: not a recognised audio format ({_not_audio_hint(head)})"
         ) from sf_error
-    return _probe_av(source, kind)
+    # A codec libsndfile lacks (an Ogg/Speex stream, a WAV holding AC-3 …): FFmpeg may still read it.
+    return _probe_av(source, kind, sf_error if kind in _SOUNDFILE_KINDS else None)
 
 
 # --- decoding ---------------------------------------------------------------------------------------
@@ -486,7 +546,7 @@ def _decode_soundfile(source: _Source, info: AudioInfo, max_frames: int | None) 
     blocks: list[np.ndarray] = []
     total = 0
     try:
-        with source.open() as handle, sf.SoundFile(handle) as sound:
+        with sf.SoundFile(source.target()) as sound:
             while True:
                 block = sound.read(BLOCK_FRAMES, dtype="float32", always_2d=True)  # (frames, channels)
                 if len(block) == 0:
@@ -619,7 +679,7 @@ def load_audio(
     decode = _decode_soundfile if info.backend == "soundfile" else _decode_av
     samples = decode(src, info, _limit_frames(info, max_duration))  # (channels, n)
     _check_decoded(src, info, samples)
-    clip_warnings = _level_warnings(src.name, samples, info.codec)
+    clip_warnings = _level_warnings(src.name, samples)
 
     # 4. Channels, rate, length.
     original_frames = samples.shape[1]
@@ -668,15 +728,15 @@ def _check_decoded(source: _Source, info: AudioInfo, samples: np.ndarray) -> Non
         )
 
 
-def _level_warnings(name: str, samples: np.ndarray, codec: str) -> list[tuple[str, type[AudioWarning]]]:
-    """Warnings about the level: silence, and float data beyond full scale (kept, not clipped)."""
+def _level_warnings(name: str, samples: np.ndarray) -> list[tuple[str, type[AudioWarning]]]:
+    """Warnings about the level: a silent clip.
+
+    Float sources may exceed full scale and lossy decoders overshoot it a little; both are kept as
+    they are (not clipped) and are not warned about.
+    """
     peak = float(np.max(np.abs(samples))) if samples.size else 0.0
     if peak <= SILENCE_PEAK:
         return [(f"{name}: the clip is silent (peak at or below -90 dBFS)", SilentAudioWarning)]
-    if peak > 1.0:
-        return [
-            (f"{name}: {codec} samples exceed full scale (peak {peak_dbfs(samples):+.1f} dBFS)", AudioWarning)
-        ]
     return []
 
 

@@ -103,14 +103,13 @@ def section_spectra(samples: np.ndarray, config: SectionFeatureConfig) -> np.nda
     return magnitude.astype(np.float32)
 
 
-def compute_section_features(
-    source: AudioSource, config: SectionFeatureConfig, name: str | None = None
-) -> np.ndarray:
-    """Load any audio file/buffer and return its (num_sections, num_bins) features."""
+def load_for_features(source: AudioSource, config: SectionFeatureConfig, name: str | None = None) -> Any:
+    """The :class:`~sound2image.audio.AudioClip` the features are computed from: mono, resampled to
+    ``config.sample_rate``, fitted to ``config.duration`` (short: pad or loop; long: crop at the start)."""
     from sound2image.audio import LengthPolicy, load_audio
 
     policy = LengthPolicy(short=config.short, long="crop", crop="start")
-    clip = load_audio(
+    return load_audio(
         source,
         config.sample_rate,
         mono=True,
@@ -119,6 +118,13 @@ def compute_section_features(
         max_duration=None,
         name=name,
     )
+
+
+def compute_section_features(
+    source: AudioSource, config: SectionFeatureConfig, name: str | None = None
+) -> np.ndarray:
+    """Load any audio file/buffer and return its (num_sections, num_bins) features."""
+    clip = load_for_features(source, config, name)
     return section_spectra(np.asarray(clip.samples, dtype=np.float32), config)
 
 

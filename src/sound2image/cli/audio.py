@@ -65,7 +65,7 @@ def describe_file(path: str, max_duration: float | None) -> str:
         f"{info.sample_rate} Hz",
         f"{info.channels} ch",
         f"{clip.original_duration:.3f} s",
-        f"peak {peak:.1f} dBFS" if peak > float("-inf") else "peak -inf dBFS",
+        f"peak {round(peak, 1) + 0.0:.1f} dBFS" if peak > float("-inf") else "peak -inf dBFS",  # no "-0.0"
     ]
     line = f"{path}: " + ", ".join(parts)
     for warning in clip.warnings:

@@ -34,11 +34,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EMBED_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", metavar="AUDIO_OR_FOLDER", help="sound files and/or folders (recursive)")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="AUDIO_OR_FOLDER", help="sound files and/or folders (recursive)"
+    )
     parser.add_argument("--out", "-o", dest="out", required=True, help="output .safetensors file")
-    parser.add_argument("--weights", default=None, metavar="PATH", help="imagebind_huge.pth or audio .safetensors")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="files per batch (default 8)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    parser.add_argument(
+        "--weights", default=None, metavar="PATH", help="imagebind_huge.pth or audio .safetensors"
+    )
+    parser.add_argument(
+        "--batch-size", dest="batch_size", type=int, default=8, help="files per batch (default 8)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda, else mps, else cpu)"
+    )
     parser.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
     parser.add_argument(
         "--clips-per-file",
@@ -86,6 +94,8 @@ def _default_device() -> str:
 
     if torch.cuda.is_available():
         return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
     return "cpu"
 
 
@@ -149,7 +159,9 @@ def run_embed(args: argparse.Namespace) -> int:
         "skipped": skipped,
     }
     save_embeddings(out, torch.cat(rows), names, metadata)
-    print(f"wrote {len(names)} embeddings to {out}" + (f" ({len(skipped)} inputs skipped)" if skipped else ""))
+    print(
+        f"wrote {len(names)} embeddings to {out}" + (f" ({len(skipped)} inputs skipped)" if skipped else "")
+    )
     return 2 if skipped else 0
 
 

@@ -307,12 +307,18 @@ def load_pipeline(
     args: argparse.Namespace, model: str | None, unet: str | None, audio: bool, calibration: Any = None
 ) -> Any:
     """Build the pipeline on the chosen device with the low-memory options applied."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     from sound2image.diffusion import SounDiffPipeline
 
+    # Our own progress bar counts images; the libraries' per-component loading bars are noise here.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
     pipe = SounDiffPipeline.from_pretrained(
-        model, unet=unet, torch_dtype=dtype, calibration=calibration, load_audio_encoder=audio
+        model, unet=unet, dtype=dtype, calibration=calibration, load_audio_encoder=audio
     )
     if args.cpu_offload and device.startswith("cuda"):
         pipe.enable_low_memory(cpu_offload=True)

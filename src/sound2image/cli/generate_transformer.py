@@ -1,15 +1,167 @@
-"""`sound2image generate --model transformer:DIR`: the Image Transformer path of `generate` (being built)."""
+"""`sound2image generate --model transformer:DIR AUDIO...`: the Image Transformer path of `generate`.
+
+The common options (inputs, ``--out``, ``--seed``, ``--num-images``, ``--overwrite``, ``--device``,
+``--guidance-scale``, ``--batch-size``) belong to ``cli/generate.py``; this module adds the sampling
+options and runs the generation. Every image is reproducible from its own seed alone: each row of a
+batch draws from its own generator, so batching does not change the pixels.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import Any
 
-from sound2image.errors import UsageError
+from sound2image.errors import Sound2ImageError, UsageError
+
+PREFIX = "transformer:"
 
 
 def add_transformer_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the Image Transformer's sampling options to the `generate` parser."""
+    group = parser.add_argument_group("Image Transformer (--model transformer:DIR)")
+    group.add_argument(
+        "--temperature", type=float, default=None, help="softmax temperature; 0 = greedy (default: the model's)"
+    )
+    group.add_argument("--top-k", dest="top_k", type=int, default=None, help="sample among the k likeliest pixels")
+    group.add_argument("--top-p", dest="top_p", type=float, default=None, help="nucleus sampling mass, 0..1")
+    group.add_argument(
+        "--upscale", type=int, default=0, metavar="N", help="also write an N-times larger view (nearest pixels)"
+    )
+
+
+def _sampling(args: argparse.Namespace, record: dict[str, Any], seed: int) -> Any:
+    from sound2image.transformer import SamplingConfig
+
+    saved = record.get("sampling", {})
+    config = SamplingConfig(
+        temperature=args.temperature if args.temperature is not None else saved.get("temperature", 1.0),
+        top_k=args.top_k if args.top_k is not None else saved.get("top_k"),
+        top_p=args.top_p if args.top_p is not None else saved.get("top_p"),
+        guidance_scale=args.guidance_scale if args.guidance_scale is not None else saved.get("guidance_scale", 1.0),
+        seed=seed,
+    )
+    config.check()
+    return config
+
+
+def _check_args(args: argparse.Namespace) -> Path:
+    """The model directory; UsageError for options this path does not support."""
+    directory = Path(args.model[len(PREFIX) :])
+    if not str(directory) or not directory.is_dir():
+        raise UsageError(f"{directory}: no such model directory (expected --model transformer:DIR)")
+    if not args.inputs:
+        raise UsageError("no audio given; pass audio files or folders")
+    if getattr(args, "mix", False) or getattr(args, "weights", None):
+        raise UsageError("--mix/--weights are not supported by the Image Transformer (one image per sound)")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.upscale < 0 or args.upscale > 64:
+        raise UsageError(f"--upscale must be between 0 and 64, got {args.upscale}")
+    return directory
 
 
 def run_transformer(args: argparse.Namespace) -> int:
-    raise UsageError("the Image Transformer generation path is not available yet")
+    """Generate one 32×32 image per (audio, seed); write PNGs with metadata, plus upscaled views."""
+    import torch
+
+    from sound2image.audio.sections import SectionFeatureConfig, load_for_features, section_spectra
+    from sound2image.cli.generate import audio_record, expand_seeds, pick_device, plan_jobs
+    from sound2image.outputs import resolve_output_path
+    from sound2image.transformer import ImageTransformer, generate, tokens_to_images
+
+    # 1. Check inputs and refuse existing outputs before any work.
+    directory = _check_args(args)
+    plan = plan_jobs(args.inputs, None, False)
+    seeds = expand_seeds(args.seed, args.num_images)
+    out = Path(args.out)
+    names = [f"{job.name}_seed{seed}" for job in plan.jobs for seed in seeds]
+    for name in names:
+        resolve_output_path(out, f"{name}.png", args.overwrite)
+        if args.upscale > 1:
+            resolve_output_path(out, f"{name}_x{args.upscale}.png", args.overwrite)
+    problems = list(plan.problems)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    if not plan.jobs:
+        raise UsageError(f"nothing to generate: {problems[0]}" if problems else "nothing to generate")
+
+    # 2. Model and features (a bad audio file is reported; the others go on).
+    device = pick_device(args.device)
+    model, record = ImageTransformer.from_pretrained(directory, map_location=device)
+    features_config = SectionFeatureConfig.from_dict(record.get("features", {}))
+    items = []
+    for job in plan.jobs:
+        try:
+            clip = load_for_features(job.audio[0], features_config)
+        except Sound2ImageError as error:
+            problems.append(str(error))
+            print(f"skipped: {error}", file=sys.stderr)
+            continue
+        items.append((job, clip, torch.from_numpy(section_spectra(clip.samples, features_config))))
+
+    # 3. Sample in batches of (audio, seed) rows, one generator per row.
+    rows = [(job, clip, feats, seed) for job, clip, feats in items for seed in seeds]
+    written: list[Path] = []
+    for start in range(0, len(rows), args.batch_size):
+        chunk = rows[start : start + args.batch_size]
+        sampling = _sampling(args, record, chunk[0][3])
+        generators = [torch.Generator().manual_seed(seed) for *_, seed in chunk]
+        features = torch.stack([feats for _, _, feats, _ in chunk]).to(device)
+        tokens = generate(model, features, sampling, generator=generators, progress=True)
+        images = tokens_to_images(tokens, model.config.image_size).numpy()
+        for (job, clip, _, seed), pixels in zip(chunk, images, strict=True):
+            written += _write(out, job, clip, seed, pixels, _sampling(args, record, seed), directory, record, args)
+    total = len(plan.jobs) + len(plan.problems)
+    print(f"wrote {len(rows)} image(s) to {out} from {len(items)} of {total} input(s)")
+    if len(problems):
+        print(f"{len(problems)} input(s) failed:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _write(
+    out: Path,
+    job: Any,
+    clip: Any,
+    seed: int,
+    pixels: Any,
+    sampling: Any,
+    directory: Path,
+    record: dict[str, Any],
+    args: argparse.Namespace,
+) -> list[Path]:
+    """The 32×32 PNG and, with ``--upscale N``, an N-times larger nearest-neighbour view."""
+    import dataclasses
+
+    from PIL import Image
+
+    from sound2image.cli.generate import audio_record
+    from sound2image.outputs import resolve_output_path, save_png
+
+    name = f"{job.name}_seed{seed}"
+    metadata = {
+        "tool": "sound2image generate",
+        "model": {
+            "type": "image-transformer",
+            "path": str(directory),
+            "config": record.get("model"),
+            "features": record.get("features"),
+            "classes": record.get("classes"),
+        },
+        **{k: v for k, v in dataclasses.asdict(sampling).items() if k != "seed"},
+        "seed": seed,
+        "audio": [audio_record(job.audio[0], clip, None)],
+        "device": str(args.device),
+    }
+    image = Image.fromarray(pixels, mode="L")
+    paths = [save_png(image, resolve_output_path(out, f"{name}.png", args.overwrite), metadata, args.overwrite)]
+    if args.upscale > 1:
+        big = image.resize((image.width * args.upscale, image.height * args.upscale), Image.Resampling.NEAREST)
+        view = {**metadata, "view": f"upscaled x{args.upscale} (nearest) of {name}.png"}
+        target = resolve_output_path(out, f"{name}_x{args.upscale}.png", args.overwrite)
+        paths.append(save_png(big, target, view, args.overwrite))
+    return paths

@@ -358,7 +358,7 @@ class SounDiffPipeline:
         unet: str | os.PathLike[str] | None = None,
         audio_encoder: Any = None,
         calibration: EmbeddingCalibration | None = None,
-        torch_dtype: torch.dtype | None = None,
+        dtype: torch.dtype | None = None,
         variant: str | None = None,
         revision: str | None = None,
         unet_revision: str | None = None,
@@ -375,7 +375,7 @@ class SounDiffPipeline:
                 must agree on the scale).
             audio_encoder (`ImageBindAudioEncoder`, *optional*): use this encoder instead of loading one.
             calibration (`EmbeddingCalibration`, *optional*): overrides every stored calibration.
-            torch_dtype (`torch.dtype`, *optional*, defaults to float32): weights dtype of the generator.
+            dtype (`torch.dtype`, *optional*, defaults to float32): weights dtype of the generator.
             variant (`str`, *optional*): diffusers weight variant (e.g. "fp16").
             revision (`str`, *optional*): hub revision of ``model``.
             unet_revision (`str`, *optional*): hub revision of ``unet``.
@@ -397,11 +397,9 @@ class SounDiffPipeline:
             info = dataclasses.replace(stored, model=source.name, revision=None, extra=extra)
         export_calibration = None
         if unet is not None:
-            components["unet"], info, export_calibration = _load_unet(
-                str(unet), unet_revision, torch_dtype, info
-            )
+            components["unet"], info, export_calibration = _load_unet(str(unet), unet_revision, dtype, info)
 
-        kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "variant": variant, "revision": revision}
+        kwargs: dict[str, Any] = {"dtype": dtype, "variant": variant, "revision": revision}
         if not source.is_local:
             kwargs.update(hub_kwargs())
         try:
@@ -432,13 +430,13 @@ def _read_saved_config(source: ModelSource) -> dict[str, Any] | None:
 
 
 def _load_unet(
-    unet: str, revision: str | None, torch_dtype: torch.dtype | None, info: PipelineInfo
+    unet: str, revision: str | None, dtype: torch.dtype | None, info: PipelineInfo
 ) -> tuple[Any, PipelineInfo, EmbeddingCalibration | None]:
     """Load a fine-tuned U-Net and what its export says about training (prompt, calibration)."""
     from diffusers import UNet2DConditionModel
 
     source, subfolder = resolve_unet_source(unet, revision)
-    kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "revision": revision}
+    kwargs: dict[str, Any] = {"dtype": dtype, "revision": revision}
     if subfolder:
         kwargs["subfolder"] = subfolder
     if not source.is_local:

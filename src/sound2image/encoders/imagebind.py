@@ -207,7 +207,7 @@ class ImageBindAudioConfig:
 
     @classmethod
     def from_reference(cls, values: dict[str, Any]) -> ImageBindAudioConfig:
-        """Build from the reference implementation's keyword names (``audio_embed_dim``, ``audio_target_len``...)."""
+        """Build from the reference implementation's keyword names (``audio_embed_dim``, ...)."""
         renames = {
             "audio_embed_dim": "embed_dim",
             "audio_num_blocks": "num_blocks",
@@ -322,7 +322,9 @@ class ImageBindAudioEncoder(nn.Module):
         """
         clips = clips_per_file or self.config.clips_per_file
         if features.ndim != 4 or features.shape[0] % clips:
-            raise ValueError(f"features of shape {tuple(features.shape)} are not (files * {clips}, 1, mel, frames)")
+            raise ValueError(
+                f"features of shape {tuple(features.shape)} are not (files * {clips}, 1, mel, frames)"
+            )
         param = self.head.proj.weight
         out = self.postprocess(self(features.to(param.device, param.dtype)).float())  # (files * clips, out)
         return out.view(-1, clips, out.shape[-1]).mean(dim=1).cpu()  # (files, out)
@@ -337,6 +339,7 @@ class ImageBindAudioEncoder(nn.Module):
         *,
         clips_per_file: int | None = None,
         clip_layout: str | None = None,
+        resampler: str | None = None,
     ) -> torch.Tensor:
         """Embed audio: one ``out_embed_dim`` vector per input, float32 on CPU.
 
@@ -348,12 +351,13 @@ class ImageBindAudioEncoder(nn.Module):
             dtype: "float32", "float16", "bfloat16" (or a torch dtype); default: the model's. The model is
                 cast.
             progress: show a tqdm progress bar over files.
-            clips_per_file, clip_layout: override the config's clip sampling (see
-                :class:`ImageBindAudioConfig`); default: ImageBind's 3 windows.
+            clips_per_file, clip_layout, resampler: override the config's preprocessing (see
+                :class:`ImageBindAudioConfig`); default: ImageBind's protocol (3 windows, torchaudio's
+                resampler).
         Returns:
             ``(len(inputs), out_embed_dim)`` float32.
         Raises:
-            AudioError: for an input that cannot be used (the message names it).
+            AudioError: for an input that cannot be used (the message names it); nothing is returned then.
         """
         from sound2image.encoders.preprocess import as_input_list, preprocess_audio
 
@@ -361,26 +365,33 @@ class ImageBindAudioEncoder(nn.Module):
         self._move(device, dtype)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        config = self.sampling_config(clips_per_file, clip_layout)
-        bar = _progress_bar(len(items), progress)
+        config = self.sampling_config(clips_per_file, clip_layout, resampler)
         rows = []
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            features = torch.cat([preprocess_audio(item, config) for item in chunk])  # (B * clips, 1, mel, T)
-            rows.append(self.embed_features(features, config.clips_per_file))
-            bar.update(len(chunk))
-        bar.close()
+        with _progress_bar(len(items), progress) as bar:
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                features = torch.cat(
+                    [preprocess_audio(item, config) for item in chunk]
+                )  # (B * clips, 1, mel, T)
+                rows.append(self.embed_features(features, config.clips_per_file))
+                bar.update(len(chunk))
         if not rows:
             return torch.zeros(0, self.config.out_embed_dim)
         return torch.cat(rows)
 
-    def sampling_config(self, clips_per_file: int | None, clip_layout: str | None) -> ImageBindAudioConfig:
-        """The config with the clip sampling overridden where the arguments are not None."""
-        changes: dict[str, Any] = {}
-        if clips_per_file is not None:
-            changes["clips_per_file"] = clips_per_file
-        if clip_layout is not None:
-            changes["clip_layout"] = clip_layout
+    def sampling_config(
+        self, clips_per_file: int | None = None, clip_layout: str | None = None, resampler: str | None = None
+    ) -> ImageBindAudioConfig:
+        """The config with the preprocessing overridden where the arguments are not None."""
+        changes = {
+            key: value
+            for key, value in (
+                ("clips_per_file", clips_per_file),
+                ("clip_layout", clip_layout),
+                ("resampler", resampler),
+            )
+            if value is not None
+        }
         return dataclasses.replace(self.config, **changes) if changes else self.config
 
     def _move(self, device: str | torch.device | None, dtype: str | torch.dtype | None) -> None:
@@ -499,19 +510,6 @@ def config_json(config: ImageBindAudioConfig) -> str:
     return json.dumps(config.to_dict(), sort_keys=True)
 
 
-__all__: Sequence[str] = (
-    "ImageBindAudioConfig",
-    "ImageBindAudioEncoder",
-    "OFFICIAL_KEY_PREFIXES",
-    "from_official_key",
-    "infer_config",
-    "load_embeddings",
-    "resolve_dtype",
-    "save_embeddings",
-    "to_official_key",
-)
-
-
 # --- embedding files (written by `sound2image embed`) -------------------------------------------------
 
 EMBEDDINGS_FORMAT = "sound2image.embeddings/1"
@@ -567,3 +565,16 @@ def load_embeddings(path: str | os.PathLike[str]) -> tuple[torch.Tensor, list[st
     files = json.loads(header.pop("files"))
     header.pop("format")
     return embeddings, files, {key: json.loads(value) for key, value in header.items()}
+
+
+__all__: Sequence[str] = (
+    "ImageBindAudioConfig",
+    "ImageBindAudioEncoder",
+    "OFFICIAL_KEY_PREFIXES",
+    "from_official_key",
+    "infer_config",
+    "load_embeddings",
+    "resolve_dtype",
+    "save_embeddings",
+    "to_official_key",
+)

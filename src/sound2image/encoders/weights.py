@@ -125,7 +125,9 @@ def _exclusive(handle: Any, path: Path) -> Iterator[None]:
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        raise WeightsError(f"{path}: another process is downloading this file; wait for it to finish") from None
+        raise WeightsError(
+            f"{path}: another process is downloading this file; wait for it to finish"
+        ) from None
     try:
         yield
     finally:
@@ -168,7 +170,9 @@ def download(
             response = urllib.request.urlopen(request, timeout=timeout)
         except urllib.error.HTTPError as error:
             # 416: the partial file already holds every byte (a crash between the last write and the rename).
-            total = _total_from_content_range(error.headers.get("Content-Range")) if error.code == 416 else None
+            total = (
+                _total_from_content_range(error.headers.get("Content-Range")) if error.code == 416 else None
+            )
             if total is not None and total == offset:
                 handle.close()
                 os.replace(part, dest)
@@ -195,7 +199,10 @@ def download(
                 while chunk := response.read(chunk_size):
                     handle.write(chunk)
                     bar.update(len(chunk))
-            except (OSError, http.client.HTTPException) as error:  # connection reset, timeout, incomplete read
+            except (
+                OSError,
+                http.client.HTTPException,
+            ) as error:  # connection reset, timeout, incomplete read
                 handle.flush()
                 raise WeightsError(
                     f"download of {url} interrupted: {error}{_resume_hint(handle.tell(), part)}"
@@ -252,8 +259,12 @@ def _has_tensors(state: Mapping[Any, Any]) -> bool:
 
 def _describe_load_error(error: Exception) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if "weights_only" in str(error) or "Unsupported global" in str(error) or "UnpicklingError" in type(error).__name__:
-        return "refusing to load: the pickle holds Python objects, not just tensors (loaded with weights_only=True)"
+    if (
+        "weights_only" in str(error)
+        or "Unsupported global" in str(error)
+        or "UnpicklingError" in type(error).__name__
+    ):
+        return "refusing to load: the pickle holds Python objects, not only tensors (weights_only=True)"
     if "central directory" in text or "zip" in text.lower() or isinstance(error, EOFError):
         return f"truncated or not a PyTorch checkpoint ({text})"
     return f"cannot read the checkpoint ({type(error).__name__}: {text})"
@@ -294,7 +305,9 @@ def check_official_state_dict(
     """
     audio = audio_tensors(state)
     if not audio:
-        raise WeightsError(f"{source}: no ImageBind audio tensors (modality_*.audio.*); is it an ImageBind checkpoint?")
+        raise WeightsError(
+            f"{source}: no ImageBind audio tensors (modality_*.audio.*); is it an ImageBind checkpoint?"
+        )
     missing = [key for key in expected if key not in audio]
     unexpected = [key for key in audio if key not in expected]
     shapes = {key: tuple(getattr(value, "shape", value)) for key, value in expected.items()}
@@ -357,7 +370,9 @@ def _cache_name_for(checkpoint: Path, folder: Path) -> Path:
     if checkpoint.parent.resolve() == folder.resolve() and checkpoint.name == HUGE_CHECKPOINT_NAME:
         return folder / HUGE_AUDIO_NAME
     stat = checkpoint.stat()
-    key = hashlib.sha256(f"{checkpoint.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{checkpoint.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[
+        :12
+    ]
     return folder / f"{checkpoint.stem}_audio-{key}.safetensors"
 
 
@@ -381,15 +396,21 @@ def load_audio_state_dict(
     folder = weights_cache_dir(cache_dir)
     # Only a checkpoint this call downloads is deleted after extraction, never one the user put there.
     had_checkpoint = (folder / HUGE_CHECKPOINT_NAME).exists()
-    file = resolve_weights(path, cache_dir=cache_dir, local_files_only=local_files_only, progress=progress, url=url)
+    file = resolve_weights(
+        path, cache_dir=cache_dir, local_files_only=local_files_only, progress=progress, url=url
+    )
     if file.suffix == ".safetensors":
         tensors, metadata = read_safetensors(file)
-        config = ImageBindAudioConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata else None
+        config = (
+            ImageBindAudioConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata else None
+        )
         return audio_tensors(tensors), config, str(file)
     cached = _cache_name_for(file, folder)
     if cached.is_file():
         tensors, metadata = read_safetensors(cached)
-        config = ImageBindAudioConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata else None
+        config = (
+            ImageBindAudioConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata else None
+        )
         return audio_tensors(tensors), config, f"{cached} (from {file})"
     audio = audio_tensors(read_checkpoint(file))
     config = infer_config(audio)

@@ -866,9 +866,8 @@ def train(
     _loop(run, start, on_step_end)
     export_dir = export_run(run, run.plan.total_steps)
     accelerator.end_training()
-    return TrainResult(
-        run.losses, run.plan.total_steps, export_dir, accelerator.unwrap_model(run.unet), bad_lines
-    )
+    unet = accelerator.unwrap_model(run.unet)
+    return TrainResult(run.losses, run.plan.total_steps, export_dir, unet, bad_lines, run)
 
 
 def _loop(run: _Run, start: int, on_step_end: StepHook | None) -> None:

@@ -16,6 +16,7 @@ random stream identically.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,15 +64,26 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
     return logits
 
 
-def choose_tokens(
-    logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None
-) -> torch.Tensor:
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def _uniform(batch: int, generator: Generators) -> torch.Tensor:
+    """(B,) uniforms on the CPU: from one generator, or one per row (then a row's pixels depend only
+    on its own seed, not on what else is in the batch)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(batch, generator=generator)
+    if len(generator) != batch:
+        raise ValueError(f"{len(generator)} generators for a batch of {batch}")
+    return torch.cat([torch.rand(1, generator=g) for g in generator])
+
+
+def choose_tokens(logits: torch.Tensor, config: SamplingConfig, generator: Generators) -> torch.Tensor:
     """(B, V) logits -> (B,) tokens: argmax if temperature is 0, else inverse-CDF sampling."""
     if config.temperature == 0:
         return logits.argmax(dim=-1)
     logits = filter_logits(logits.float() / config.temperature, config.top_k, config.top_p)
     cdf = logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
-    uniform = torch.rand(logits.shape[0], generator=generator).to(logits.device)  # (B,)
+    uniform = _uniform(logits.shape[0], generator).to(logits.device)  # (B,)
     tokens = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None]).squeeze(1)
     return tokens.clamp_max(logits.shape[-1] - 1)
 
@@ -84,7 +96,7 @@ def generate(
     *,
     use_cache: bool = True,
     num_steps: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Sample pixel tokens for each row of ``audio_features`` (B, S, F).
@@ -95,7 +107,8 @@ def generate(
         config: temperature, top-k, top-p, guidance scale and seed (defaults: plain sampling, seed 0).
         use_cache: False runs the uncached reference path (recompute the prefix at every step).
         num_steps: how many pixels to generate (default: the whole image); fewer is for benchmarks.
-        generator: a CPU generator to draw from (default: a fresh one seeded with ``config.seed``).
+        generator: a CPU generator to draw from, or one per row (default: a fresh one seeded with
+            ``config.seed``).
         progress: show a tqdm bar over the steps.
 
     Returns:

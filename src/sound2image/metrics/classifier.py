@@ -1,0 +1,212 @@
+"""A small CNN image classifier trained on a dataset's own images, and AIC computed with it.
+
+AIC (audio-image consistency, as in AudioToken): the fraction of generated images that the classifier
+assigns to the class of the audio they were generated from. The judge is trained on the *real training
+images* of the same split, never on generated ones, and its accuracy on held-out real images is
+reported beside every AIC so the judge itself can be judged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sound2image.errors import DataError, Sound2ImageError, UsageError, WeightsError
+
+CONFIG_NAME = "classifier.json"
+WEIGHTS_NAME = "classifier.safetensors"
+FORMAT = "sound2image-image-classifier"
+
+
+class SmallCNN(nn.Module):
+    """Three conv stages (32, 64, 128 channels) with batch norm and max-pooling, then a linear head.
+
+    Input (B, 1, S, S) grayscale scaled to [0, 1]; output (B, num_classes) logits.
+    """
+
+    def __init__(self, num_classes: int, width: int = 32, dropout: float = 0.3) -> None:
+        super().__init__()
+
+        def stage(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            )
+
+        self.features = nn.Sequential(stage(1, width), stage(width, 2 * width), stage(2 * width, 4 * width))
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * width, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)  # (B, 4w, S/8, S/8)
+        return self.head(x.mean(dim=(2, 3), keepdim=True))  # global average pool -> (B, classes)
+
+
+@dataclass
+class ClassifierConfig:
+    """Training settings; saved with the classifier."""
+
+    classes: list[str] = field(default_factory=list)
+    image_size: int = 32
+    width: int = 32
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    max_shift: int = 2
+    seed: int = 42
+
+
+class ImageClassifier:
+    """A trained :class:`SmallCNN` together with its class names."""
+
+    def __init__(self, model: SmallCNN, config: ClassifierConfig) -> None:
+        self.model = model.eval()
+        self.config = config
+
+    @torch.no_grad()
+    def predict(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> list[str]:
+        """(N, S, S) uint8 grayscale -> N class names."""
+        indices = self.predict_indices(images, batch_size)
+        return [self.config.classes[i] for i in indices]
+
+    @torch.no_grad()
+    def predict_indices(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> list[int]:
+        """(N, S, S) uint8 grayscale -> N class indices."""
+        images = torch.as_tensor(np.asarray(images))
+        size = self.config.image_size
+        if images.ndim != 3 or tuple(images.shape[1:]) != (size, size):
+            raise UsageError(f"classifier expects (N, {size}, {size}) images, got {tuple(images.shape)}")
+        self.model.eval()
+        out: list[int] = []
+        for start in range(0, images.shape[0], batch_size):
+            batch = _to_input(images[start : start + batch_size])
+            out.extend(self.model(batch).argmax(dim=1).tolist())
+        return out
+
+    def accuracy(self, images: np.ndarray | torch.Tensor, labels: Sequence[str]) -> float:
+        """Fraction of ``images`` classified as their ``labels``."""
+        predicted = self.predict(images)
+        return float(np.mean([p == str(t) for p, t in zip(predicted, labels, strict=True)])) if labels else math.nan
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        record = {"format": FORMAT, "config": asdict(self.config)}
+        (directory / CONFIG_NAME).write_text(json.dumps(record, indent=2))
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(directory / WEIGHTS_NAME))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> ImageClassifier:
+        from safetensors.torch import load_file
+
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise WeightsError(f"{path}: missing (not a classifier directory?)")
+        try:
+            record = json.loads(path.read_text())
+            config = ClassifierConfig(**record["config"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise WeightsError(f"{path}: not a sound2image classifier config ({error})") from error
+        model = SmallCNN(len(config.classes), config.width)
+        try:
+            model.load_state_dict(load_file(str(Path(directory) / WEIGHTS_NAME)))
+        except Exception as error:  # missing file, damaged file or mismatched keys
+            raise WeightsError(f"{Path(directory) / WEIGHTS_NAME}: cannot load ({error})") from error
+        return cls(model, config)
+
+
+def _to_input(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div(255.0).unsqueeze(1)  # (B, 1, S, S) in [0, 1]
+
+
+def _random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ``max_shift`` pixels (zero fill): cheap, label-preserving augmentation."""
+    if max_shift <= 0:
+        return batch
+    padded = F.pad(batch, (max_shift,) * 4)
+    size = batch.shape[-1]
+    offsets = torch.randint(0, 2 * max_shift + 1, (batch.shape[0], 2), generator=generator)
+    return torch.stack([padded[i, :, y : y + size, x : x + size] for i, (y, x) in enumerate(offsets.tolist())])
+
+
+def train_classifier(
+    images: np.ndarray, labels: Sequence[str], config: ClassifierConfig | None = None, progress: bool = False
+) -> ImageClassifier:
+    """Train a :class:`SmallCNN` on (N, S, S) uint8 images with string labels (AdamW, cosine lr)."""
+    from tqdm.auto import tqdm
+
+    from sound2image.training.schedules import warmup_cosine
+
+    if len(labels) == 0:
+        raise DataError("classifier: no training images")
+    config = config or ClassifierConfig()
+    classes = sorted({str(label) for label in labels})
+    config.classes = classes
+    config.image_size = int(images.shape[-1])
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    model = SmallCNN(len(classes), config.width)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    x = torch.as_tensor(np.asarray(images))
+    y = torch.tensor([classes.index(str(label)) for label in labels])
+    steps_per_epoch = math.ceil(len(y) / config.batch_size)
+    total = config.epochs * steps_per_epoch
+    model.train()
+    step = 0
+    for _ in tqdm(range(config.epochs), disable=not progress, desc="classifier epochs"):
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), config.batch_size):
+            index = order[start : start + config.batch_size]
+            batch = _random_shift(_to_input(x[index]), config.max_shift, generator)
+            for group in optimizer.param_groups:
+                group["lr"] = warmup_cosine(step, step / total, steps_per_epoch // 2, config.lr, config.lr / 50)
+            loss = F.cross_entropy(model(batch), y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+    return ImageClassifier(model.eval(), config)
+
+
+def load_labelled_images(pairs: Sequence[Any], image_size: int) -> tuple[np.ndarray, list[str], list[str]]:
+    """The images of labelled pairs as (N, S, S) uint8 (see ``prepare_image``), their labels, problems."""
+    from sound2image.data import load_image
+    from sound2image.training.transformer import prepare_image
+
+    images, labels, problems = [], [], []
+    for pair in pairs:
+        if pair.label is None:
+            problems.append(f"{pair.image}: no label")
+            continue
+        try:
+            images.append(prepare_image(load_image(pair.image, mode="L"), image_size))
+        except Sound2ImageError as error:
+            problems.append(str(error))
+            continue
+        labels.append(str(pair.label))
+    array = np.stack(images) if images else np.zeros((0, image_size, image_size), dtype=np.uint8)
+    return array, labels, problems
+
+
+def audio_image_consistency(predicted: Sequence[str], audio_labels: Sequence[str]) -> float:
+    """AIC: the fraction of generated images whose predicted class equals their audio's label."""
+    if len(predicted) != len(audio_labels):
+        raise ValueError(f"{len(predicted)} predictions for {len(audio_labels)} labels")
+    if not predicted:
+        return math.nan
+    return sum(p == str(t) for p, t in zip(predicted, audio_labels, strict=True)) / len(predicted)

@@ -1,0 +1,236 @@
+"""`sound2image generate` end to end on the tiny pipeline saved to a directory (offline, real audio)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sound2image.cli.main import main
+from sound2image.data import load_image
+from sound2image.diffusion.conditioning import embedding_from_record, encode_images
+from sound2image.outputs import read_png_metadata
+from tests.diffusion.conftest import SAVED_CALIBRATION
+
+NORM = SAVED_CALIBRATION.target_norm
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    """Every CLI test runs offline with an empty cache: only --model DIR can work."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("SOUND2IMAGE_UNCLIP", raising=False)
+
+
+def run(saved_dir: Path, *args: str) -> int:
+    # --device cpu: the pixel comparisons are against the CPU reference even on a machine with a GPU.
+    return main(["generate", "--model", str(saved_dir), "--steps", "2", "--device", "cpu", *map(str, args)])
+
+
+def unit(vector: torch.Tensor) -> torch.Tensor:
+    return vector / vector.norm()
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_real_wav_to_png_end_to_end(saved_dir, plain, wavs, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    out = tmp_path / "out"
+    assert run(saved_dir, wavs[0], "--out", out, "--seed", 5) == 0
+    png = out / f"{wavs[0].stem}_seed5.png"
+    assert sorted(p.name for p in out.iterdir()) == [png.name]
+    assert list(work.iterdir()) == []  # nothing written outside --out
+    meta = read_png_metadata(png)
+    assert meta["audio"][0]["sha256"] == hashlib.sha256(wavs[0].read_bytes()).hexdigest()
+    assert meta["audio"][0]["file"] == wavs[0].name
+    assert meta["audio"][0]["window"] == [0.0, 10.0]
+    assert (meta["seed"], meta["num_inference_steps"], meta["guidance_scale"]) == (5, 2, 10.0)
+    assert (meta["noise_level"], meta["scheduler"], meta["prompt"]) == (0, "ddim", "")
+    assert meta["model"]["pipeline"] == str(saved_dir.resolve())
+    assert meta["calibration"]["target_norm"] == NORM
+    assert meta["package_version"]
+    embeds = embedding_from_record(meta["embedding"])
+    assert embeds.norm().item() == pytest.approx(NORM, rel=1e-6)
+    # The PNG holds exactly what plain diffusers draws from that embedding and seed.
+    generator = torch.Generator("cpu").manual_seed(5)
+    expected = plain(image_embeds=embeds, generator=generator, num_inference_steps=2).images[0]
+    assert np.array_equal(pixels(png), np.asarray(expected))
+    assert "wrote 1 image(s)" in capsys.readouterr().out
+
+
+def test_metadata_round_trip_regenerates_the_identical_image(saved_dir, wavs, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    settings = ["--prompt", "a red barn", "--negative-prompt", "fog", "--noise-level", 100]
+    settings += ["--guidance-scale", 4, "--scheduler", "euler", "--seed", 3, "--save-embedding"]
+    assert run(saved_dir, wavs[1], "--out", first, *settings) == 0
+    png = first / f"{wavs[1].stem}_seed3.png"
+    stored = np.load(first / f"{wavs[1].stem}_seed3.npy")
+    assert np.array_equal(stored, embedding_from_record(read_png_metadata(png)["embedding"]).numpy())
+    # Only the PNG: no audio, no model or settings flags (the metadata names the model directory).
+    assert main(["generate", "--from-metadata", str(png), "--out", str(second), "--device", "cpu"]) == 0
+    again = second / f"{wavs[1].stem}_seed3_regen.png"
+    assert np.array_equal(pixels(again), pixels(png))
+    meta = read_png_metadata(again)
+    assert (meta["scheduler"], meta["prompt"], meta["regenerated_from"]) == ("euler", "a red barn", png.name)
+
+
+def test_batch_with_a_corrupt_file_reports_it_and_finishes_the_rest(saved_dir, wavs, tmp_path, capsys):
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for wav in wavs[:2]:
+        os.symlink(wav, folder / wav.name)
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt this is not audio")
+    (folder / "empty.wav").write_bytes(b"")
+    out = tmp_path / "out"
+    assert run(saved_dir, folder, tmp_path / "missing.wav", "--out", out, "--seed", 0) == 2
+    assert sorted(p.name for p in out.iterdir()) == [f"{w.stem}_seed0.png" for w in wavs[:2]]
+    captured = capsys.readouterr()
+    assert "wrote 2 image(s)" in captured.out and "from 2 of 5 input(s)" in captured.out
+    for bad in ("corrupt.wav", "empty.wav", "missing.wav"):
+        assert bad in captured.err
+    assert "3 input(s) failed" in captured.err
+
+
+def test_refuses_to_overwrite_without_the_flag(saved_dir, wavs, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(saved_dir, wavs[0], "--out", out, "--seed", 1) == 0
+    png = out / f"{wavs[0].stem}_seed1.png"
+    before = png.read_bytes()
+    png.write_bytes(b"user's own file")
+    assert run(saved_dir, wavs[0], "--out", out, "--seed", 1) == 2
+    assert png.read_bytes() == b"user's own file"
+    assert "already exists (pass --overwrite to replace it)" in capsys.readouterr().err
+    assert run(saved_dir, wavs[0], "--out", out, "--seed", 1, "--overwrite") == 0
+    assert png.read_bytes() == before
+
+
+def test_weighted_blend_of_two_sounds(saved_dir, pipe, wavs, tmp_path):
+    out = tmp_path / "out"
+    assert run(saved_dir, f"{wavs[0]}:0.7", f"{wavs[2]}:0.3", "--out", out, "--seed", 2) == 0
+    png = out / f"mix_{wavs[0].stem}+{wavs[2].stem}_seed2.png"
+    meta = read_png_metadata(png)
+    assert [a["weight"] for a in meta["audio"]] == [0.7, 0.3]
+    # Hand mix: unit vectors, 70/30, renormalised, times the stored norm.
+    a, b = pipe.audio_encoder.embed([str(wavs[0]), str(wavs[2])])
+    expected = unit(0.7 * unit(a) + 0.3 * unit(b)) * NORM
+    assert torch.allclose(embedding_from_record(meta["embedding"])[0], expected, atol=1e-4)
+    # The same blend with --weights.
+    assert (
+        run(saved_dir, wavs[0], wavs[2], "--weights", 0.7, 0.3, "--out", out, "--seed", 2, "--overwrite") == 0
+    )
+    assert torch.allclose(embedding_from_record(read_png_metadata(png)["embedding"])[0], expected, atol=1e-4)
+
+
+def test_audio_with_a_reference_image_and_prompt(saved_dir, pipe, wavs, photos, tmp_path):
+    out = tmp_path / "out"
+    args = ["--image", photos[0], "--image-weight", 0.4, "--prompt", "a satellite image", "--seed", 4]
+    assert run(saved_dir, wavs[0], "--out", out, *args) == 0
+    meta = read_png_metadata(out / f"{wavs[0].stem}_seed4.png")
+    assert meta["image"]["weight"] == 0.4
+    assert meta["image"]["sha256"] == hashlib.sha256(photos[0].read_bytes()).hexdigest()
+    assert meta["prompt"] == "a satellite image"
+    audio = pipe.audio_encoder.embed([str(wavs[0])])[0]
+    image = encode_images(pipe.unclip, [load_image(photos[0])])[0]
+    expected = unit(0.6 * unit(audio) + 0.4 * unit(image)) * NORM
+    assert torch.allclose(embedding_from_record(meta["embedding"])[0], expected, atol=1e-4)
+
+
+def test_storyboard_writes_one_frame_per_window_and_a_contact_sheet(saved_dir, wavs, tmp_path):
+    out = tmp_path / "out"
+    assert run(saved_dir, wavs[0], "--storyboard", "--window", 4, "--hop", 3, "--out", out, "--seed", 0) == 0
+    stem = wavs[0].stem
+    frames = [f"{stem}_t0000.00-0004.00_seed0.png", f"{stem}_t0003.00-0007.00_seed0.png"]
+    frames.append(f"{stem}_t0006.00-0010.00_seed0.png")
+    assert sorted(p.name for p in out.iterdir()) == sorted([*frames, f"{stem}_storyboard_seed0.png"])
+    meta = read_png_metadata(out / frames[1])
+    assert meta["storyboard"] == {"index": 1, "start": 3.0, "end": 7.0, "window": 4.0, "hop": 3.0}
+    assert meta["audio"][0]["window"] == [3.0, 7.0]
+    sheet = read_png_metadata(out / f"{stem}_storyboard_seed0.png")
+    assert sheet["frames"] == frames
+    with Image.open(out / f"{stem}_storyboard_seed0.png") as image:
+        assert image.size == (2 * 36 + 4, 2 * 50 + 4)  # 3 tiles of 32 px -> 2 × 2 grid with labels
+
+
+def test_calibrate_measures_the_mean_norm_of_real_images(saved_dir, pipe, photos, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in photos:
+        os.symlink(photo, folder / photo.name)
+    out = tmp_path / "cal"
+    assert (
+        main(
+            [
+                "generate",
+                "--calibrate-images",
+                str(folder),
+                "--model",
+                str(saved_dir),
+                "-o",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    stored = json.loads((out / "sound2image_calibration.json").read_text())
+    features = pipe.unclip.feature_extractor(images=[load_image(p) for p in photos], return_tensors="pt")
+    with torch.no_grad():
+        norms = pipe.unclip.image_encoder(features.pixel_values).image_embeds.norm(dim=-1)
+    assert stored["num_images"] == 3
+    assert math.isclose(stored["target_norm"], norms.mean().item(), rel_tol=1e-5)
+
+
+def test_embedding_norm_override(saved_dir, wavs, tmp_path):
+    out = tmp_path / "out"
+    assert run(saved_dir, wavs[0], "--embedding-norm", 3.25, "--out", out, "--seed", 0) == 0
+    meta = read_png_metadata(out / f"{wavs[0].stem}_seed0.png")
+    assert embedding_from_record(meta["embedding"]).norm().item() == pytest.approx(3.25, rel=1e-6)
+    assert meta["calibration"]["source"] == "--embedding-norm override"
+
+
+def test_missing_weights_error_through_the_cli(wavs, tmp_path, capsys):
+    assert main(["generate", str(wavs[0]), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error: stabilityai/stable-diffusion-2-1-unclip: ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_transformer_model_dispatches_to_the_transformer_path(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_run(args):
+        seen.update(vars(args))
+        return 0
+
+    monkeypatch.setattr("sound2image.cli.generate_transformer.run_transformer", fake_run)
+    assert (
+        main(["generate", "a.wav", "--model", "transformer:runs/t", "--seed", "3", "-o", str(tmp_path)]) == 0
+    )
+    assert seen["model"] == "transformer:runs/t" and seen["seed"] == [3] and seen["inputs"] == ["a.wav"]
+
+
+def test_usage_errors_exit_2(saved_dir, wavs, tmp_path, capsys):
+    assert main(["generate", "--out", str(tmp_path)]) == 2
+    assert run(saved_dir, wavs[0], "--image-weight", 1.5, "--image", wavs[0], "--out", tmp_path) == 2
+    assert run(saved_dir, f"{wavs[0]}:0.5", "--weights", 1, "--out", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "no audio given" in err and "not both" in err
+    with pytest.raises(SystemExit) as info:
+        main(["generate", "--help"])
+    assert info.value.code == 0
+    assert "Examples:" in capsys.readouterr().out

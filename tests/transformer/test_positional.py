@@ -1,0 +1,26 @@
+"""Sinusoidal positions against the formula of Vaswani et al. (2017), evaluated by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sound2image.modules import sinusoidal_positions
+
+
+def test_values_by_hand() -> None:
+    table = sinusoidal_positions(50, 8)
+    assert table.shape == (50, 8)
+    # position 0: sin 0 = 0 on even columns, cos 0 = 1 on odd ones
+    assert table[0].tolist() == [0.0, 1.0] * 4
+    # PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...)
+    for pos, i in [(1, 0), (7, 1), (49, 3)]:
+        angle = pos / 10000 ** (2 * i / 8)
+        assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+        assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_odd_width_is_refused() -> None:
+    with pytest.raises(ValueError, match="even"):
+        sinusoidal_positions(4, 7)
