@@ -29,7 +29,9 @@ DEFAULT_DATA = Path(os.environ.get("SOUND2IMAGE_SHARED", ROOT.parent / "shared")
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--run-dir", default="/tmp/s2i-av-digits")
     parser.add_argument("--max-minutes", type=float, default=30.0)
@@ -57,7 +59,7 @@ def main() -> int:
     from sound2image.data import scan_pairs, split_pairs
     from sound2image.metrics import audio_image_consistency, load_labelled_images, train_classifier
     from sound2image.outputs import make_grid
-    from sound2image.training.transformer import load_pair_tensors, preset, train_transformer
+    from sound2image.training.transformer import load_pair_tensors, preset, single_thread, train_transformer
     from sound2image.transformer import ImageTransformer, SamplingConfig, generate, tokens_to_images
 
     args = parse_args()
@@ -90,17 +92,24 @@ def main() -> int:
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     model_overrides = {}
-    for arg, name in (("d_model", "d_model"), ("decoder_layers", "n_decoder_layers"), ("encoder_layers", "n_encoder_layers")):
+    for arg, name in (
+        ("d_model", "d_model"),
+        ("decoder_layers", "n_decoder_layers"),
+        ("encoder_layers", "n_encoder_layers"),
+    ):
         if getattr(args, arg) is not None:
             model_overrides[name] = getattr(args, arg)
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model_overrides), **overrides)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, **model_overrides), **overrides
+    )
     if not args.skip_train:
         t0 = time.monotonic()
         result = train_transformer(config)
         wall = time.monotonic() - t0
         lines.append(f"transformer: {config.model}")
         lines.append(
-            f"training: {result.steps} steps (batch {config.batch_size}), {result.elapsed_s / 60:.1f} min in the "
+            f"training: {result.steps} steps (batch {config.batch_size}), "
+            f"{result.elapsed_s / 60:.1f} min in the "
             f"loop, {wall / 60:.1f} min wall including feature pre-computation and evaluations"
         )
         last = result.history[-1]
@@ -118,9 +127,10 @@ def main() -> int:
     t0 = time.monotonic()
     generator = torch.Generator().manual_seed(args.seed)
     chunks = []
-    for start in range(0, len(val), args.gen_batch):
-        features = val.features[start : start + args.gen_batch].to(args.device)
-        chunks.append(generate(model, features, sampling, generator=generator))
+    with single_thread(torch.device(args.device)):
+        for start in range(0, len(val), args.gen_batch):
+            features = val.features[start : start + args.gen_batch].to(args.device)
+            chunks.append(generate(model, features, sampling, generator=generator))
     images = tokens_to_images(torch.cat(chunks), 32).numpy()
     gen_s = time.monotonic() - t0
     predicted = judge.predict(images)

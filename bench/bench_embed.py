@@ -76,10 +76,11 @@ class ReferenceStyleEncoder(nn.Module):
         return self.ours.head(x.transpose(0, 1))
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def load_average() -> str:
@@ -114,25 +115,30 @@ def run(args: argparse.Namespace) -> None:
     with torch.inference_mode():
         model(batch[:clips])
         reference(batch[:clips])
-    samples: dict[str, list[float]] = {
-        name: []
-        for name in ("preprocess", "model_b1", "reference_b1", "model_batched", "embed_b1", "embed_batched")
-    }
-    for _ in range(args.repeats):
+    names = ("preprocess", "model_b1", "reference_b1", "model_batched", "embed_b1", "embed_batched")
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+
+    def record(name: str, fn: Callable[[], object], files_done: int) -> None:
+        wall_s, cpu_s = timed(fn)
+        samples[name].append(wall_s / files_done)
+        cpu[name].append(cpu_s / files_done)
+
+    n = len(files)
+    for _ in range(args.repeats):  # interleaved: every variant sees the same load drift
         with torch.inference_mode():
-            samples["preprocess"].append(
-                timed(lambda: [preprocess_audio(p, config) for p in files]) / len(files)
-            )
-            samples["model_b1"].append(timed(lambda: model(batch[:clips])))
-            samples["reference_b1"].append(timed(lambda: reference(batch[:clips])))
-            samples["model_batched"].append(timed(lambda: model(batch)) / len(files))
-        samples["embed_b1"].append(timed(lambda: model.embed(files[0])))
-        samples["embed_batched"].append(timed(lambda: model.embed(files, batch_size=len(files))) / len(files))
+            record("preprocess", lambda: [preprocess_audio(p, config) for p in files], n)
+            record("model_b1", lambda: model(batch[:clips]), 1)
+            record("reference_b1", lambda: reference(batch[:clips]), 1)
+            record("model_batched", lambda: model(batch), n)
+        record("embed_b1", lambda: model.embed(files[0]), 1)
+        record("embed_batched", lambda: model.embed(files, batch_size=n), n)
 
     median = {name: statistics.median(values) for name, values in samples.items()}
     print(f"load after:  {load_average()}")
     print()
-    print(f"{'measurement (median)':44s} {'s / 10 s file':>14s} {'clips / s':>10s}")
+    header = ("measurement (median of wall time)", "s / 10 s file", "clips / s", "CPU s / file")
+    print(f"{header[0]:44s} {header[1]:>14s} {header[2]:>10s} {header[3]:>13s}")
     labels = {
         "preprocess": "preprocessing only (decode+resample+fbank)",
         "reference_b1": "model, reference layout, batch 1 (baseline)",
@@ -143,7 +149,8 @@ def run(args: argparse.Namespace) -> None:
     }
     for name, label in labels.items():
         spread = f"  (min {min(samples[name]):.3f}, max {max(samples[name]):.3f})"
-        print(f"{label:44s} {median[name]:14.3f} {clips / median[name]:10.2f}{spread}")
+        cpu_median = statistics.median(cpu[name])
+        print(f"{label:44s} {median[name]:14.3f} {clips / median[name]:10.2f} {cpu_median:13.3f}{spread}")
     print()
     ratios = {
         "ours / reference layout, model at batch 1": median["model_b1"] / median["reference_b1"],

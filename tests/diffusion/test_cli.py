@@ -13,9 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
+from sound2image.cli.generate import expand_seeds, pick_dtype, plan_jobs, split_weight
 from sound2image.cli.main import main
 from sound2image.data import load_image
 from sound2image.diffusion.conditioning import embedding_from_record, encode_images
+from sound2image.errors import UsageError
 from sound2image.outputs import read_png_metadata
 from tests.diffusion.conftest import SAVED_CALIBRATION
 
@@ -234,3 +236,26 @@ def test_usage_errors_exit_2(saved_dir, wavs, tmp_path, capsys):
         main(["generate", "--help"])
     assert info.value.code == 0
     assert "Examples:" in capsys.readouterr().out
+
+
+def test_input_parsing_weights_seeds_and_names(wavs, tmp_path):
+    assert split_weight("rain.wav:0.7") == ("rain.wav", 0.7)
+    assert split_weight("rain.wav") == ("rain.wav", None)
+    assert split_weight("C:/sounds/rain.wav") == ("C:/sounds/rain.wav", None)
+    assert expand_seeds([5, 20], 2) == [5, 6, 20, 21]
+    with pytest.raises(UsageError, match="on CPU"):
+        pick_dtype("fp16", "cpu")
+    # The same file name in two folders gives two distinct output names.
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        os.symlink(wavs[0], tmp_path / folder / "x.wav")
+    plan = plan_jobs([str(tmp_path / "a"), str(tmp_path / "b")], None, mix=False)
+    assert [job.name for job in plan.jobs] == ["x", "x-2"]
+    with pytest.raises(UsageError, match="3 values for 2 audio files"):
+        plan_jobs([str(tmp_path / "a"), str(tmp_path / "b")], [1, 2, 3], mix=False)
+
+
+def test_from_metadata_needs_our_metadata(tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    assert main(["generate", "--from-metadata", str(tmp_path / "plain.png"), "-o", str(tmp_path / "o")]) == 2
+    assert "no sound2image metadata" in capsys.readouterr().err

@@ -118,3 +118,12 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture) -> None:
         main(["embed", "--help"])
     assert info.value.code == 0
     assert "sound2image embed beach.wav" in capsys.readouterr().out
+
+
+def test_unavailable_device_is_a_usage_error(weights, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path, _ = weights
+    _wav(tmp_path / "x.wav", 440.0)
+    args = ["embed", str(tmp_path / "x.wav"), "-o", str(tmp_path / "e.safetensors"), "--weights", str(path)]
+    assert main([*args, "--device", "warp-drive"]) == 2
+    assert "--device warp-drive: unknown device" in capsys.readouterr().err
+    assert not (tmp_path / "e.safetensors").exists()

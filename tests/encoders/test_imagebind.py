@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -157,8 +158,9 @@ def test_embed_mixed_inputs_agree_with_each_other(tiny: ImageBindAudioEncoder, t
     x = _tone(440.0)
     path = tmp_path / "tone.wav"
     sf.write(path, x, 16000, subtype="FLOAT")
-    out = tiny.embed([path, (x, 16000), load_audio(path), path.read_bytes()], batch_size=3)
-    assert out.shape == (4, 1024) and out.dtype == torch.float32
+    inputs = [path, (x, 16000), load_audio(path), path.read_bytes(), io.BytesIO(path.read_bytes())]
+    out = tiny.embed(inputs, batch_size=3)
+    assert out.shape == (5, 1024) and out.dtype == torch.float32
     for row in out[1:]:
         torch.testing.assert_close(row, out[0], atol=1e-5, rtol=0)
     assert out.norm(dim=1).max().item() <= 20.0 + 1e-4

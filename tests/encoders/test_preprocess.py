@@ -96,6 +96,8 @@ def test_single_inputs_become_one_item_lists() -> None:
 def test_bad_inputs_name_the_problem(tmp_path) -> None:
     with pytest.raises(AudioError, match="too short"):
         preprocess_audio((np.zeros(100, np.float32), 16000), ImageBindAudioConfig())
+    with pytest.raises(AudioError, match=r"array input: .*\(frames, channels\)"):
+        preprocess_audio((np.zeros((16000, 2), np.float32), 16000), ImageBindAudioConfig())
     with pytest.raises(AudioError, match="NaN"):
         preprocess_audio((np.full(16000, np.nan, np.float32), 16000), ImageBindAudioConfig())
     bad = tmp_path / "notes.wav"

@@ -18,6 +18,7 @@ from sound2image.encoders.weights import (
     download,
     load_audio_state_dict,
     read_checkpoint,
+    write_audio_safetensors,
 )
 from sound2image.errors import WeightsError
 
@@ -153,6 +154,20 @@ def test_truncated_safetensors(tmp_path: Path, source_model: ImageBindAudioEncod
 def test_missing_explicit_path(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match=r"nowhere\.pth: weights path does not exist"):
         ImageBindAudioEncoder.from_pretrained(tmp_path / "nowhere.pth")
+    with pytest.raises(WeightsError, match="is a folder without imagebind_huge.pth"):
+        ImageBindAudioEncoder.from_pretrained(tmp_path)
+
+
+def test_safetensors_recognised_by_content_and_folder_like_the_cache(
+    tmp_path: Path, source_model: ImageBindAudioEncoder
+) -> None:
+    folder = tmp_path / "weights"
+    write_audio_safetensors(
+        source_model.official_state_dict(), folder / HUGE_AUDIO_NAME, SMALL, source="test"
+    )
+    _assert_same_weights(ImageBindAudioEncoder.from_pretrained(folder), source_model)
+    renamed = (folder / HUGE_AUDIO_NAME).rename(tmp_path / "audio_weights.bin")
+    _assert_same_weights(ImageBindAudioEncoder.from_pretrained(renamed), source_model)
 
 
 @pytest.mark.parametrize("how", ["argument", "HF_HUB_OFFLINE", "SOUND2IMAGE_OFFLINE"])
@@ -176,13 +191,15 @@ class _Server:
     """A one-file HTTP server on 127.0.0.1 with Range support; ``cut`` ends a response early."""
 
     def __init__(self, data: bytes) -> None:
-        self.data, self.ranges, self.cut = data, [], None
+        self.data, self.ranges, self.cut, self.ignore_range = data, [], None, False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 header = self.headers.get("Range")
                 server.ranges.append(header)
+                if server.ignore_range:
+                    header = None
                 start = int(header.split("=")[1].split("-")[0]) if header else 0
                 if start >= len(server.data):
                     self.send_response(416)
@@ -245,6 +262,14 @@ def test_interrupted_download_keeps_the_part_and_resumes(served: _Server, tmp_pa
     served.cut = None
     download(served.url, dest, progress=False, timeout=10)
     assert served.ranges == [None, "bytes=5000-"]
+    assert dest.read_bytes() == served.data
+
+
+def test_server_that_ignores_range_restarts_cleanly(served: _Server, tmp_path: Path) -> None:
+    dest = tmp_path / "imagebind_huge.pth"
+    (tmp_path / "imagebind_huge.pth.part").write_bytes(b"stale bytes that must not stay in front")
+    served.ignore_range = True
+    download(served.url, dest, progress=False, timeout=10)
     assert dest.read_bytes() == served.data
 
 

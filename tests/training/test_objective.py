@@ -77,15 +77,21 @@ def test_loss_equals_independent_v_prediction(unclip) -> None:
     label = np.concatenate([noised * ns + nm, _sinusoid(levels, EMBED_DIM)], axis=1)
     keep = ~draw.drop.numpy()
     label = label * keep[:, None]  # dropped samples: the all-zero unconditional label
-    text = torch.where(torch.from_numpy(keep)[:, None, None], prompt.expand(batch, -1, -1), empty.expand(batch, -1, -1))
+    text = torch.where(
+        torch.from_numpy(keep)[:, None, None], prompt.expand(batch, -1, -1), empty.expand(batch, -1, -1)
+    )
 
     with torch.no_grad():
-        pred = unet(
-            torch.from_numpy(x_t).float(),
-            draw.timesteps,
-            encoder_hidden_states=text,
-            class_labels=torch.from_numpy(label).float(),
-        ).sample.double().numpy()
+        pred = (
+            unet(
+                torch.from_numpy(x_t).float(),
+                draw.timesteps,
+                encoder_hidden_states=text,
+                class_labels=torch.from_numpy(label).float(),
+            )
+            .sample.double()
+            .numpy()
+        )
     expected_per_sample = ((pred - v) ** 2).mean(axis=(1, 2, 3))
     np.testing.assert_allclose(out.per_sample.numpy(), expected_per_sample, rtol=1e-4, atol=1e-6)
     assert float(out.loss) == pytest.approx(expected_per_sample.mean(), rel=1e-4)

@@ -49,10 +49,19 @@ def fixed_draw_loss(result: sd.TrainResult, unet: torch.nn.Module, seeds: range)
     with torch.no_grad():
         for seed in seeds:
             draw = run.objective.draw(
-                len(cached), tuple(cached.latent_mean.shape[1:]), embeds.shape[1], torch.Generator().manual_seed(seed)
+                len(cached),
+                tuple(cached.latent_mean.shape[1:]),
+                embeds.shape[1],
+                torch.Generator().manual_seed(seed),
             )
             out = run.objective.loss(
-                unet, cached.latent_mean, cached.latent_std, embeds, run.prompt_embeds, run.empty_prompt_embeds, draw
+                unet,
+                cached.latent_mean,
+                cached.latent_std,
+                embeds,
+                run.prompt_embeds,
+                run.empty_prompt_embeds,
+                draw,
             )
             losses.append(float(out.loss))
     return sum(losses) / len(losses)
@@ -61,8 +70,15 @@ def fixed_draw_loss(result: sd.TrainResult, unet: torch.nn.Module, seeds: range)
 def test_overfitting_eight_real_pairs_halves_the_loss(tmp_path, manifest8, shared_cache, soundiff) -> None:
     base_unet = copy.deepcopy(soundiff.unclip.unet).eval()
     config = tiny_config(
-        tmp_path / "run", manifest8, shared_cache, resolution=32, batch_size=8, max_steps=30,
-        learning_rate=2e-3, final_learning_rate=2e-3, checkpointing_steps=1000,
+        tmp_path / "run",
+        manifest8,
+        shared_cache,
+        resolution=32,
+        batch_size=8,
+        max_steps=30,
+        learning_rate=2e-3,
+        final_learning_rate=2e-3,
+        checkpointing_steps=1000,
     )
     result = train(config, pipeline=soundiff)
     assert len(result.run.cached) == 8 and result.bad_items == []
@@ -92,7 +108,9 @@ def _stop_at(step: int):
 def reference_run(tmp_path_factory, manifest8, shared_cache, _base_soundiff):
     """6 uninterrupted updates with EMA and gradient accumulation (2 micro-batches of 4)."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
-    config = tiny_config(run_dir, manifest8, shared_cache, ema=True, ema_decay=0.9, gradient_accumulation_steps=2)
+    config = tiny_config(
+        run_dir, manifest8, shared_cache, ema=True, ema_decay=0.9, gradient_accumulation_steps=2
+    )
     return config, _run(config, _base_soundiff)
 
 
@@ -108,7 +126,9 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
     assert worst <= 1e-6, worst
 
 
-def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, reference_run, _base_soundiff) -> None:
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(
+    tmp_path, reference_run, _base_soundiff
+) -> None:
     config, reference = reference_run
     run_dir = tmp_path / "run"
     interrupted = replace(config, output_dir=str(run_dir))
@@ -119,7 +139,9 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, refere
     resumed = _run(replace(interrupted, resume="latest"), _base_soundiff)
     _assert_same_weights(unet_state(resumed.unet), unet_state(reference.unet))
     _assert_same_weights(_exported(run_dir), _exported(Path(config.output_dir)))
-    assert resumed.losses == pytest.approx(reference.losses, abs=1e-6)  # losses 1-3 restored from the checkpoint
+    assert resumed.losses == pytest.approx(
+        reference.losses, abs=1e-6
+    )  # losses 1-3 restored from the checkpoint
 
 
 def test_crash_while_writing_a_checkpoint_resumes_from_the_previous_one(
@@ -145,7 +167,9 @@ def test_crash_while_writing_a_checkpoint_resumes_from_the_previous_one(
     _assert_same_weights(unet_state(resumed.unet), unet_state(reference.unet))
 
 
-def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, manifest8, shared_cache, soundiff) -> None:
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(
+    tmp_path, manifest8, shared_cache, soundiff
+) -> None:
     config = tiny_config(tmp_path / "run", manifest8, shared_cache, checkpointing_steps=2)
 
     def poison(done: int, loss: float, run) -> None:
@@ -161,13 +185,17 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, man
     assert len(lines) == 2  # nothing logged for the NaN step
 
 
-def test_export_loads_into_generation_and_changes_its_output(tmp_path, manifest8, shared_cache, soundiff) -> None:
+def test_export_loads_into_generation_and_changes_its_output(
+    tmp_path, manifest8, shared_cache, soundiff
+) -> None:
     from sound2image.diffusion import SounDiffPipeline
     from sound2image.diffusion.calibration import EmbeddingCalibration
 
     base_dir = soundiff.save_pretrained(tmp_path / "base")
     run_dir = tmp_path / "run"
-    config = tiny_config(run_dir, manifest8, shared_cache, max_steps=3, learning_rate=1e-2, final_learning_rate=1e-2)
+    config = tiny_config(
+        run_dir, manifest8, shared_cache, max_steps=3, learning_rate=1e-2, final_learning_rate=1e-2
+    )
     result = train(config, pipeline=soundiff)
     assert json.loads((run_dir / "sound2image_soundiff.json").read_text())["variant"] == "L"
 
@@ -176,12 +204,21 @@ def test_export_loads_into_generation_and_changes_its_output(tmp_path, manifest8
     assert tuned.calibration == EmbeddingCalibration.load(run_dir)
     _assert_same_weights(unet_state(tuned.unclip.unet), unet_state(result.unet))
     embeds = tuned.calibration.apply(torch.randn(1, 1024, generator=torch.Generator().manual_seed(0)))
-    kwargs = {"image_embeds": embeds, "num_inference_steps": 2, "height": 32, "width": 32, "seed": 0, "output_type": "np"}
+    kwargs = {
+        "image_embeds": embeds,
+        "num_inference_steps": 2,
+        "height": 32,
+        "width": 32,
+        "seed": 0,
+        "output_type": "np",
+    }
     before, after = base(**kwargs).images, tuned(**kwargs).images
     assert abs(after - before).mean() > 1e-3
 
 
-def test_lora_export_is_merged_and_matches_the_adapted_unet(tmp_path, manifest8, shared_cache, soundiff) -> None:
+def test_lora_export_is_merged_and_matches_the_adapted_unet(
+    tmp_path, manifest8, shared_cache, soundiff
+) -> None:
     from diffusers import UNet2DConditionModel
 
     probe = {
@@ -197,7 +234,9 @@ def test_lora_export_is_merged_and_matches_the_adapted_unet(tmp_path, manifest8,
             with torch.no_grad():
                 seen["out"] = run.accelerator.unwrap_model(run.unet)(**probe).sample
 
-    config = tiny_config(tmp_path / "run", manifest8, shared_cache, max_steps=2, lora_rank=4, learning_rate=1e-2)
+    config = tiny_config(
+        tmp_path / "run", manifest8, shared_cache, max_steps=2, lora_rank=4, learning_rate=1e-2
+    )
     base_out = soundiff.unclip.unet(**probe).sample.detach()
     train(config, pipeline=soundiff, on_step_end=remember)
     exported = UNet2DConditionModel.from_pretrained(tmp_path / "run" / "unet")
@@ -212,12 +251,18 @@ def test_variant_defaults_are_the_papers() -> None:
     large = SounDiffTrainConfig(data="d", output_dir="o", variant="L").resolved()
     small = SounDiffTrainConfig(data="d", output_dir="o", variant="S").resolved()
     assert (large.batch_size, large.epochs, large.prompt) == (4, 80, "")
-    assert (small.batch_size, small.epochs, small.prompt) == (2, 280, "a satellite image with details on the ground")
+    assert (small.batch_size, small.epochs, small.prompt) == (
+        2,
+        280,
+        "a satellite image with details on the ground",
+    )
     for config in (large, small):
         assert (config.adam_beta1, config.adam_beta2, config.weight_decay) == (0.9, 0.999, 0.01)
         assert (config.learning_rate, config.final_learning_rate, config.seed) == (1e-6, 1e-7, 42)
         assert (config.resolution, config.val_fraction, config.conditioning_dropout) == (768, 0.1, 0.25)
-    custom = SounDiffTrainConfig(data="d", output_dir="o", variant="S", prompt="aerial photo", batch_size=8).resolved()
+    custom = SounDiffTrainConfig(
+        data="d", output_dir="o", variant="S", prompt="aerial photo", batch_size=8
+    ).resolved()
     assert (custom.prompt, custom.batch_size) == ("aerial photo", 8)
 
 
@@ -251,9 +296,57 @@ def test_bad_settings_are_one_line_usage_errors(overrides, message) -> None:
         SounDiffTrainConfig(data="d", output_dir="o", **overrides).resolved()
 
 
-def test_unknown_class_and_reused_output_are_refused(tmp_path, manifest8, shared_cache, reference_run, soundiff) -> None:
+def test_unknown_class_and_reused_output_are_refused(
+    tmp_path, manifest8, shared_cache, reference_run, soundiff
+) -> None:
     with pytest.raises(UsageError, match="no class 'train station'.*airport, beach, forest, lake"):
-        train(tiny_config(tmp_path / "a", manifest8, shared_cache, classes=["train station"]), pipeline=soundiff)
+        train(
+            tiny_config(tmp_path / "a", manifest8, shared_cache, classes=["train station"]), pipeline=soundiff
+        )
     config, _ = reference_run
     with pytest.raises(OutputExistsError, match="--resume latest"):
         train(replace(config, resume=None), pipeline=soundiff)
+
+
+def test_bad_pairs_are_skipped_and_reported(tmp_path, manifest8, shared_cache, soundiff) -> None:
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff not a jpeg")
+    manifest = tmp_path / "pairs.csv"
+    lines = manifest8.read_text().splitlines()
+    audio = lines[1].split(",")[0]
+    manifest.write_text("\n".join([*lines, f"{audio},{corrupt},airport"]) + "\n")
+    config = tiny_config(tmp_path / "run", manifest, shared_cache, max_steps=1)
+    result = train(config, pipeline=soundiff)
+    assert len(result.run.cached) == 8
+    assert len(result.bad_items) == 1 and str(corrupt) in result.bad_items[0]
+    assert str(corrupt) in (tmp_path / "run" / sd.BAD_ITEMS_FILE).read_text()
+
+
+def test_missing_extras_name_the_extra(monkeypatch, tmp_path) -> None:
+    import builtins
+
+    from sound2image.errors import MissingExtraError
+
+    real_import = builtins.__import__
+
+    def no_optional(name, *args, **kwargs):
+        if name in ("bitsandbytes", "peft"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_optional)
+    config = SounDiffTrainConfig(data="d", output_dir="o", use_8bit_adam=True, lora_rank=4).resolved()
+    with pytest.raises(MissingExtraError, match=r"sound2image\[bnb\]"):
+        sd.make_optimizer(config, [torch.nn.Parameter(torch.zeros(1))])
+    with pytest.raises(MissingExtraError, match=r"sound2image\[lora\]"):
+        sd.prepare_unet(config, torch.nn.Linear(1, 1))
+
+
+def test_without_tensorboard_logging_falls_back_cleanly(monkeypatch, tmp_path) -> None:
+    import accelerate.utils
+
+    monkeypatch.setattr(accelerate.utils, "is_tensorboard_available", lambda: False)
+    config = SounDiffTrainConfig(data="d", output_dir=str(tmp_path)).resolved()
+    accelerator = sd.make_accelerator(config, tmp_path)
+    assert not accelerator.log_with
+    accelerator.log({"train/loss": 1.0}, step=1)  # a no-op, not an error

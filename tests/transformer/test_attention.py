@@ -53,7 +53,9 @@ def _dense_reference(attention: LocalSelfAttention, x: torch.Tensor) -> torch.Te
     """The same layer computed as full attention with the reference mask."""
     batch, length, width = x.shape
     heads = attention.n_heads
-    q, k, v = (t.view(batch, length, heads, width // heads).transpose(1, 2) for t in attention.qkv(x).split(width, 2))
+    q, k, v = (
+        t.view(batch, length, heads, width // heads).transpose(1, 2) for t in attention.qkv(x).split(width, 2)
+    )
     mask = reference_mask(length, attention.block_size, attention.memory_length)
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return attention.proj(y.transpose(1, 2).reshape(batch, length, width))

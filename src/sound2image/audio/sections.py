@@ -57,7 +57,8 @@ class SectionFeatureConfig:
             raise UsageError(f"features: short must be 'pad' or 'loop', got {self.short!r}")
         if self.section_length < 2:
             raise UsageError(
-                f"features: {self.duration} s at {self.sample_rate} Hz is too short for {self.num_sections} sections"
+                f"features: {self.duration} s at {self.sample_rate} Hz is too short "
+                f"for {self.num_sections} sections"
             )
 
     @property

@@ -6,6 +6,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 EMBED_EPILOG = """\
 Examples:
@@ -99,6 +103,23 @@ def _default_device() -> str:
     return "cpu"
 
 
+def _check_device(name: str) -> torch.device:
+    """``--device`` as a torch device, or a UsageError when it is unknown or not present here."""
+    import torch
+
+    from sound2image.errors import UsageError
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name}: unknown device (use cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: MPS is not available on this machine")
+    return device
+
+
 def run_embed(args: argparse.Namespace) -> int:
     """Handler of `embed`: 0 when every file was embedded, 2 when any input was bad."""
     from sound2image.errors import OutputExistsError, Sound2ImageError, UsageError
@@ -124,7 +145,7 @@ def run_embed(args: argparse.Namespace) -> int:
     from sound2image.encoders.preprocess import preprocess_audio
 
     dtype = resolve_dtype(args.dtype)
-    device = torch.device(args.device or _default_device())
+    device = _check_device(args.device or _default_device())
     encoder = ImageBindAudioEncoder.from_pretrained(args.weights, local_files_only=args.offline)
     encoder.to(device=device, dtype=dtype).eval()
     config = encoder.sampling_config(args.clips_per_file, "cover" if args.clips_per_file else None)

@@ -142,6 +142,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", help="unCLIP hub id or local dir (default: $SOUND2IMAGE_UNCLIP or SD 2.1 unCLIP)"
     )
     model.add_argument("--unet", help="fine-tuned U-Net: training export dir, pipeline dir or hub id")
+    model.add_argument("--variant", help='weight variant to download, e.g. "fp16" (half the download)')
     model.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, cuda:1, mps, cpu")
     model.add_argument(
         "--dtype", choices=("auto", *DTYPES), default="auto", help="auto: fp16 on CUDA, else fp32"
@@ -318,7 +319,12 @@ def load_pipeline(
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
     pipe = SounDiffPipeline.from_pretrained(
-        model, unet=unet, dtype=dtype, calibration=calibration, load_audio_encoder=audio
+        model,
+        unet=unet,
+        dtype=dtype,
+        variant=getattr(args, "variant", None),
+        calibration=calibration,
+        load_audio_encoder=audio,
     )
     if args.cpu_offload and device.startswith("cuda"):
         pipe.enable_low_memory(cpu_offload=True)

@@ -22,12 +22,21 @@ def add_transformer_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the Image Transformer's sampling options to the `generate` parser."""
     group = parser.add_argument_group("Image Transformer (--model transformer:DIR)")
     group.add_argument(
-        "--temperature", type=float, default=None, help="softmax temperature; 0 = greedy (default: the model's)"
+        "--temperature",
+        type=float,
+        default=None,
+        help="softmax temperature; 0 = greedy (default: the model's)",
     )
-    group.add_argument("--top-k", dest="top_k", type=int, default=None, help="sample among the k likeliest pixels")
+    group.add_argument(
+        "--top-k", dest="top_k", type=int, default=None, help="sample among the k likeliest pixels"
+    )
     group.add_argument("--top-p", dest="top_p", type=float, default=None, help="nucleus sampling mass, 0..1")
     group.add_argument(
-        "--upscale", type=int, default=0, metavar="N", help="also write an N-times larger view (nearest pixels)"
+        "--upscale",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write an N-times larger view (nearest pixels)",
     )
 
 
@@ -39,7 +48,9 @@ def _sampling(args: argparse.Namespace, record: dict[str, Any], seed: int) -> An
         temperature=args.temperature if args.temperature is not None else saved.get("temperature", 1.0),
         top_k=args.top_k if args.top_k is not None else saved.get("top_k"),
         top_p=args.top_p if args.top_p is not None else saved.get("top_p"),
-        guidance_scale=args.guidance_scale if args.guidance_scale is not None else saved.get("guidance_scale", 1.0),
+        guidance_scale=args.guidance_scale
+        if args.guidance_scale is not None
+        else saved.get("guidance_scale", 1.0),
         seed=seed,
     )
     config.check()
@@ -67,7 +78,7 @@ def run_transformer(args: argparse.Namespace) -> int:
     import torch
 
     from sound2image.audio.sections import SectionFeatureConfig, load_for_features, section_spectra
-    from sound2image.cli.generate import audio_record, expand_seeds, pick_device, plan_jobs
+    from sound2image.cli.generate import expand_seeds, pick_device, plan_jobs
     from sound2image.outputs import resolve_output_path
     from sound2image.transformer import ImageTransformer, generate, tokens_to_images
 
@@ -112,7 +123,9 @@ def run_transformer(args: argparse.Namespace) -> int:
         tokens = generate(model, features, sampling, generator=generators, progress=True)
         images = tokens_to_images(tokens, model.config.image_size).numpy()
         for (job, clip, _, seed), pixels in zip(chunk, images, strict=True):
-            written += _write(out, job, clip, seed, pixels, _sampling(args, record, seed), directory, record, args)
+            written += _write(
+                out, job, clip, seed, pixels, _sampling(args, record, seed), directory, record, args
+            )
     total = len(plan.jobs) + len(plan.problems)
     print(f"wrote {len(rows)} image(s) to {out} from {len(items)} of {total} input(s)")
     if len(problems):
@@ -158,9 +171,13 @@ def _write(
         "device": str(args.device),
     }
     image = Image.fromarray(pixels, mode="L")
-    paths = [save_png(image, resolve_output_path(out, f"{name}.png", args.overwrite), metadata, args.overwrite)]
+    paths = [
+        save_png(image, resolve_output_path(out, f"{name}.png", args.overwrite), metadata, args.overwrite)
+    ]
     if args.upscale > 1:
-        big = image.resize((image.width * args.upscale, image.height * args.upscale), Image.Resampling.NEAREST)
+        big = image.resize(
+            (image.width * args.upscale, image.height * args.upscale), Image.Resampling.NEAREST
+        )
         view = {**metadata, "view": f"upscaled x{args.upscale} (nearest) of {name}.png"}
         target = resolve_output_path(out, f"{name}_x{args.upscale}.png", args.overwrite)
         paths.append(save_png(big, target, view, args.overwrite))

@@ -54,7 +54,9 @@ def handler(args: argparse.Namespace) -> int:
     for problem in [*scan.problems, *problems, *val_problems]:
         print(f"skipped: {problem}")
     if len(set(train_y)) < 2:
-        raise DataError(f"{args.data}: a classifier needs at least 2 labelled classes, found {len(set(train_y))}")
+        raise DataError(
+            f"{args.data}: a classifier needs at least 2 labelled classes, found {len(set(train_y))}"
+        )
     config = ClassifierConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     classifier = train_classifier(train_x, train_y, config, progress=True)
     accuracy = classifier.accuracy(val_x, val_y) if val_y else float("nan")

@@ -29,9 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", required=True, help="dataset folder or manifest (see `sound2image data check`)")
+    parser.add_argument(
+        "--data", required=True, help="dataset folder or manifest (see `sound2image data check`)"
+    )
     parser.add_argument("--out", "-o", required=True, dest="out", help="run directory")
-    parser.add_argument("--preset", choices=("paper", "av-digits"), default="paper", help="starting configuration")
+    parser.add_argument(
+        "--preset", choices=("paper", "av-digits"), default="paper", help="starting configuration"
+    )
     parser.add_argument("--resume", default=None, help="'latest' or a checkpoint directory")
     run = parser.add_argument_group("run")
     run.add_argument("--epochs", type=float, default=None)
@@ -39,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--max-minutes", type=float, default=None, help="hard wall-clock budget for the loop")
     run.add_argument("--batch-size", type=int, default=None)
     run.add_argument("--lr", type=float, default=None, help="peak learning rate (after warm-up)")
-    run.add_argument("--min-lr", type=float, default=None, help="learning rate at the end of the cosine decay")
+    run.add_argument(
+        "--min-lr", type=float, default=None, help="learning rate at the end of the cosine decay"
+    )
     run.add_argument("--warmup-steps", type=int, default=None)
     run.add_argument("--weight-decay", type=float, default=None)
     run.add_argument("--val-fraction", type=float, default=None)
@@ -58,7 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--query-block", type=int, default=None)
     model.add_argument("--memory-length", type=int, default=None)
     model.add_argument("--dropout", type=float, default=None)
-    model.add_argument("--cond-dropout", type=float, default=None, help="share of examples trained without audio")
+    model.add_argument(
+        "--cond-dropout", type=float, default=None, help="share of examples trained without audio"
+    )
     features = parser.add_argument_group("audio features")
     features.add_argument("--sample-rate", type=int, default=None)
     features.add_argument("--duration", type=float, default=None, help="seconds of audio used per clip")
@@ -109,8 +117,11 @@ def handler(args: argparse.Namespace) -> int:
         print(f"skipped: {problem}")
     val = f"{result.val_bpp:.3f}" if result.val_bpp is not None else "n/a"
     print(
-        f"trained {result.steps} steps in {result.elapsed_s / 60:.1f} min; train loss {result.train_loss:.4f}, "
+        f"trained {result.steps} steps in {result.elapsed_s / 60:.1f} min; "
+        f"train loss {result.train_loss:.4f}, "
         f"validation {val} bits/pixel"
     )
-    print(f"model: {result.model_dir}  (sound2image generate --model transformer:{result.model_dir} AUDIO...)")
+    print(
+        f"model: {result.model_dir}  (sound2image generate --model transformer:{result.model_dir} AUDIO...)"
+    )
     return 0

@@ -349,7 +349,8 @@ class ImageBindAudioEncoder(nn.Module):
             batch_size: files per forward pass (each contributes ``clips_per_file`` clips).
             device: where to run ("cpu", "cuda", "mps"); default: where the model is. The model is moved.
             dtype: "float32", "float16", "bfloat16" (or a torch dtype); default: the model's. The model is
-                cast.
+                cast in place and stays so (like ``module.to``): casting back to float32 does not restore
+                the lost precision, so keep a separate instance per precision.
             progress: show a tqdm progress bar over files.
             clips_per_file, clip_layout, resampler: override the config's preprocessing (see
                 :class:`ImageBindAudioConfig`); default: ImageBind's protocol (3 windows, torchaudio's

@@ -89,6 +89,8 @@ def input_name(item: Any, index: int | None = None) -> str:
     """A short name for messages: the file name, the clip's name, or ``input #i``."""
     if isinstance(item, (str, os.PathLike)):
         return str(item)
+    if _is_array_pair(item):
+        return "array input" if index is None else f"array input #{index}"
     name = getattr(item, "name", None)
     if isinstance(name, str) and name:
         return name
@@ -113,6 +115,11 @@ def load_channel0(item: Any, sample_rate: int = 16000, resampler: str = "sinc") 
         clip = load_audio(item, None, mono=False)
         samples, rate, name = clip.samples, clip.sample_rate, clip.name
     samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim == 2 and samples.shape[0] > samples.shape[1]:
+        # soundfile's (frames, channels) layout: refuse rather than guess which axis is time.
+        raise AudioError(
+            f"{name}: samples of shape {samples.shape} look like (frames, channels); pass (channels, n)"
+        )
     if samples.ndim == 2:
         samples = samples[0]  # channel 0, as ImageBind
     if samples.ndim != 1:
@@ -179,16 +186,17 @@ def clip_bounds(
 ) -> list[tuple[int, int]]:
     """Sample ranges ``[start, end)`` of the clips of a file (end clamped to the file).
 
-    "imagebind": starts at i * max(duration - clip, 0) / clips, computed with exact fractions and
-    truncated to a sample index as pytorchvideo and ImageBind do. "cover": starts spread evenly so the
-    first clip starts at 0 and the last ends at the end of the file.
+    "imagebind": starts at i * max(duration - clip, 0) / clips, truncated to a sample index, with the
+    arithmetic of pytorchvideo's ``ConstantClipsPerVideoSampler`` as ImageBind calls it (a float
+    duration minus the clip, then exact fractions), so boundaries agree to the sample. "cover": starts
+    spread evenly so the first clip starts at 0 and the last ends at the end of the file.
     """
-    duration = Fraction(num_samples, sample_rate)
     clip = Fraction(clip_duration)
-    slack = max(duration - clip, Fraction(0))
     if layout == "imagebind":
+        slack = Fraction(max(num_samples / sample_rate - clip, 0))  # float - Fraction is a float, as there
         starts = [slack / clips * i for i in range(clips)]
     elif layout == "cover":
+        slack = max(Fraction(num_samples, sample_rate) - clip, Fraction(0))
         starts = [slack * i / (clips - 1) if clips > 1 else Fraction(0) for i in range(clips)]
     else:
         raise ValueError(f"clip layout must be 'imagebind' or 'cover', got {layout!r}")

@@ -99,8 +99,19 @@ def resolve_weights(
     for given, origin in ((path, "weights path"), (os.environ.get(WEIGHTS_ENV) or None, WEIGHTS_ENV)):
         if given is not None:
             given = Path(given).expanduser()
+            if given.is_dir():  # a folder laid out like the cache
+                found = [
+                    given / name
+                    for name in (HUGE_AUDIO_NAME, HUGE_CHECKPOINT_NAME)
+                    if (given / name).is_file()
+                ]
+                if not found:
+                    raise WeightsError(
+                        f"{given}: {origin} is a folder without {HUGE_CHECKPOINT_NAME} or {HUGE_AUDIO_NAME}"
+                    )
+                return found[0]
             if not given.is_file():
-                raise WeightsError(f"{given}: {origin} does not exist or is not a file")
+                raise WeightsError(f"{given}: {origin} does not exist")
             return given
     folder = weights_cache_dir(cache_dir)
     for name in (HUGE_AUDIO_NAME, HUGE_CHECKPOINT_NAME):
@@ -187,6 +198,10 @@ def download(
                 handle.seek(0)
                 handle.truncate()
                 offset = 0
+            elif offset and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+                raise WeightsError(
+                    f"{url}: the server sent a different byte range; delete {part} and run again"
+                )
             length = response.headers.get("Content-Length")
             total = _total_from_content_range(response.headers.get("Content-Range"))
             if total is None and length is not None and length.isdigit():
@@ -222,6 +237,13 @@ def _resume_hint(size: int, part: Path) -> str:
 
 
 # --- reading checkpoints -----------------------------------------------------------------------------
+
+
+def is_safetensors(path: str | os.PathLike[str]) -> bool:
+    """True for a safetensors file, by content: an 8-byte little-endian header length, then a JSON object."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < os.path.getsize(path)
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -350,7 +372,7 @@ def write_audio_safetensors(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.detach().contiguous().clone() for key, value in state.items()}
+    tensors = {key: value.detach().contiguous() for key, value in state.items()}
     metadata = {"format": "sound2image.imagebind_audio/1", "config": config_json(config), "source": source}
     # Write next to the target then rename, so a crash never leaves a half-written cache file behind.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -399,7 +421,7 @@ def load_audio_state_dict(
     file = resolve_weights(
         path, cache_dir=cache_dir, local_files_only=local_files_only, progress=progress, url=url
     )
-    if file.suffix == ".safetensors":
+    if file.suffix == ".safetensors" or is_safetensors(file):
         tensors, metadata = read_safetensors(file)
         config = (
             ImageBindAudioConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata else None
@@ -415,6 +437,8 @@ def load_audio_state_dict(
     audio = audio_tensors(read_checkpoint(file))
     config = infer_config(audio)
     audio = check_official_state_dict(audio, expected_shapes(config), str(file))
+    # Copy out of the memory-mapped checkpoint: it may be deleted below, and the model must own its weights.
+    audio = {key: value.clone() for key, value in audio.items()}
     try:
         write_audio_safetensors(audio, cached, config, source=str(file))
     except OSError as error:  # a read-only cache must not stop the user: we just load slower next time

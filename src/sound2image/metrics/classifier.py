@@ -98,7 +98,11 @@ class ImageClassifier:
     def accuracy(self, images: np.ndarray | torch.Tensor, labels: Sequence[str]) -> float:
         """Fraction of ``images`` classified as their ``labels``."""
         predicted = self.predict(images)
-        return float(np.mean([p == str(t) for p, t in zip(predicted, labels, strict=True)])) if labels else math.nan
+        return (
+            float(np.mean([p == str(t) for p, t in zip(predicted, labels, strict=True)]))
+            if labels
+            else math.nan
+        )
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         from safetensors.torch import save_file
@@ -107,7 +111,9 @@ class ImageClassifier:
         directory.mkdir(parents=True, exist_ok=True)
         record = {"format": FORMAT, "config": asdict(self.config)}
         (directory / CONFIG_NAME).write_text(json.dumps(record, indent=2))
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(directory / WEIGHTS_NAME))
+        save_file(
+            {k: v.contiguous() for k, v in self.model.state_dict().items()}, str(directory / WEIGHTS_NAME)
+        )
         return directory
 
     @classmethod
@@ -135,13 +141,15 @@ def _to_input(images: torch.Tensor) -> torch.Tensor:
 
 
 def _random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to ``max_shift`` pixels (zero fill): cheap, label-preserving augmentation."""
+    """Shift each image by up to ``max_shift`` pixels (zero fill): cheap, label-preserving augmentation."""
     if max_shift <= 0:
         return batch
     padded = F.pad(batch, (max_shift,) * 4)
     size = batch.shape[-1]
     offsets = torch.randint(0, 2 * max_shift + 1, (batch.shape[0], 2), generator=generator)
-    return torch.stack([padded[i, :, y : y + size, x : x + size] for i, (y, x) in enumerate(offsets.tolist())])
+    return torch.stack(
+        [padded[i, :, y : y + size, x : x + size] for i, (y, x) in enumerate(offsets.tolist())]
+    )
 
 
 def train_classifier(
@@ -174,7 +182,9 @@ def train_classifier(
             index = order[start : start + config.batch_size]
             batch = _random_shift(_to_input(x[index]), config.max_shift, generator)
             for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine(step, step / total, steps_per_epoch // 2, config.lr, config.lr / 50)
+                group["lr"] = warmup_cosine(
+                    step, step / total, steps_per_epoch // 2, config.lr, config.lr / 50
+                )
             loss = F.cross_entropy(model(batch), y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -16,8 +16,8 @@ Layout: ``<cache>/<kind>-<settings hash>/shard-*.safetensors``. A tensor is name
 it, and everything that affects the numbers (weights, resolution, dtype, preprocessing) is in the
 settings hash, so a different model never reads stale entries. Shards are written atomically every
 ``shard_size`` items: an interrupted pass keeps what it finished and the next pass computes the rest.
-Launched on several processes, each rank computes its share of the missing items (sorted keys,
-round-robin) and all wait for each other before reading the whole cache.
+Launched on several processes, each rank computes the missing items of its share (round-robin over
+all sorted keys) and all wait for each other before reading the whole cache.
 """
 
 from __future__ import annotations
@@ -96,7 +96,10 @@ def module_fingerprint(module: torch.nn.Module, extra: Any = None) -> str:
     """sha256 of a module's config (if any), ``extra`` and every parameter/buffer's name, shape and bytes."""
     digest = hashlib.sha256()
     config = getattr(module, "config", None)
-    digest.update(repr(dict(config) if isinstance(config, dict) else config).encode())
+    if isinstance(config, dict):
+        # diffusers' private keys (e.g. ``_use_default_values``, built from a set) vary between processes.
+        config = {key: value for key, value in config.items() if not key.startswith("_")}
+    digest.update(json.dumps(config, sort_keys=True, default=repr).encode())
     digest.update(repr(extra).encode())
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
@@ -282,6 +285,19 @@ class CachePass:
 
     def run(self, pairs: Sequence[Pair]) -> CachedPairs:
         """Fill the cache for ``pairs`` (this rank's share), wait for all ranks, load everything."""
+        usable, hashes, bad = self.fill(pairs)
+        self.barrier()
+        # Every rank reports every rank's bad items (order by rank, then as met).
+        all_bad = BadItems()
+        for path, message in self.gather(list(bad.entries)):
+            all_bad.record(path, message)
+        return self._load(usable, hashes, all_bad)
+
+    def fill(self, pairs: Sequence[Pair]) -> tuple[list[Pair], dict[Path, str], BadItems]:
+        """Compute this rank's share of the missing entries (no waiting for other ranks).
+
+        Returns the pairs whose files are readable, every file's content hash and the bad items met.
+        """
         bad = BadItems()
         paths = sorted({p.audio for p in pairs} | {p.image for p in pairs})
         hashes = content_hashes(paths, self.cache_root, write=self.rank == 0)
@@ -291,16 +307,9 @@ class CachePass:
         usable = [p for p in pairs if p.audio in hashes and p.image in hashes]
         images = {hashes[p.image]: p.image for p in usable}
         audios = {hashes[p.audio]: p.audio for p in usable}
-
-        latent_store, audio_store = self.latent_store, self.audio_store
-        self._fill(latent_store, images, bad, self._latent_entries, "latents")
-        self._fill(audio_store, audios, bad, self._audio_entries, "audio embeddings")
-        self.barrier()
-        # Every rank reports every rank's bad items (order by rank, then as met).
-        all_bad = BadItems()
-        for path, message in self.gather(list(bad.entries)):
-            all_bad.record(path, message)
-        return self._load(usable, hashes, latent_store, audio_store, all_bad)
+        self._fill(self.latent_store, images, bad, self._latent_entries, "latents")
+        self._fill(self.audio_store, audios, bad, self._audio_entries, "audio embeddings")
+        return usable, hashes, bad
 
     def embed_paths(self, paths: Sequence[Path]) -> torch.Tensor:
         """(N, D) cached embeddings of audio files (validation audios); computes missing ones here."""
@@ -328,8 +337,13 @@ class CachePass:
         what: str,
     ) -> None:
         have = store.keys()
-        todo = sorted(key for key in items if key not in have)
-        mine = [(key, items[key]) for key in todo[self.rank :: self.world_size]]  # round-robin share
+        # A key's rank follows from its position among *all* keys, not among the missing ones: the shares
+        # then do not depend on when each rank lists the store (another rank may already have written).
+        mine = [
+            (key, items[key])
+            for position, key in enumerate(sorted(items))
+            if position % self.world_size == self.rank and key not in have
+        ]
         if not mine:
             return
         from tqdm.auto import tqdm
@@ -374,32 +388,31 @@ class CachePass:
         by_path = _embed_robust(self.embed, [path for _, path in chunk], bad)
         return {f"{key}/embed": by_path[path].float() for key, path in chunk if path in by_path}
 
-    def _load(
-        self,
-        pairs: list[Pair],
-        hashes: dict[Path, str],
-        latent_store: ShardStore,
-        audio_store: ShardStore,
-        bad: BadItems,
-    ) -> CachedPairs:
-        latents = latent_store.load({hashes[p.image] for p in pairs})
-        audio = audio_store.load({hashes[p.audio] for p in pairs})
-        kept = [
-            p for p in pairs if f"{hashes[p.image]}/mean" in latents and f"{hashes[p.audio]}/embed" in audio
-        ]
+    def _load(self, pairs: list[Pair], hashes: dict[Path, str], bad: BadItems) -> CachedPairs:
+        latents = self.latent_store.load({hashes[p.image] for p in pairs})
+        audio = self.audio_store.load({hashes[p.audio] for p in pairs})
+        kept = []
+        for pair in pairs:
+            if f"{hashes[pair.image]}/mean" in latents and f"{hashes[pair.audio]}/embed" in audio:
+                kept.append(pair)
+            elif not any(path in (str(pair.audio), str(pair.image)) for path, _ in bad.entries):
+                bad.record(
+                    f"{pair.audio} + {pair.image}",
+                    "not in the cache after the pass (failed on another process?)",
+                )
+        if not kept:
+            raise DataError(f"no usable pairs: all {len(pairs)} failed to load ({bad.summary()})")
 
         def stack(name: str) -> torch.Tensor:
             return torch.stack([latents[f"{hashes[p.image]}/{name}"] for p in kept]).float()
 
-        if not kept:
-            raise DataError(f"no usable pairs: all {len(pairs)} failed to load ({bad.summary()})")
         flip = self.latent_settings.flip
         return CachedPairs(
             pairs=kept,
-            latent_mean=stack("mean"),
+            latent_mean=stack("mean"),  # (N, C, h, w)
             latent_std=stack("std"),
             flip_mean=stack("flip_mean") if flip else None,
             flip_std=stack("flip_std") if flip else None,
-            audio_embeds=torch.stack([audio[f"{hashes[p.audio]}/embed"] for p in kept]).float(),
+            audio_embeds=torch.stack([audio[f"{hashes[p.audio]}/embed"] for p in kept]).float(),  # (N, D)
             bad=bad,
         )

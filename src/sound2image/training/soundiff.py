@@ -309,11 +309,12 @@ class SelectedData:
     train: list[Any]
     val: list[Any]
     problems: list[str]
+    split: Any
 
 
 def select_pairs(config: SounDiffTrainConfig, run_dir: Path) -> SelectedData:
-    """Scan, keep ``config.classes``, and load or make the grouped split saved in the run."""
-    from sound2image.data import load_or_create_split, scan_pairs
+    """Scan, keep ``config.classes``, and load the run's grouped split or make one (not saved here)."""
+    from sound2image.data import load_or_create_split, scan_pairs, split_pairs
 
     scan = scan_pairs(config.data)
     pairs = scan.pairs
@@ -328,10 +329,14 @@ def select_pairs(config: SounDiffTrainConfig, run_dir: Path) -> SelectedData:
         pairs = [p for p in pairs if p.label in config.classes]
     if not pairs:
         raise DataError(f"{config.data}: no audio/image pairs found")
-    split = load_or_create_split(
-        run_dir / SPLIT_FILE, pairs, val_fraction=config.val_fraction, seed=config.seed
+    path = run_dir / SPLIT_FILE
+    if path.is_file():  # resuming: the same split, checked against the data and settings
+        split = load_or_create_split(path, pairs, val_fraction=config.val_fraction, seed=config.seed)
+    else:  # saved by the main process once the run starts (nothing is written for a failed start)
+        split = split_pairs(pairs, val_fraction=config.val_fraction, seed=config.seed)
+    return SelectedData(
+        train=list(split.train), val=list(split.val), problems=list(scan.problems), split=split
     )
-    return SelectedData(train=list(split.train), val=list(split.val), problems=list(scan.problems))
 
 
 def resolve_calibration(
@@ -524,12 +529,12 @@ def check_output_dir(config: SounDiffTrainConfig, run_dir: Path) -> Path | None:
     return resume
 
 
-def setup_run(config: SounDiffTrainConfig, pipe: Any | None, accelerator: Any, run_dir: Path) -> _Run:
-    """Everything before the first step: data, calibration, cache, model, optimizer, conditioning."""
+def setup_run(
+    config: SounDiffTrainConfig, data: SelectedData, pipe: Any, accelerator: Any, run_dir: Path
+) -> _Run:
+    """Everything else before the first step: calibration, cache, model, optimizer, conditioning."""
     from sound2image.training.objective import SounDiffObjective
 
-    data = select_pairs(config, run_dir)
-    pipe = pipe if pipe is not None else load_base_pipeline(config)
     pipe.unclip.to(accelerator.device)
     for frozen in ("vae", "text_encoder", "image_encoder", "image_normalizer"):
         getattr(pipe.unclip, frozen).requires_grad_(False)  # only the U-Net is trained (paper)
@@ -851,12 +856,17 @@ def train(
     run_dir = Path(config.output_dir)
     accelerator = make_accelerator(config, run_dir)
     resume = check_output_dir(config, run_dir)
-    accelerator.wait_for_everyone()  # every process checks before the main one writes
+    # Data and weights are checked before anything is written: a failed start leaves no run behind.
+    data = select_pairs(config, run_dir)
+    pipe = pipeline if pipeline is not None else load_base_pipeline(config)
+    accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / CONFIG_FILE)
+        if not (run_dir / SPLIT_FILE).is_file():
+            data.split.save(run_dir / SPLIT_FILE)
     accelerator.wait_for_everyone()
-    run = setup_run(config, pipeline, accelerator, run_dir)
+    run = setup_run(config, data, pipe, accelerator, run_dir)
     bad_lines = report_bad_items(run)
     start = load_checkpoint(run, resume) if resume is not None else 0
     if accelerator.is_main_process:

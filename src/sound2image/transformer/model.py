@@ -25,7 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sound2image.errors import WeightsError
-from sound2image.modules import CrossAttention, KVCache, LocalSelfAttention, SelfAttention, sinusoidal_positions
+from sound2image.modules import (
+    CrossAttention,
+    KVCache,
+    LocalSelfAttention,
+    SelfAttention,
+    sinusoidal_positions,
+)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -46,7 +52,9 @@ class MLP(nn.Module):
 class EncoderBlock(nn.Module):
     """Pre-norm: x + SelfAttention(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int, dropout: float, attn_dropout: float) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, mlp_ratio: int, dropout: float, attn_dropout: float
+    ) -> None:
         super().__init__()
         self.ln_attn = nn.LayerNorm(d_model)
         self.attn = SelfAttention(d_model, n_heads, attn_dropout, dropout)
@@ -77,7 +85,9 @@ class DecoderBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.ln_self = nn.LayerNorm(d_model)
-        self.self_attn = LocalSelfAttention(d_model, n_heads, block_size, memory_length, attn_dropout, dropout)
+        self.self_attn = LocalSelfAttention(
+            d_model, n_heads, block_size, memory_length, attn_dropout, dropout
+        )
         self.ln_cross = nn.LayerNorm(d_model)
         self.cross_attn = CrossAttention(d_model, n_heads, attn_dropout, dropout)
         self.ln_mlp = nn.LayerNorm(d_model)
@@ -152,7 +162,8 @@ class ImageTransformer(nn.Module):
 
         self.audio_in = nn.Linear(c.audio_bins, c.d_model)
         self.encoder = nn.ModuleList(
-            EncoderBlock(c.d_model, c.n_heads, c.mlp_ratio, c.dropout, c.attention_dropout) for _ in range(c.n_encoder_layers)
+            EncoderBlock(c.d_model, c.n_heads, c.mlp_ratio, c.dropout, c.attention_dropout)
+            for _ in range(c.n_encoder_layers)
         )
         self.ln_memory = nn.LayerNorm(c.d_model)
         self.null_memory = nn.Parameter(torch.zeros(1, c.audio_sections, c.d_model))
@@ -160,7 +171,13 @@ class ImageTransformer(nn.Module):
         self.pixel_in = nn.Embedding(c.pixel_levels + 1, c.d_model)  # + the start token
         self.decoder = nn.ModuleList(
             DecoderBlock(
-                c.d_model, c.n_heads, c.mlp_ratio, c.dropout, c.attention_dropout, c.query_block, c.memory_length
+                c.d_model,
+                c.n_heads,
+                c.mlp_ratio,
+                c.dropout,
+                c.attention_dropout,
+                c.query_block,
+                c.memory_length,
             )
             for _ in range(c.n_decoder_layers)
         )
@@ -182,6 +199,11 @@ class ImageTransformer(nn.Module):
         for name, param in self.named_parameters():
             if name.endswith("proj.weight"):
                 nn.init.normal_(param, std=0.02 / math.sqrt(2 * max(n_layers, 1)))
+        # Inputs at unit scale, like the sinusoidal positions they are added to (Vaswani et al. scale
+        # their embeddings by sqrt(d_model) for the same reason): with GPT-2's 0.02 the positions drown
+        # the pixel values and the audio, and the model learns to use its condition very slowly.
+        nn.init.normal_(self.pixel_in.weight, std=1.0)
+        nn.init.normal_(self.audio_in.weight, std=self.config.audio_bins**-0.5)
         nn.init.normal_(self.null_memory, std=0.02)
 
     def num_parameters(self) -> int:
@@ -190,7 +212,8 @@ class ImageTransformer(nn.Module):
     # --- audio -> memory --------------------------------------------------------------------------
 
     def encode(self, audio_features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """``audio_features`` (B, S, F) -> memory (B, S, C); rows where ``keep`` is False get the null memory."""
+        """``audio_features`` (B, S, F) -> memory (B, S, C); rows where ``keep`` is False get the null
+        memory."""
         c = self.config
         if audio_features.shape[1:] != (c.audio_sections, c.audio_bins):
             raise ValueError(
@@ -241,7 +264,12 @@ class ImageTransformer(nn.Module):
         c = self.config
         return [
             KVCache.allocate(
-                batch, c.n_heads, block.self_attn.cache_window(c.seq_len), c.d_model // c.n_heads, device, dtype
+                batch,
+                c.n_heads,
+                block.self_attn.cache_window(c.seq_len),
+                c.d_model // c.n_heads,
+                device,
+                dtype,
             )
             for block in self.decoder
         ]
@@ -279,7 +307,7 @@ class ImageTransformer(nn.Module):
     # --- persistence ------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
-        """Write ``config.json`` (model config + ``extra``, e.g. feature settings) and ``model.safetensors``."""
+        """Write ``config.json`` (model config + ``extra``, e.g. feature settings), ``model.safetensors``."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
@@ -309,10 +337,14 @@ class ImageTransformer(nn.Module):
         expected = model.state_dict()
         missing, unexpected = set(expected) - set(state), set(state) - set(expected)
         if missing or unexpected:
-            raise WeightsError(f"{weights}: missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}")
+            raise WeightsError(
+                f"{weights}: missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}"
+            )
         for key, tensor in state.items():
             if tensor.shape != expected[key].shape:
-                raise WeightsError(f"{weights}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}")
+                raise WeightsError(
+                    f"{weights}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}"
+                )
         model.load_state_dict(state)
         return model.eval(), record
 
