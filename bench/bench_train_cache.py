@@ -31,6 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.dummies import get_dummy_unclip_components  # noqa: E402
+from tests.paths import PSEUDO_ADVANCE  # noqa: E402
+
 from sound2image.data import Pair  # noqa: E402
 from sound2image.training.cache import (  # noqa: E402
     AudioSettings,
@@ -41,8 +44,6 @@ from sound2image.training.cache import (  # noqa: E402
     module_fingerprint,
 )
 from sound2image.training.objective import ObjectiveConfig, SounDiffObjective  # noqa: E402
-from tests.dummies import get_dummy_unclip_components  # noqa: E402
-from tests.paths import PSEUDO_ADVANCE  # noqa: E402
 
 RESOLUTION = 256
 
@@ -102,7 +103,7 @@ def unet_step(objective, unet, optimizer, mean, std, embeds, prompt, empty, gene
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss)
+    return float(loss.detach())
 
 
 def main() -> None:
@@ -113,7 +114,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per round and way")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: stable numbers on a shared, loaded machine)"
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     pipe, encoder = build()
     pairs = real_pairs(args.pairs)

@@ -64,6 +64,8 @@ def test_real_wav_to_png_end_to_end(saved_dir, plain, wavs, tmp_path, monkeypatc
     assert meta["model"]["pipeline"] == str(saved_dir.resolve())
     assert meta["calibration"]["target_norm"] == NORM
     assert meta["package_version"]
+    assert (meta["device"], meta["dtype"]) == ("cpu", "float32")
+    assert meta["low_memory"] == {"cpu_offload": False, "attention_slicing": False, "vae_tiling": False}
     embeds = embedding_from_record(meta["embedding"])
     assert embeds.norm().item() == pytest.approx(NORM, rel=1e-6)
     # The PNG holds exactly what plain diffusers draws from that embedding and seed.
@@ -77,16 +79,18 @@ def test_metadata_round_trip_regenerates_the_identical_image(saved_dir, wavs, tm
     first, second = tmp_path / "first", tmp_path / "second"
     settings = ["--prompt", "a red barn", "--negative-prompt", "fog", "--noise-level", 100]
     settings += ["--guidance-scale", 4, "--scheduler", "euler", "--seed", 3, "--save-embedding"]
+    settings += ["--attention-slicing", "--vae-tiling"]
     assert run(saved_dir, wavs[1], "--out", first, *settings) == 0
     png = first / f"{wavs[1].stem}_seed3.png"
     stored = np.load(first / f"{wavs[1].stem}_seed3.npy")
     assert np.array_equal(stored, embedding_from_record(read_png_metadata(png)["embedding"]).numpy())
     # Only the PNG: no audio, no model or settings flags (the metadata names the model directory).
-    assert main(["generate", "--from-metadata", str(png), "--out", str(second), "--device", "cpu"]) == 0
+    assert main(["generate", "--from-metadata", str(png), "--out", str(second)]) == 0
     again = second / f"{wavs[1].stem}_seed3_regen.png"
     assert np.array_equal(pixels(again), pixels(png))
     meta = read_png_metadata(again)
     assert (meta["scheduler"], meta["prompt"], meta["regenerated_from"]) == ("euler", "a red barn", png.name)
+    assert meta["low_memory"] == {"cpu_offload": False, "attention_slicing": True, "vae_tiling": True}
 
 
 def test_batch_with_a_corrupt_file_reports_it_and_finishes_the_rest(saved_dir, wavs, tmp_path, capsys):
@@ -259,3 +263,13 @@ def test_from_metadata_needs_our_metadata(tmp_path, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
     assert main(["generate", "--from-metadata", str(tmp_path / "plain.png"), "-o", str(tmp_path / "o")]) == 2
     assert "no sound2image metadata" in capsys.readouterr().err
+
+
+def test_generate_command_module_imports_no_torch():
+    """`sound2image generate --help` stays instant: heavy imports happen inside the handler."""
+    import subprocess
+    import sys
+
+    code = "import sys, sound2image.cli.generate; print(sorted({'torch', 'diffusers'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

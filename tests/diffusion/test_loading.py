@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -67,16 +65,17 @@ def test_saved_local_pipeline_loads_offline_and_generates_the_same_image(
 
 
 def _export(directory, pipe, scale: float, norm: float):
-    """A training export as the training engineer writes it: unet/ + training config + calibration."""
-    unet = pipe.unclip.unet
+    """A training export written by the training engineer's own exporter (the real contract)."""
+    import copy
+
+    from sound2image.training.export import export_soundiff
+
+    unet = copy.deepcopy(pipe.unclip.unet)
     with torch.no_grad():
-        original = unet.conv_out.weight.clone()
         unet.conv_out.weight.mul_(scale)
-        unet.save_pretrained(directory / "unet")
-        unet.conv_out.weight.copy_(original)
-    (directory / "sound2image_soundiff.json").write_text(json.dumps({"variant": "S", "prompt": "x"}))
-    EmbeddingCalibration(norm, "training", 8).save(directory)
-    return original * scale
+    calibration = EmbeddingCalibration(norm, "training", 8)
+    export_soundiff(unet, directory, calibration=calibration, record={"variant": "S", "prompt": "x"})
+    return unet.conv_out.weight.detach().clone()
 
 
 def test_fine_tuned_unet_from_a_training_export(saved_dir, pipe, tmp_path, offline_empty_cache):
@@ -86,7 +85,7 @@ def test_fine_tuned_unet_from_a_training_export(saved_dir, pipe, tmp_path, offli
     assert torch.equal(tuned.unclip.unet.conv_out.weight, expected_weight)
     assert tuned.calibration.target_norm == 9.0  # training and generation must share the scale
     assert tuned.info.unet == str((tmp_path / "export").resolve())
-    assert tuned.info.training_config == {"variant": "S", "prompt": "x"}
+    assert (tuned.info.training_config["variant"], tuned.info.training_config["prompt"]) == ("S", "x")
     assert tuned.audio_encoder is None
 
 

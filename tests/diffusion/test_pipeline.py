@@ -117,3 +117,27 @@ def test_regeneration_needs_no_audio_encoder(plain):
     embeds = torch.randn(1, 1024)
     ours = pipe(image_embeds=embeds, seed=4, num_inference_steps=STEPS, output_type="np").images
     assert np.array_equal(ours, _reference(plain, embeds, seed=4))
+
+
+def test_call_mixes_weighted_audios_and_a_reference_image(pipe, wavs, photos):
+    from sound2image.data import load_image
+
+    picture = load_image(photos[1])
+    output = pipe(
+        [str(wavs[0]), str(wavs[2])],
+        audio_weights=[0.7, 0.3],
+        image=picture,
+        image_weight=0.4,
+        seed=0,
+        num_inference_steps=1,
+        output_type="np",
+    )
+    # Hand mix: unit audio vectors 70/30 -> unit; then 60/40 with the unit image vector -> unit × norm.
+    a, b = (v / v.norm() for v in pipe.audio_encoder.embed([str(wavs[0]), str(wavs[2])]))
+    audio = 0.7 * a + 0.3 * b
+    pixels = pipe.unclip.feature_extractor(images=[picture], return_tensors="pt").pixel_values
+    with torch.no_grad():
+        image = pipe.unclip.image_encoder(pixels).image_embeds[0]
+    mixed = 0.6 * audio / audio.norm() + 0.4 * image / image.norm()
+    expected = mixed / mixed.norm() * pipe.calibration.target_norm
+    assert torch.allclose(output.image_embeds[0], expected, atol=1e-5)

@@ -290,3 +290,13 @@ def test_from_pretrained_downloads_into_the_cache_then_works_offline(
 def test_unreachable_server_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match=r"could not download http://127\.0\.0\.1:9/"):
         ImageBindAudioEncoder.from_pretrained(progress=False)
+
+
+def test_save_pretrained_round_trips_the_config_that_shapes_cannot_tell(tmp_path: Path) -> None:
+    config = ImageBindAudioConfig(embed_dim=32, num_blocks=1, num_heads=4, out_embed_dim=8, clips_per_file=5)
+    torch.manual_seed(3)
+    model = ImageBindAudioEncoder(config)
+    model.save_pretrained(tmp_path / "enc.safetensors")
+    loaded = ImageBindAudioEncoder.from_pretrained(tmp_path / "enc.safetensors")
+    assert loaded.config == config  # 4 heads of 8 dims: not inferable from the shapes
+    _assert_same_weights(loaded, model)

@@ -350,3 +350,39 @@ def test_without_tensorboard_logging_falls_back_cleanly(monkeypatch, tmp_path) -
     accelerator = sd.make_accelerator(config, tmp_path)
     assert not accelerator.log_with
     accelerator.log({"train/loss": 1.0}, step=1)  # a no-op, not an error
+
+
+def test_bf16_checkpointing_snr_and_validation_grid_from_the_split(
+    tmp_path, manifest8, shared_cache, soundiff
+) -> None:
+    config = tiny_config(
+        tmp_path / "run", manifest8, shared_cache, max_steps=2, mixed_precision="bf16",
+        gradient_checkpointing=True, snr_gamma=5.0, validation_steps=2, validation_inference_steps=2,
+        val_fraction=0.5,
+    )  # fmt: skip
+    result = train(config, pipeline=soundiff)
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    assert next(result.unet.parameters()).dtype == torch.float32  # master weights stay fp32 under autocast
+    from sound2image.outputs import read_png_metadata
+
+    meta = read_png_metadata(tmp_path / "run" / "validation" / "step-0000002.png")
+    val_audios = {p.audio.name for p in result.run.cached.pairs}
+    assert (
+        len(meta["audios"]) == 4 and not set(meta["audios"]) & val_audios
+    )  # fixed audios from the val split
+
+
+def test_infinite_gradients_stop_before_a_checkpoint_saves_nan_weights(
+    tmp_path, manifest8, shared_cache, soundiff
+) -> None:
+    # Checkpoint after every step: without the gradient check, step 3 would save NaN weights as checkpoint-3.
+    config = tiny_config(tmp_path / "run", manifest8, shared_cache, checkpointing_steps=1)
+
+    def explode(done: int, loss: float, run) -> None:
+        if done == 2:
+            weight = next(run.accelerator.unwrap_model(run.unet).parameters())
+            weight.register_hook(lambda grad: grad * float("inf"))
+
+    with pytest.raises(TrainingDivergedError, match=r"gradient norm became (inf|nan) at step 3"):
+        train(config, pipeline=soundiff, on_step_end=explode)
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-1", "checkpoint-2"]

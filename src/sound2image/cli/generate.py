@@ -60,6 +60,11 @@ Examples:
   sound2image generate beach.wav --unet runs/soundiff-s/export --out images/
   sound2image generate beach.wav --cpu-offload --attention-slicing --vae-tiling -o out/   (8 GB GPUs)
 
+Calibration: the conditioning vector is rescaled to the norm stored with the model
+(sound2image_calibration.json: the mean norm of the pipeline's own image embeddings of real images,
+measured with --calibrate-images). Without one it keeps ImageBind's own norm, 20 (uncalibrated: the
+zero-shot baseline); --embedding-norm X overrides both.
+
 Weights: the first run downloads stabilityai/stable-diffusion-2-1-unclip (~5 GB) and ImageBind-huge
 (~4.5 GB) into the Hugging Face cache (HF_HOME). Offline, pass --model DIR (a local diffusers copy or
 a directory written by SounDiffPipeline.save_pretrained) or set SOUND2IMAGE_UNCLIP=DIR, and
@@ -356,8 +361,11 @@ def settings_from_args(args: argparse.Namespace, pipe: Any) -> Any:
 # ---------------------------------------------------------------------- metadata
 
 
-def base_metadata(pipe: Any, settings: Any) -> dict[str, Any]:
-    """Everything shared by the images of one run: model provenance, settings, calibration."""
+LOW_MEMORY_OPTIONS = ("cpu_offload", "attention_slicing", "vae_tiling")
+
+
+def base_metadata(pipe: Any, settings: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Everything shared by the images of one run: model provenance, settings, calibration, device."""
     info = pipe.info
     encoder_config = getattr(pipe.audio_encoder, "config", None)
     clips = None
@@ -380,6 +388,8 @@ def base_metadata(pipe: Any, settings: Any) -> dict[str, Any]:
         "audio_encoder_clips": clips,
         "device": str(pipe.device),
         "dtype": str(pipe.dtype).removeprefix("torch."),
+        # On a GPU these change the kernels (so the last bits of the pixels); regeneration reuses them.
+        "low_memory": {name: bool(getattr(args, name, False)) for name in LOW_MEMORY_OPTIONS},
     }
 
 
@@ -434,6 +444,7 @@ def generate(args: argparse.Namespace) -> int:
         )
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_settings(args)
     plan = plan_jobs(args.inputs, args.weights, args.mix)
     seeds = expand_seeds(args.seed, args.num_images)
     out = Path(args.out)
@@ -450,7 +461,7 @@ def generate(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args, args.model, args.unet, audio=True, calibration=calibration)
     settings = settings_from_args(args, pipe)
     image_embed = pipe.encode_image(reference[1]) if reference else None
-    metadata = base_metadata(pipe, settings)
+    metadata = base_metadata(pipe, settings, args)
     if reference:
         metadata["image"] = {**reference[0], "weight": args.image_weight}
 
@@ -465,6 +476,22 @@ def generate(args: argparse.Namespace) -> int:
             bar.write(f"skipped: {error}", file=sys.stderr)
     bar.close()
     return _summary(written, problems, plan, out)
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """Settings shared by every item, checked once before any work (not reported once per item)."""
+    if args.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    if not 0 <= args.noise_level <= 999:
+        raise UsageError(f"--noise-level must be in 0..999, got {args.noise_level}")
+    if not 0.0 <= args.image_weight <= 1.0:
+        raise UsageError(f"--image-weight must be between 0 and 1 (a proportion), got {args.image_weight}")
+    for name in ("size", "height", "width"):
+        value = getattr(args, name)
+        if value is not None and (value <= 0 or value % 8):
+            raise UsageError(f"--{name} must be a positive multiple of 8, got {value}")
+    if args.storyboard and not (args.window > 0 and (args.hop is None or args.hop > 0)):
+        raise UsageError(f"--window and --hop must be positive seconds, got {args.window} and {args.hop}")
 
 
 def _check_free(out: Path, names: Sequence[str], args: argparse.Namespace) -> None:
@@ -609,6 +636,7 @@ def regenerate(args: argparse.Namespace) -> int:
     target_name = f"{source.stem}_regen"
     _check_free(out, [target_name], args)
     model = meta.get("model", {})
+    _adopt_recorded_device(args, meta)
     pipe = load_pipeline(
         args, args.model or model.get("pipeline"), args.unet or model.get("unet"), audio=False
     )
@@ -622,6 +650,34 @@ def regenerate(args: argparse.Namespace) -> int:
     paths = write_outputs(out, target_name, output.images[0], embeds, record, args)
     print(f"wrote {paths[0]}")
     return 0
+
+
+def _adopt_recorded_device(args: argparse.Namespace, meta: dict[str, Any]) -> None:
+    """With ``--device``/``--dtype`` left on auto, regenerate on the recorded kind of device and dtype.
+
+    Different devices, dtypes or low-memory options give (slightly) different pixels; the recorded ones
+    reproduce exactly (checked on CUDA fp16/bf16/fp32 and on CPU). The recorded low-memory options are
+    switched on too.
+    A recorded device that is not available here falls back to auto (and fp32 on CPU).
+    """
+    import torch
+
+    for name, value in (meta.get("low_memory") or {}).items():
+        if name in LOW_MEMORY_OPTIONS and value:
+            setattr(args, name, True)
+    recorded_device = str(meta.get("device", "")).split(":")[0]
+    if args.device == "auto" and recorded_device in ("cuda", "mps", "cpu"):
+        available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+        if available[recorded_device]:
+            args.device = recorded_device
+    names = {value: key for key, value in DTYPES.items()}
+    recorded_dtype = names.get(str(meta.get("dtype", "")))
+    if (
+        args.dtype == "auto"
+        and recorded_dtype
+        and (pick_device(args.device) != "cpu" or recorded_dtype == "fp32")
+    ):
+        args.dtype = recorded_dtype
 
 
 def calibrate(args: argparse.Namespace) -> int:

@@ -391,7 +391,8 @@ class SounDiffPipeline:
         source = resolve_pipeline_source(None if model is None else str(model), revision)
         saved = _read_saved_config(source)
         components: dict[str, Any] = {}
-        info = PipelineInfo(model=source.name, revision=revision)
+        # A hub source without a revision is whatever "main" was at download time; record that much.
+        info = PipelineInfo(model=source.name, revision=revision or (None if source.is_local else "main"))
         if saved:
             stored = PipelineInfo(
                 **{k: v for k, v in saved.items() if k in PipelineInfo.__dataclass_fields__}
@@ -455,7 +456,10 @@ def _load_unet(
         if (source.path / TRAINING_CONFIG).is_file():
             training_config = json.loads((source.path / TRAINING_CONFIG).read_text())
     info = dataclasses.replace(
-        info, unet=source.name, unet_revision=revision, training_config=training_config
+        info,
+        unet=source.name,
+        unet_revision=revision or (None if source.is_local else "main"),
+        training_config=training_config,
     )
     return model, info, calibration
 

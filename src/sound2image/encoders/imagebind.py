@@ -422,6 +422,14 @@ class ImageBindAudioEncoder(nn.Module):
         ours = check_official_state_dict(state, expected, source)
         self.load_state_dict({from_official_key(key): value for key, value in ours.items()}, assign=assign)
 
+    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
+        """Write the weights (official names, float as they are) and the config to one safetensors file,
+        which :meth:`from_pretrained` reads back with the same architecture."""
+        from sound2image.encoders.weights import write_audio_safetensors
+
+        state = {key: value.detach().cpu() for key, value in self.official_state_dict().items()}
+        write_audio_safetensors(state, path, self.config, source=self.weights_source or "save_pretrained")
+
     @classmethod
     def from_pretrained(
         cls,

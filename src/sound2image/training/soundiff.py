@@ -637,10 +637,10 @@ def train_step(run: _Run, step: int) -> float:
             )
             loss = accelerator.gather(out.loss.detach()[None]).mean().item()  # every process sees every loss
             if not math.isfinite(loss):
-                _diverged(run, step, loss)
+                _diverged(run, step, f"the loss became {loss}")
             accelerator.backward(out.loss)
-            if accelerator.sync_gradients and config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(run.params, config.max_grad_norm)  # unscales fp16 grads first
+            if accelerator.sync_gradients:
+                _clip_and_check(run, step)
             run.optimizer.step()
             run.optimizer.zero_grad(set_to_none=True)
         total += loss
@@ -649,11 +649,24 @@ def train_step(run: _Run, step: int) -> float:
     return total / run.plan.accumulation
 
 
-def _diverged(run: _Run, step: int, loss: float) -> None:
+def _clip_and_check(run: _Run, step: int) -> None:
+    """Clip the gradient norm (after unscaling fp16 gradients) and stop on non-finite gradients.
+
+    With fp16 the loss scaler skips steps with overflowing gradients by design; otherwise an infinite
+    norm would turn the weights into NaN *before* the next loss shows it, and a checkpoint due at this
+    step would save them: stop here instead.
+    """
+    max_norm = run.config.max_grad_norm if run.config.max_grad_norm > 0 else math.inf
+    norm = run.accelerator.clip_grad_norm_(run.params, max_norm)  # accelerate unscales first
+    if run.config.mixed_precision != "fp16" and norm is not None and not math.isfinite(float(norm)):
+        _diverged(run, step, f"the gradient norm became {float(norm)}")
+
+
+def _diverged(run: _Run, step: int, what: str) -> None:
     last = latest_checkpoint(run.run_dir)
     where = f"last good checkpoint: {last} (--resume latest)" if last else "no checkpoint was written"
     raise TrainingDivergedError(
-        f"{run.run_dir}: loss became {loss} at step {step + 1}; stopped without saving ({where}); "
+        f"{run.run_dir}: {what} at step {step + 1}; stopped without saving ({where}); "
         "try a lower --learning-rate or --mixed-precision bf16/no"
     )
 
