@@ -71,7 +71,9 @@ def child(mode: str, batch: int, steps: int, repeats: int, device: str) -> dict:
         result["full_cache_bytes"] = result["cache_bytes"] * model.config.seq_len // caches[0].window
     elif mode == "uncached-full":
         start = time.perf_counter()
-        tokens = generate(model, audio, SamplingConfig(temperature=1.0, seed=0), num_steps=steps, use_cache=False)
+        tokens = generate(
+            model, audio, SamplingConfig(temperature=1.0, seed=0), num_steps=steps, use_cache=False
+        )
         result["seconds"] = time.perf_counter() - start
         result["tokens"] = tokens[:, :64].tolist()
     elif mode == "uncached-steps":
@@ -89,7 +91,9 @@ def child(mode: str, batch: int, steps: int, repeats: int, device: str) -> dict:
             per_step[length] = (time.perf_counter() - start) / repeats
         result["per_step"] = per_step
     elif mode == "uncached-prefix-check":
-        tokens = generate(model, audio, SamplingConfig(temperature=1.0, seed=0), num_steps=64, use_cache=False)
+        tokens = generate(
+            model, audio, SamplingConfig(temperature=1.0, seed=0), num_steps=64, use_cache=False
+        )
         result["tokens"] = tokens.tolist()
     result["peak_rss_above_model_mb"] = rss_mb() - base
     if device.startswith("cuda"):
@@ -99,8 +103,9 @@ def child(mode: str, batch: int, steps: int, repeats: int, device: str) -> dict:
 
 
 def run_child(args: argparse.Namespace, mode: str, batch: int) -> dict:
-    command = [sys.executable, __file__, "--child", mode, "--batch", str(batch), "--threads", str(args.threads),
-               "--steps", str(args.steps), "--repeats", str(args.repeats), "--device", args.device]  # fmt: skip
+    command = [sys.executable, __file__, "--child", mode, "--batch", str(batch),
+               "--threads", str(args.threads), "--steps", str(args.steps),
+               "--repeats", str(args.repeats), "--device", args.device]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
@@ -117,7 +122,9 @@ def extrapolate(per_step: dict[str, float], steps: int) -> tuple[float, np.ndarr
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--child", default=None)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
@@ -125,7 +132,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per uncached prefix length")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--full-uncached-batch1", action="store_true", help="measure uncached batch 1 in full")
+    parser.add_argument(
+        "--full-uncached-batch1", action="store_true", help="measure uncached batch 1 in full"
+    )
     parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -147,8 +156,9 @@ def main() -> int:
         shared = min(64, args.steps)
         same = cached["tokens"][0][:shared] == check["tokens"][0][:shared] if batch == 1 else None
         lines.append(
-            f"batch {batch:2d} cached:   {cached['seconds']:8.1f} s  {batch * args.steps / cached['seconds']:8.1f} "
-            f"tokens/s  peak RSS +{cached['peak_rss_above_model_mb']:.0f} MB  KV cache "
+            f"batch {batch:2d} cached:   {cached['seconds']:8.1f} s  "
+            f"{batch * args.steps / cached['seconds']:8.1f} tokens/s  "
+            f"peak RSS +{cached['peak_rss_above_model_mb']:.0f} MB  KV cache "
             f"{cached['cache_bytes'] / 2**20:.1f} MB (a full-length cache would be "
             f"{cached['full_cache_bytes'] / 2**20:.1f} MB)"
             + (f"  cuda peak {cached['cuda_peak_mb']:.0f} MB" if "cuda_peak_mb" in cached else "")
@@ -165,13 +175,15 @@ def main() -> int:
             memory = steps["peak_rss_above_model_mb"]
             measured = ", ".join(f"t={k}: {v * 1000:.0f} ms" for k, v in steps["per_step"].items())
             how = (
-                f"extrapolated: one step measured at prefix lengths {measured} ({args.repeats} repeats each); "
+                f"extrapolated: one step measured at prefix lengths {measured} "
+                f"({args.repeats} repeats each); "
                 f"fit s(t) = {coefficients[-1]:.3g} + {coefficients[-2]:.3g}·t"
                 + (f" + {coefficients[0]:.3g}·t²" if len(coefficients) == 3 else "")
                 + f", summed over t = 1..{args.steps}"
             )
         lines.append(
-            f"batch {batch:2d} uncached: {uncached_s:8.1f} s  {batch * args.steps / uncached_s:8.1f} tokens/s  "
+            f"batch {batch:2d} uncached: {uncached_s:8.1f} s  "
+            f"{batch * args.steps / uncached_s:8.1f} tokens/s  "
             f"peak RSS +{memory:.0f} MB  ({how})"
         )
         lines.append(f"batch {batch:2d} speed-up of the cache: {uncached_s / cached['seconds']:.1f}×")

@@ -120,6 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     pipe, encoder = build()
     pairs = real_pairs(args.pairs)
     unet = pipe.unet.train()
@@ -175,7 +176,8 @@ def main() -> None:
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     cached_rate, uncached_rate = statistics.median(rates["cached"]), statistics.median(rates["uncached"])
     print(f"bench_train_cache  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
-    print(f"uptime: {load}")
+    print(f"uptime before: {load_before}")
+    print(f"uptime after:  {load}")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
     print(
         f"U-Net (64,128,128) {sum(p.numel() for p in unet.parameters()) / 1e6:.1f}M params, "

@@ -11,11 +11,20 @@ from sound2image.diffusion import EmbeddingCalibration
 from tests.dummies import get_dummy_soundiff_pipeline, get_dummy_unclip_pipeline
 from tests.paths import PSEUDO_ADVANCE
 
-# One intra-op thread: on a small shared CPU, OpenMP threads spin-wait for descheduled siblings and the tiny
-# model's calls go from ~0.06 s to several seconds (measured: 0.06 s on 1 thread, 0.2-7 s on 2 under load).
-torch.set_num_threads(1)
-
 STEPS = 2  # denoising steps in tests: enough to exercise the loop, fast on CPU
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _one_thread():
+    """One intra-op thread while this folder runs (restored after).
+
+    On a small shared CPU, OpenMP threads spin-wait for descheduled siblings: the tiny model's call went
+    from ~0.06 s on 1 thread to 0.2-7 s on 2 under load (measured).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

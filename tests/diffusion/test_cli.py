@@ -273,3 +273,18 @@ def test_generate_command_module_imports_no_torch():
     code = "import sys, sound2image.cli.generate; print(sorted({'torch', 'diffusers'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_missing_imagebind_weights_offline_names_the_ways_to_supply_them(
+    plain, wavs, tmp_path, monkeypatch, capsys
+):
+    plain.save_pretrained(tmp_path / "plain-unclip")  # a diffusers directory without our audio encoder
+    monkeypatch.setenv("SOUND2IMAGE_CACHE", str(tmp_path / "cache"))  # an empty ImageBind cache
+    monkeypatch.delenv("SOUND2IMAGE_IMAGEBIND_WEIGHTS", raising=False)
+    capsys.readouterr()  # drop save_pretrained's progress output
+    assert run(tmp_path / "plain-unclip", wavs[0], "--out", tmp_path / "out") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error: imagebind_huge: ImageBind audio weights are not in ")
+    assert "--imagebind-weights FILE" in err and "SOUND2IMAGE_IMAGEBIND_WEIGHTS=FILE" in err
+    assert not (tmp_path / "out").exists()

@@ -102,3 +102,14 @@ def test_a_folder_without_a_unet_is_refused(tmp_path, offline_empty_cache):
 def test_uncached_unet_hub_id_offline_is_a_weights_error(offline_empty_cache):
     with pytest.raises(WeightsError, match="someone/soundiff-l: fine-tuned U-Net weights are not in"):
         resolve_unet_source("someone/soundiff-l")
+
+
+def test_a_saved_fine_tuned_pipeline_is_self_contained(saved_dir, pipe, tmp_path, offline_empty_cache):
+    expected_weight = _export(tmp_path / "export", pipe, scale=2.0, norm=6.0)
+    tuned = SounDiffPipeline.from_pretrained(saved_dir, unet=tmp_path / "export")
+    tuned.save_pretrained(tmp_path / "tuned-pipeline")
+    (tmp_path / "export" / "unet" / "config.json").unlink()  # the export is gone; the saved copy suffices
+    again = SounDiffPipeline.from_pretrained(tmp_path / "tuned-pipeline")
+    assert torch.equal(again.unclip.unet.conv_out.weight, expected_weight)
+    assert again.calibration.target_norm == 6.0
+    assert again.info.unet is None and again.info.extra["saved_unet"] == str((tmp_path / "export").resolve())

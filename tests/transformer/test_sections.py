@@ -29,7 +29,11 @@ def _wav(samples: np.ndarray, rate: int) -> bytes:
 
 
 def test_paper_setting_is_500_sections_of_441_samples_and_220_bins() -> None:
-    assert (PAPER_FEATURES.section_length, PAPER_FEATURES.num_bins, PAPER_FEATURES.num_sections) == (441, 220, 500)
+    assert (PAPER_FEATURES.section_length, PAPER_FEATURES.num_bins, PAPER_FEATURES.num_sections) == (
+        441,
+        220,
+        500,
+    )
     assert (AV_DIGITS_FEATURES.section_length, AV_DIGITS_FEATURES.num_bins) == (160, 80)  # 20 ms, 50 Hz bins
 
 
@@ -53,7 +57,9 @@ def test_dc_is_bin_zero_and_the_top_bin_is_dropped() -> None:
 
 
 def test_log_magnitude_option() -> None:
-    config = SectionFeatureConfig(sample_rate=100, duration=1.0, num_sections=20, log_magnitude=True, log_floor=0.01)
+    config = SectionFeatureConfig(
+        sample_rate=100, duration=1.0, num_sections=20, log_magnitude=True, log_floor=0.01
+    )
     features = section_spectra(np.full(100, 0.25), config)
     np.testing.assert_allclose(features[:, 0], math.log(1.25 + 0.01), rtol=1e-6)
     np.testing.assert_allclose(features[:, 1], math.log(0.01), rtol=1e-4)

@@ -19,7 +19,9 @@ from sound2image.training.transformer import TransformerTrainConfig, prepare_ima
 from sound2image.transformer import ImageTransformer, SamplingConfig, generate
 from tests.transformer.tiny import tiny_config
 
-FEATURES = SectionFeatureConfig(sample_rate=8000, duration=0.128, num_sections=8, log_magnitude=True)  # 8 × 64
+FEATURES = SectionFeatureConfig(
+    sample_rate=8000, duration=0.128, num_sections=8, log_magnitude=True
+)  # 8 × 64
 
 
 def make_dataset(root: Path, count: int = 4) -> list[np.ndarray]:
@@ -71,7 +73,9 @@ def test_overfits_a_handful_of_pairs(tmp_path) -> None:
     assert record["features"]["num_sections"] == 8 and record["classes"] == ["0", "1", "2", "3"]
     from sound2image.audio.sections import compute_section_features
 
-    audio = torch.stack([torch.from_numpy(compute_section_features(tmp_path / f"tone{i}.wav", FEATURES)) for i in range(4)])
+    audio = torch.stack(
+        [torch.from_numpy(compute_section_features(tmp_path / f"tone{i}.wav", FEATURES)) for i in range(4)]
+    )
     tokens = generate(model, audio, SamplingConfig(temperature=0.0))
     for index, pattern in enumerate(images):
         # each tone reproduces *its own* image: the audio is used, not one memorised picture
@@ -84,7 +88,9 @@ def test_resume_continues_exactly(tmp_path) -> None:
     config = tiny_run(tmp_path, tmp_path / "run", max_steps=12, checkpoint_every=6)
     train_transformer(config)
     straight = ImageTransformer.from_pretrained(tmp_path / "run" / "model")[0].state_dict()
-    resumed = train_transformer(dataclasses.replace(config, resume=str(tmp_path / "run" / "checkpoints" / "checkpoint-6")))
+    resumed = train_transformer(
+        dataclasses.replace(config, resume=str(tmp_path / "run" / "checkpoints" / "checkpoint-6"))
+    )
     assert resumed.steps == 12
     again = ImageTransformer.from_pretrained(tmp_path / "run" / "model")[0].state_dict()
     for key, value in straight.items():

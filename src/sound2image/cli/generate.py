@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import re
 import secrets
 import sys
@@ -147,6 +148,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", help="unCLIP hub id or local dir (default: $SOUND2IMAGE_UNCLIP or SD 2.1 unCLIP)"
     )
     model.add_argument("--unet", help="fine-tuned U-Net: training export dir, pipeline dir or hub id")
+    model.add_argument(
+        "--imagebind-weights", metavar="FILE", help="imagebind_huge.pth (or audio .safetensors)"
+    )
     model.add_argument("--variant", help='weight variant to download, e.g. "fp16" (half the download)')
     model.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, cuda:1, mps, cpu")
     model.add_argument(
@@ -309,10 +313,28 @@ def load_calibration(args: argparse.Namespace) -> Any:
     return None
 
 
+class _TorchvisionNoticeFilter(logging.Filter):
+    """Drops transformers' notice that CLIPImageProcessor falls back to its PIL version without torchvision.
+
+    We do not depend on torchvision and the PIL processor is the one we want, so the notice (printed on
+    every run) is noise; every other transformers warning still shows.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+def _quiet_torchvision_notice() -> None:
+    target = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _TorchvisionNoticeFilter) for f in target.filters):
+        target.addFilter(_TorchvisionNoticeFilter())
+
+
 def load_pipeline(
     args: argparse.Namespace, model: str | None, unet: str | None, audio: bool, calibration: Any = None
 ) -> Any:
     """Build the pipeline on the chosen device with the low-memory options applied."""
+    _quiet_torchvision_notice()
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -328,6 +350,7 @@ def load_pipeline(
         unet=unet,
         dtype=dtype,
         variant=getattr(args, "variant", None),
+        audio_encoder_weights=getattr(args, "imagebind_weights", None),
         calibration=calibration,
         load_audio_encoder=audio,
     )

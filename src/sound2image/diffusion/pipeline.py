@@ -30,6 +30,7 @@ from sound2image.diffusion.loading import (
     TRAINING_CONFIG,
     ModelSource,
     hub_kwargs,
+    is_offline,
     resolve_pipeline_source,
     resolve_unet_source,
     weights_error,
@@ -367,6 +368,7 @@ class SounDiffPipeline:
         revision: str | None = None,
         unet_revision: str | None = None,
         load_audio_encoder: bool = True,
+        audio_encoder_weights: str | os.PathLike[str] | None = None,
     ) -> SounDiffPipeline:
         """Load a pipeline; with no arguments, the zero-shot baseline (ImageBind-huge + SD 2.1 unCLIP).
 
@@ -385,6 +387,9 @@ class SounDiffPipeline:
             unet_revision (`str`, *optional*): hub revision of ``unet``.
             load_audio_encoder (`bool`, *optional*, defaults to True): False to skip it (regeneration from
                 stored embeddings needs no encoder).
+            audio_encoder_weights (`str` or path, *optional*): ImageBind weights file (``imagebind_huge.pth``
+                or its audio-only ``.safetensors``) when ``model`` holds no saved audio encoder; default: the
+                encoder's own lookup (``$SOUND2IMAGE_IMAGEBIND_WEIGHTS``, its cache, a download).
         """
         from diffusers import StableUnCLIPImg2ImgPipeline
 
@@ -397,14 +402,18 @@ class SounDiffPipeline:
             stored = PipelineInfo(
                 **{k: v for k, v in saved.items() if k in PipelineInfo.__dataclass_fields__}
             )
-            # Record the directory itself as the model (that is what regenerates), keep where it came from.
+            # The directory itself is the model (its unet/ included: that is what regenerates); keep
+            # where its parts came from as provenance.
             extra = {**stored.extra, "saved_from": stored.model, "saved_from_revision": stored.revision}
-            info = dataclasses.replace(stored, model=source.name, revision=None, extra=extra)
+            extra.update(saved_unet=stored.unet, saved_unet_revision=stored.unet_revision)
+            info = dataclasses.replace(
+                stored, model=source.name, revision=None, unet=None, unet_revision=None, extra=extra
+            )
         export_calibration = None
         if unet is not None:
             components["unet"], info, export_calibration = _load_unet(str(unet), unet_revision, dtype, info)
 
-        kwargs: dict[str, Any] = {"dtype": dtype, "variant": variant, "revision": revision}
+        kwargs: dict[str, Any] = {**_dtype_kwarg(dtype), "variant": variant, "revision": revision}
         if not source.is_local:
             kwargs.update(hub_kwargs())
         try:
@@ -413,7 +422,7 @@ class SounDiffPipeline:
             raise weights_error(source, "unCLIP pipeline", error) from error
 
         if audio_encoder is None and load_audio_encoder:
-            audio_encoder = _load_audio_encoder(source)
+            audio_encoder = _load_audio_encoder(source, audio_encoder_weights)
         calibration = calibration or export_calibration
         if calibration is None and source.path is not None:
             calibration = EmbeddingCalibration.load(source.path)
@@ -421,6 +430,17 @@ class SounDiffPipeline:
 
 
 # ---------------------------------------------------------------------- loading helpers
+
+
+def _dtype_kwarg(dtype: torch.dtype | None) -> dict[str, Any]:
+    """The weights-dtype keyword of diffusers' ``from_pretrained``.
+
+    diffusers 0.42 renamed ``torch_dtype`` to ``dtype`` (and warns on the old name); the older releases
+    our pyproject still allows only know ``torch_dtype``.
+    """
+    from diffusers.utils import deprecation_utils
+
+    return {"dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype": dtype}
 
 
 def _read_saved_config(source: ModelSource) -> dict[str, Any] | None:
@@ -441,7 +461,7 @@ def _load_unet(
     from diffusers import UNet2DConditionModel
 
     source, subfolder = resolve_unet_source(unet, revision)
-    kwargs: dict[str, Any] = {"dtype": dtype, "revision": revision}
+    kwargs: dict[str, Any] = {**_dtype_kwarg(dtype), "revision": revision}
     if subfolder:
         kwargs["subfolder"] = subfolder
     if not source.is_local:
@@ -490,14 +510,36 @@ def load_saved_audio_encoder(directory: Path) -> Any:
     return encoder.eval()
 
 
-def _load_audio_encoder(source: ModelSource) -> Any:
+def _check_imagebind_available(path: str | os.PathLike[str] | None) -> None:
+    """Offline with no ImageBind weights anywhere: say so in our own terms (options of `generate`)."""
+    from sound2image.encoders import weights
+
+    if path is not None or os.environ.get(weights.WEIGHTS_ENV):
+        return  # the encoder's loader checks those and names the bad path itself
+    folder = weights.weights_cache_dir()
+    if any((folder / name).is_file() for name in (weights.HUGE_AUDIO_NAME, weights.HUGE_CHECKPOINT_NAME)):
+        return
+    if weights.is_offline(is_offline()):
+        raise WeightsError(
+            f"{DEFAULT_AUDIO_ENCODER}: ImageBind audio weights are not in {folder} and downloads are off; "
+            f"put {weights.HUGE_CHECKPOINT_NAME} there, pass --imagebind-weights FILE, or set "
+            f"{weights.WEIGHTS_ENV}=FILE (one download of 4.5 GB: {weights.IMAGEBIND_HUGE_URL})"
+        )
+
+
+def _load_audio_encoder(source: ModelSource, path: str | os.PathLike[str] | None = None) -> Any:
     """The saved encoder of a local pipeline directory, else ImageBind-huge through the encoder's loader."""
-    if source.path is not None and (source.path / AUDIO_ENCODER_FOLDER / "config.json").is_file():
+    if (
+        path is None
+        and source.path is not None
+        and (source.path / AUDIO_ENCODER_FOLDER / "config.json").is_file()
+    ):
         return load_saved_audio_encoder(source.path / AUDIO_ENCODER_FOLDER)
     from sound2image.encoders import ImageBindAudioEncoder
 
+    _check_imagebind_available(path)
     try:
-        return ImageBindAudioEncoder.from_pretrained(local_files_only=bool(hub_kwargs()["local_files_only"]))
+        return ImageBindAudioEncoder.from_pretrained(path, local_files_only=is_offline())
     except Sound2ImageError:
         raise
     except (OSError, ValueError, RuntimeError) as error:

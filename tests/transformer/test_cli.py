@@ -1,0 +1,79 @@
+"""`sound2image train transformer` and `sound2image generate --model transformer:DIR` end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sound2image.cli.main import main
+from sound2image.outputs import read_png_metadata
+from tests.transformer.test_training import make_dataset
+
+TINY = ["--preset", "paper", "--sample-rate", "8000", "--duration", "0.128", "--sections", "8", "--log-magnitude",
+        "--d-model", "32", "--encoder-layers", "1", "--decoder-layers", "1", "--heads", "4", "--query-block", "32",
+        "--memory-length", "32", "--max-steps", "3", "--val-fraction", "0", "--no-progress"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("data")
+    make_dataset(root, count=2)
+    assert main(["train", "transformer", "--data", str(root), "--out", str(root / "run"), *TINY]) == 0
+    return root
+
+
+def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (["train", "transformer"], ["train", "classifier"]):
+        with pytest.raises(SystemExit) as stop:
+            main([*command, "--help"])
+        assert stop.value.code == 0
+        assert "Examples:" in capsys.readouterr().out
+
+
+def test_train_writes_a_loadable_model_and_its_settings(trained) -> None:
+    run = trained / "run"
+    for name in (
+        "training_config.json",
+        "split.json",
+        "log.jsonl",
+        "model/config.json",
+        "model/model.safetensors",
+    ):
+        assert (run / name).is_file(), name
+
+
+def test_generate_writes_pngs_with_metadata_and_reports_bad_files(trained, tmp_path, capsys) -> None:
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF but not really")
+    out = tmp_path / "out"
+    model = f"transformer:{trained / 'run' / 'model'}"
+    args = ["generate", str(trained / "tone0.wav"), str(bad), "--model", model, "--out", str(out), "--seed", "3",
+            "--temperature", "0.7", "--top-k", "40", "--upscale", "4"]  # fmt: skip
+    assert main(args) == 2  # one input failed, the other was written
+    assert "broken.wav" in capsys.readouterr().err
+    small, big = out / "tone0_seed3.png", out / "tone0_seed3_x4.png"
+    assert Image.open(small).size == (32, 32) and Image.open(small).mode == "L"
+    assert Image.open(big).size == (128, 128)
+    assert np.array_equal(np.asarray(Image.open(big))[::4, ::4], np.asarray(Image.open(small)))
+    meta = read_png_metadata(small)
+    assert meta["seed"] == 3 and meta["temperature"] == 0.7 and meta["top_k"] == 40
+    assert meta["model"]["type"] == "image-transformer" and meta["audio"][0]["file"] == "tone0.wav"
+    assert len(meta["audio"][0]["sha256"]) == 64
+    assert sorted(p.name for p in out.iterdir()) == ["tone0_seed3.png", "tone0_seed3_x4.png"]
+
+    # same seed, alone or in a batch with other seeds: the same pixels
+    again = tmp_path / "again"
+    assert main(["generate", str(trained / "tone0.wav"), "--model", model, "--out", str(again), "--seed", "3", "4",
+                 "--temperature", "0.7", "--top-k", "40", "--batch-size", "2"]) == 0  # fmt: skip
+    assert np.array_equal(np.asarray(Image.open(again / "tone0_seed3.png")), np.asarray(Image.open(small)))
+
+    # existing outputs are refused before any work
+    assert main(args[:2] + args[3:]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_generate_with_a_missing_model_is_a_one_line_error(tmp_path, capsys) -> None:
+    code = main(["generate", "x.wav", "--model", f"transformer:{tmp_path / 'nope'}", "--out", str(tmp_path)])
+    assert code == 2
+    assert "no such model directory" in capsys.readouterr().err
