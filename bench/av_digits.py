@@ -42,8 +42,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--d-model", type=int, default=None)
     parser.add_argument("--decoder-layers", type=int, default=None)
     parser.add_argument("--encoder-layers", type=int, default=None)
+    parser.add_argument("--warmup-steps", type=int, default=None)
+    parser.add_argument("--min-lr", type=float, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-train", action="store_true", help="reuse the model in --run-dir/model")
+    parser.add_argument("--classifier", default=None, help="reuse a saved classifier directory")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for training")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=None)
@@ -57,12 +61,19 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     from sound2image.data import scan_pairs, split_pairs
-    from sound2image.metrics import audio_image_consistency, load_labelled_images, train_classifier
+    from sound2image.metrics import (
+        ImageClassifier,
+        audio_image_consistency,
+        load_labelled_images,
+        train_classifier,
+    )
     from sound2image.outputs import make_grid
     from sound2image.training.transformer import load_pair_tensors, preset, single_thread, train_transformer
     from sound2image.transformer import ImageTransformer, SamplingConfig, generate, tokens_to_images
 
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir)
     lines = [f"command: python {' '.join(sys.argv)}", f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"]
     lines.append(f"torch threads: {torch.get_num_threads()}, cpu count: {os.cpu_count()}")
@@ -77,18 +88,22 @@ def main() -> int:
     t0 = time.monotonic()
     train_x, train_y, _ = load_labelled_images(split.train, 32)
     val_x, val_y, _ = load_labelled_images(split.val, 32)
-    judge = train_classifier(train_x, train_y)
-    judge.save(run_dir / "classifier")
+    if args.classifier:
+        judge = ImageClassifier.load(args.classifier)
+    else:
+        judge = train_classifier(train_x, train_y)
+        judge.save(run_dir / "classifier")
     judge_acc = judge.accuracy(val_x, val_y)
     lines.append(
-        f"classifier: trained on {len(train_y)} training images in {time.monotonic() - t0:.0f} s; "
+        f"classifier: {args.classifier or 'trained'} on {len(train_y)} training images "
+        f"({time.monotonic() - t0:.0f} s); "
         f"accuracy on {len(val_y)} held-out real images: {judge_acc:.4f}"
     )
 
     # 3. The Image Transformer.
     config = preset("av-digits", args.data, str(run_dir))
     overrides = {"max_minutes": args.max_minutes, "device": args.device, "progress": False}
-    for name in ("max_steps", "epochs", "batch_size", "lr"):
+    for name in ("max_steps", "epochs", "batch_size", "lr", "warmup_steps", "min_lr"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     model_overrides = {}

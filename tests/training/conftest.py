@@ -66,3 +66,13 @@ def soundiff(_base_soundiff):
     import copy
 
     return copy.deepcopy(_base_soundiff)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """accelerate keeps one process-wide state (mixed precision...): start as a new process would."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

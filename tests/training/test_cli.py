@@ -28,7 +28,7 @@ def test_soundiff_s_on_one_class_end_to_end(tmp_path, manifest8, shared_cache, s
         ["train", "soundiff", "--data", str(manifest8), "--variant", "S", "--classes", "beach",
          "--model", str(base), "--output", str(run), "--resolution", "16", "--batch-size", "1",
          "--max-steps", "2", "--learning-rate", "1e-3", "--val-fraction", "0",
-         "--cache-dir", str(shared_cache),
+         "--cache-dir", str(shared_cache), "--checkpointing-steps", "1", "--checkpoints-total-limit", "1",
          "--validation-steps", "2", "--validation-audios", str(audio), "--no-progress"]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
@@ -41,6 +41,7 @@ def test_soundiff_s_on_one_class_end_to_end(tmp_path, manifest8, shared_cache, s
     assert read_png_metadata(grid)["prompt"] == SATELLITE_PROMPT
     assert list((run / "logs").rglob("events.out.tfevents.*"))  # TensorBoard: loss, lr, images
     assert (run / "unet" / "config.json").is_file()
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["checkpoint-2"]  # total limit 1
     record = json.loads((run / "sound2image_soundiff.json").read_text())
     assert record["variant"] == "S" and record["prompt"] == SATELLITE_PROMPT and record["steps"] == 2
     assert "--unet" in capsys.readouterr().out
@@ -58,3 +59,17 @@ def test_missing_data_is_a_one_line_error_and_writes_nothing(tmp_path, capsys) -
 def test_bad_setting_is_a_usage_error(tmp_path, capsys) -> None:
     code = main(["train", "soundiff", "--data", "x", "--output", str(tmp_path / "r"), "--resolution", "100"])
     assert code == 2 and "multiple of 8" in capsys.readouterr().err
+
+
+def test_every_setting_has_a_flag_with_the_configs_default() -> None:
+    from dataclasses import fields
+
+    from sound2image.cli.main import build_parser
+    from sound2image.training.soundiff import SounDiffTrainConfig
+
+    args = build_parser().parse_args(["train", "soundiff", "--data", "d", "--output", "o"])
+    for field in fields(SounDiffTrainConfig):
+        assert hasattr(args, field.name), f"no flag for {field.name}"
+        default = field.default_factory() if callable(field.default_factory) else field.default
+        if field.name not in ("data", "output_dir"):
+            assert getattr(args, field.name) == default, field.name

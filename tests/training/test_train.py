@@ -306,6 +306,8 @@ def test_unknown_class_and_reused_output_are_refused(
     config, _ = reference_run
     with pytest.raises(OutputExistsError, match="--resume latest"):
         train(replace(config, resume=None), pipeline=soundiff)
+    with pytest.raises(UsageError, match=r"cannot resume with different settings \(learning_rate\)"):
+        train(replace(config, resume="latest", learning_rate=5e-4), pipeline=soundiff)
 
 
 def test_bad_pairs_are_skipped_and_reported(tmp_path, manifest8, shared_cache, soundiff) -> None:

@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     what.add_argument("--model", dest="base_model", default=None, help="base pipeline: hub id or directory")
     what.add_argument("--calibration", default=None, help="directory with sound2image_calibration.json")
+    what.add_argument(
+        "--calibration-images", type=int, default=256, help="training images to measure the scale on"
+    )
     what.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default: 0.1)")
     what.add_argument(
         "--seed", type=int, default=42, help="seed of the split, data order and noise (default: 42)"
@@ -68,10 +71,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     opt.add_argument("--lr-schedule", choices=("linear", "cosine", "constant"), default="linear")
     opt.add_argument("--lr-warmup-steps", type=int, default=0)
     opt.add_argument("--weight-decay", type=float, default=0.01)
+    opt.add_argument("--adam-beta1", type=float, default=0.9)
+    opt.add_argument("--adam-beta2", type=float, default=0.999)
+    opt.add_argument("--adam-epsilon", type=float, default=1e-8)
     opt.add_argument("--max-grad-norm", type=float, default=1.0, help="clip (after unscaling); 0 disables")
     opt.add_argument("--gradient-accumulation-steps", type=int, default=1)
     opt.add_argument(
         "--conditioning-dropout", type=float, default=0.25, help="unconditional share (default: 0.25)"
+    )
+    opt.add_argument(
+        "--keep-prompt-on-dropout",
+        dest="drop_prompt_with_condition",
+        action="store_false",
+        help="dropped samples keep the training prompt (default: they get the empty prompt, as guidance)",
     )
     opt.add_argument("--max-noise-level", type=int, default=1000, help="embedding noise augmentation range")
     opt.add_argument("--snr-gamma", type=float, default=None, help="Min-SNR weighting (e.g. 5.0)")
@@ -88,6 +100,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     mem.add_argument("--cache-dir", default=None, help="latent/embedding cache to share between runs")
     mem.add_argument("--cache-batch-size", type=int, default=8)
+    mem.add_argument(
+        "--cache-dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="cached latents"
+    )
 
     run = parser.add_argument_group("checkpoints, validation, logging")
     run.add_argument("--checkpointing-steps", type=int, default=500)
@@ -97,6 +112,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--validation-audios", nargs="+", default=[], help="fixed audios (default: from the split)"
     )
+    run.add_argument("--num-validation-audios", type=int, default=4, help="taken from the split (default: 4)")
+    run.add_argument("--validation-inference-steps", type=int, default=20)
+    run.add_argument("--validation-guidance-scale", type=float, default=10.0)
     run.add_argument("--report-to", choices=("tensorboard", "none"), default="tensorboard")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=handler)

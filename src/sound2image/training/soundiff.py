@@ -598,6 +598,11 @@ def _validation_inputs(
             val_pairs[int(i * len(val_pairs) / count)].audio for i in range(count)
         ]  # spread over classes
     if not paths:
+        if cache.rank == 0:
+            print(
+                "warning: no validation images (the validation split is empty and no --validation-audios)",
+                file=sys.stderr,
+            )
         return None, []
     return cache.embed_paths(paths), [p.name for p in paths]
 
