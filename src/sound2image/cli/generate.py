@@ -58,7 +58,7 @@ Examples:
   sound2image generate walk.wav --storyboard --window 5 --hop 2.5 --out story/
   sound2image generate --from-metadata images/beach_seed7.png --out again/
   sound2image generate --calibrate-images my_photos/ --out calib/     (then --calibration calib/)
-  sound2image generate beach.wav --unet runs/soundiff-s/export --out images/
+  sound2image generate beach.wav --unet runs/soundiff-s --out images/
   sound2image generate beach.wav --cpu-offload --attention-slicing --vae-tiling -o out/   (8 GB GPUs)
 
 Calibration: the conditioning vector is rescaled to the norm stored with the model
