@@ -43,6 +43,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--decoder-layers", type=int, default=None)
     parser.add_argument("--encoder-layers", type=int, default=None)
     parser.add_argument("--warmup-steps", type=int, default=None)
+    parser.add_argument("--pixel-positions", choices=("1d", "2d"), default=None)
     parser.add_argument("--min-lr", type=float, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-train", action="store_true", help="reuse the model in --run-dir/model")
@@ -108,6 +109,7 @@ def main() -> int:
             overrides[name] = getattr(args, name)
     model_overrides = {}
     for arg, name in (
+        ("pixel_positions", "pixel_positions"),
         ("d_model", "d_model"),
         ("decoder_layers", "n_decoder_layers"),
         ("encoder_layers", "n_encoder_layers"),

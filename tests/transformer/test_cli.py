@@ -10,9 +10,34 @@ from sound2image.cli.main import main
 from sound2image.outputs import read_png_metadata
 from tests.transformer.test_training import make_dataset
 
-TINY = ["--preset", "paper", "--sample-rate", "8000", "--duration", "0.128", "--sections", "8", "--log-magnitude",
-        "--d-model", "32", "--encoder-layers", "1", "--decoder-layers", "1", "--heads", "4", "--query-block", "32",
-        "--memory-length", "32", "--max-steps", "3", "--val-fraction", "0", "--no-progress"]  # fmt: skip
+TINY = [
+    "--preset",
+    "paper",
+    "--sample-rate",
+    "8000",
+    "--duration",
+    "0.128",
+    "--sections",
+    "8",
+    "--log-magnitude",
+    "--d-model",
+    "32",
+    "--encoder-layers",
+    "1",
+    "--decoder-layers",
+    "1",
+    "--heads",
+    "4",
+    "--query-block",
+    "32",
+    "--memory-length",
+    "32",
+    "--max-steps",
+    "3",
+    "--val-fraction",
+    "0",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +73,23 @@ def test_generate_writes_pngs_with_metadata_and_reports_bad_files(trained, tmp_p
     bad.write_bytes(b"RIFF but not really")
     out = tmp_path / "out"
     model = f"transformer:{trained / 'run' / 'model'}"
-    args = ["generate", str(trained / "tone0.wav"), str(bad), "--model", model, "--out", str(out), "--seed", "3",
-            "--temperature", "0.7", "--top-k", "40", "--upscale", "4"]  # fmt: skip
+    args = [
+        "generate",
+        str(trained / "tone0.wav"),
+        str(bad),
+        "--model",
+        model,
+        "--out",
+        str(out),
+        "--seed",
+        "3",
+        "--temperature",
+        "0.7",
+        "--top-k",
+        "40",
+        "--upscale",
+        "4",
+    ]
     assert main(args) == 2  # one input failed, the other was written
     assert "broken.wav" in capsys.readouterr().err
     small, big = out / "tone0_seed3.png", out / "tone0_seed3_x4.png"
@@ -64,8 +104,28 @@ def test_generate_writes_pngs_with_metadata_and_reports_bad_files(trained, tmp_p
 
     # same seed, alone or in a batch with other seeds: the same pixels
     again = tmp_path / "again"
-    assert main(["generate", str(trained / "tone0.wav"), "--model", model, "--out", str(again), "--seed", "3", "4",
-                 "--temperature", "0.7", "--top-k", "40", "--batch-size", "2"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "generate",
+                str(trained / "tone0.wav"),
+                "--model",
+                model,
+                "--out",
+                str(again),
+                "--seed",
+                "3",
+                "4",
+                "--temperature",
+                "0.7",
+                "--top-k",
+                "40",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert np.array_equal(np.asarray(Image.open(again / "tone0_seed3.png")), np.asarray(Image.open(small)))
 
     # existing outputs are refused before any work

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
-from sound2image.modules import sinusoidal_positions
+from sound2image.modules import sinusoidal_positions, sinusoidal_positions_2d
 
 
 def test_values_by_hand() -> None:
@@ -24,3 +25,14 @@ def test_values_by_hand() -> None:
 def test_odd_width_is_refused() -> None:
     with pytest.raises(ValueError, match="even"):
         sinusoidal_positions(4, 7)
+
+
+def test_2d_table_is_row_half_then_column_half() -> None:
+    table = sinusoidal_positions_2d(4, 5, 8).reshape(4, 5, 8)
+    rows, columns = sinusoidal_positions(4, 4), sinusoidal_positions(5, 4)
+    for r, c in [(0, 0), (1, 3), (3, 4)]:
+        assert torch.equal(table[r, c, :4], rows[r]) and torch.equal(table[r, c, 4:], columns[c])
+    # the pixel above shares the column half exactly; its row half is one row earlier
+    assert torch.equal(table[2, 3, 4:], table[1, 3, 4:])
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sinusoidal_positions_2d(2, 2, 6)

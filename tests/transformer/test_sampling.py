@@ -32,6 +32,13 @@ def test_cached_sampling_equals_uncached_reference(config: SamplingConfig) -> No
     assert torch.equal(cached, reference)
 
 
+def test_2d_positions_model_also_matches() -> None:
+    model = tiny_model(seed=3, pixel_positions="2d")
+    audio = torch.randn(2, 6, 10)
+    config = SamplingConfig(temperature=1.0, top_k=30, seed=8)
+    assert torch.equal(generate(model, audio, config), generate(model, audio, config, use_cache=False))
+
+
 def test_global_attention_model_also_matches() -> None:
     model = tiny_model(seed=2, query_block=None, memory_length=None)
     audio = torch.randn(2, 6, 10)

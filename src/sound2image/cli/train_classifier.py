@@ -63,7 +63,9 @@ def handler(args: argparse.Namespace) -> int:
     classifier.save(out)
     summary = {"train_images": len(train_y), "val_images": len(val_y), "val_accuracy": accuracy}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    print(f"classifier: {len(classifier.config.classes)} classes, {len(train_y)} training images; "
-          f"accuracy on {len(val_y)} held-out real images: {accuracy:.4f}")  # fmt: skip
+    print(
+        f"classifier: {len(classifier.config.classes)} classes, {len(train_y)} training images; "
+        f"accuracy on {len(val_y)} held-out real images: {accuracy:.4f}"
+    )
     print(f"saved to {out}")
     return 0

@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--checkpoint-every", type=int, default=None)
     run.add_argument("--checkpoints-total-limit", type=int, default=None)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (1 is best on a busy CPU)"
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--d-model", type=int, default=None)
     model.add_argument("--encoder-layers", type=int, default=None)
@@ -76,14 +79,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=handler)
 
 
-_RUN = ("epochs", "max_steps", "max_minutes", "batch_size", "lr", "min_lr", "warmup_steps", "weight_decay",
-        "val_fraction", "seed", "device", "mixed_precision", "eval_every", "checkpoint_every",
-        "checkpoints_total_limit", "resume")  # fmt: skip
-_MODEL = {"d_model": "d_model", "encoder_layers": "n_encoder_layers", "decoder_layers": "n_decoder_layers",
-          "heads": "n_heads", "query_block": "query_block", "memory_length": "memory_length",
-          "dropout": "dropout", "cond_dropout": "cond_dropout"}  # fmt: skip
-_FEATURES = {"sample_rate": "sample_rate", "duration": "duration", "sections": "num_sections",
-             "log_magnitude": "log_magnitude", "standardize": "standardize"}  # fmt: skip
+_RUN = (
+    "epochs",
+    "max_steps",
+    "max_minutes",
+    "batch_size",
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "weight_decay",
+    "val_fraction",
+    "seed",
+    "device",
+    "mixed_precision",
+    "eval_every",
+    "checkpoint_every",
+    "checkpoints_total_limit",
+    "resume",
+)
+_MODEL = {
+    "d_model": "d_model",
+    "encoder_layers": "n_encoder_layers",
+    "decoder_layers": "n_decoder_layers",
+    "heads": "n_heads",
+    "query_block": "query_block",
+    "memory_length": "memory_length",
+    "dropout": "dropout",
+    "cond_dropout": "cond_dropout",
+}
+_FEATURES = {
+    "sample_rate": "sample_rate",
+    "duration": "duration",
+    "sections": "num_sections",
+    "log_magnitude": "log_magnitude",
+    "standardize": "standardize",
+}
 
 
 def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (imported lazily)
@@ -109,8 +139,12 @@ def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (import
 
 
 def handler(args: argparse.Namespace) -> int:
+    import torch
+
     from sound2image.training.transformer import train_transformer
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = build_config(args)
     result = train_transformer(config)
     for problem in result.problems:

@@ -7,7 +7,7 @@ from sound2image.modules.attention import (
     SelfAttention,
     local_attention_mask,
 )
-from sound2image.modules.positional import sinusoidal_positions
+from sound2image.modules.positional import sinusoidal_positions, sinusoidal_positions_2d
 
 __all__ = [
     "CrossAttention",
@@ -16,4 +16,5 @@ __all__ = [
     "SelfAttention",
     "local_attention_mask",
     "sinusoidal_positions",
+    "sinusoidal_positions_2d",
 ]

@@ -136,8 +136,10 @@ class LocalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(x.shape[-1], dim=2)
         q, k, v = (_split_heads(t, self.n_heads) for t in (q, k, v))  # (B, H, T, hd) each
         if cache is not None:
-            steps = [self._step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], cache)
-                     for t in range(q.shape[2])]  # fmt: skip
+            steps = [
+                self._step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], cache)
+                for t in range(q.shape[2])
+            ]
             y = torch.cat(steps, dim=2)  # (B, H, T, hd)
         elif self.is_local:
             y = self._blocked(q, k, v)

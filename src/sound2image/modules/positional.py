@@ -27,3 +27,20 @@ def sinusoidal_positions(length: int, dim: int, base: float = 10000.0) -> torch.
     table[:, 0::2] = torch.sin(angles)
     table[:, 1::2] = torch.cos(angles)
     return table.float()
+
+
+def sinusoidal_positions_2d(height: int, width: int, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Row-major ``(height · width, dim)`` table: the first ``dim/2`` channels encode the row, the others
+    the column (the Image Transformer's 2-D encoding, Parmar et al. 2018, section 3.3).
+
+    Pixel ``(r, c)`` and the one above it share the column half exactly, which makes "the pixel above"
+    easy to find for attention; a 1-D table over the flattened index hides it at offset ``width``.
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sinusoidal positions need a width divisible by 4, got {dim}")
+    rows = sinusoidal_positions(height, dim // 2, base)  # (H, dim/2)
+    columns = sinusoidal_positions(width, dim // 2, base)  # (W, dim/2)
+    table = torch.cat(
+        [rows[:, None, :].expand(height, width, -1), columns[None, :, :].expand(height, width, -1)], dim=-1
+    )  # (H, W, dim)
+    return table.reshape(height * width, dim)

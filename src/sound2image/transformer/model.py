@@ -31,6 +31,7 @@ from sound2image.modules import (
     LocalSelfAttention,
     SelfAttention,
     sinusoidal_positions,
+    sinusoidal_positions_2d,
 )
 
 CONFIG_NAME = "config.json"
@@ -109,6 +110,8 @@ class ImageTransformerConfig:
     """Model shape. Defaults are the paper's size (512-d, 6 + 6 layers, 8 heads) on 32×32 images.
 
     ``query_block``/``memory_length`` set the decoder's local 1-D attention (``None`` = global causal).
+    ``pixel_positions``: ``"1d"`` encodes the flattened index (the paper), ``"2d"`` half the channels
+    for the row and half for the column (Parmar et al.), which learns vertical structure much sooner.
     ``dropout`` applies to embeddings and residual branches; ``attention_dropout`` to attention weights
     (off by default: on a CPU it costs a third of a training step). ``cond_dropout`` is the probability
     that a training example sees the null audio memory.
@@ -128,6 +131,7 @@ class ImageTransformerConfig:
     query_block: int | None = 64
     memory_length: int | None = 128
     cond_dropout: float = 0.1
+    pixel_positions: str = "1d"
 
     @property
     def seq_len(self) -> int:
@@ -158,7 +162,14 @@ class ImageTransformer(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(c.audio_bins))
         self.register_buffer("feature_std", torch.ones(c.audio_bins))
         self.register_buffer("audio_pos", sinusoidal_positions(c.audio_sections, c.d_model), persistent=False)
-        self.register_buffer("pixel_pos", sinusoidal_positions(c.seq_len, c.d_model), persistent=False)
+        if c.pixel_positions not in ("1d", "2d"):
+            raise ValueError(f"pixel_positions must be '1d' or '2d', got {c.pixel_positions!r}")
+        pixel_pos = (
+            sinusoidal_positions_2d(c.image_size, c.image_size, c.d_model)
+            if c.pixel_positions == "2d"
+            else sinusoidal_positions(c.seq_len, c.d_model)
+        )
+        self.register_buffer("pixel_pos", pixel_pos, persistent=False)
 
         self.audio_in = nn.Linear(c.audio_bins, c.d_model)
         self.encoder = nn.ModuleList(
