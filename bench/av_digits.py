@@ -54,6 +54,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--guidance-scale", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tune", action="store_true", help="pick temperature/guidance on training recordings"
+    )
+    parser.add_argument(
+        "--tune-per-digit", type=int, default=5, help="training recordings per digit for --tune"
+    )
+    parser.add_argument("--limit-val", type=int, default=None, help="judge only the first N (smoke tests)")
     parser.add_argument("--gen-batch", type=int, default=125)
     parser.add_argument("--results", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--tag", default="av_digits", help="name of the results files")
@@ -137,21 +144,47 @@ def main() -> int:
         lines.append(f"load average after training: {os.getloadavg()}")
     model, _ = ImageTransformer.from_pretrained(run_dir / "model", map_location=args.device)
 
-    # 4. Generate from every validation recording and judge.
-    val, _ = load_pair_tensors(split.val, config.features, 32)
+    def judge_images(data, sampling: SamplingConfig) -> tuple[np.ndarray, list[str], float]:
+        generator = torch.Generator().manual_seed(sampling.seed)
+        chunks = []
+        with single_thread(torch.device(args.device)):
+            for start in range(0, len(data), args.gen_batch):
+                features = data.features[start : start + args.gen_batch].to(args.device)
+                chunks.append(generate(model, features, sampling, generator=generator))
+        images = tokens_to_images(torch.cat(chunks), 32).numpy()
+        predicted = judge.predict(images)
+        return images, predicted, audio_image_consistency(predicted, [str(label) for label in data.labels])
+
     sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               guidance_scale=args.guidance_scale, seed=args.seed)  # fmt: skip
+
+    # 4a. Optionally choose temperature and guidance on *training* recordings (never on validation).
+    if args.tune:
+        tune_pairs = [
+            p
+            for d in range(10)
+            for p in [q for q in split.train if str(q.label) == str(d)][: args.tune_per_digit]
+        ]
+        tune, _ = load_pair_tensors(tune_pairs, config.features, 32)
+        best = None
+        for temperature in (0.5, 0.8, 1.0):
+            for guidance in (1.0, 2.0, 3.0):
+                candidate = dataclasses.replace(sampling, temperature=temperature, guidance_scale=guidance)
+                score = judge_images(tune, candidate)[2]
+                lines.append(
+                    f"tuning on {len(tune)} training recordings: T={temperature} g={guidance} AIC {score:.3f}"
+                )
+                if best is None or score > best[0]:
+                    best = (score, candidate)
+        sampling = best[1]
+        lines.append(f"chosen on training recordings: temperature {sampling.temperature}, "
+                     f"guidance {sampling.guidance_scale}")  # fmt: skip
+
+    # 4b. Generate from every validation recording and judge.
+    val, _ = load_pair_tensors(split.val[: args.limit_val], config.features, 32)
     t0 = time.monotonic()
-    generator = torch.Generator().manual_seed(args.seed)
-    chunks = []
-    with single_thread(torch.device(args.device)):
-        for start in range(0, len(val), args.gen_batch):
-            features = val.features[start : start + args.gen_batch].to(args.device)
-            chunks.append(generate(model, features, sampling, generator=generator))
-    images = tokens_to_images(torch.cat(chunks), 32).numpy()
+    images, predicted, aic = judge_images(val, sampling)
     gen_s = time.monotonic() - t0
-    predicted = judge.predict(images)
-    aic = audio_image_consistency(predicted, [str(label) for label in val.labels])
     lines.append(f"sampling: {sampling} ({len(val)} images in {gen_s:.0f} s, cached)")
     lines.append(f"AIC (classifier labels the generated image with the spoken digit): {aic:.4f}")
     confusion = np.zeros((10, 10), dtype=int)

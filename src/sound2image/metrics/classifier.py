@@ -60,7 +60,7 @@ class ClassifierConfig:
     classes: list[str] = field(default_factory=list)
     image_size: int = 32
     width: int = 32
-    epochs: int = 8
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
