@@ -167,8 +167,8 @@ def main() -> int:
         ]
         tune, _ = load_pair_tensors(tune_pairs, config.features, 32)
         best = None
-        for temperature in (0.5, 0.8, 1.0):
-            for guidance in (1.0, 2.0, 3.0):
+        for temperature in (0.8, 1.0):
+            for guidance in (2.0, 3.0, 4.5, 6.0):
                 candidate = dataclasses.replace(sampling, temperature=temperature, guidance_scale=guidance)
                 score = judge_images(tune, candidate)[2]
                 lines.append(

@@ -288,3 +288,14 @@ def test_missing_imagebind_weights_offline_names_the_ways_to_supply_them(
     assert err.startswith("error: imagebind_huge: ImageBind audio weights are not in ")
     assert "--imagebind-weights FILE" in err and "SOUND2IMAGE_IMAGEBIND_WEIGHTS=FILE" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_bad_audio_is_reported_before_any_weights_are_needed(tmp_path, capsys):
+    # No weights exist here (offline, empty HF cache): a bad file must still be named as the problem.
+    empty, text = tmp_path / "empty.wav", tmp_path / "notes.wav"
+    empty.write_bytes(b"")
+    text.write_text("not audio\n")
+    assert main(["generate", str(empty), str(text), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "empty.wav: file is empty" in err and "notes.wav: not a recognised audio format" in err
+    assert "unCLIP" not in err and not (tmp_path / "out").exists()

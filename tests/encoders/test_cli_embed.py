@@ -127,3 +127,16 @@ def test_unavailable_device_is_a_usage_error(weights, tmp_path: Path, capsys: py
     assert main([*args, "--device", "warp-drive"]) == 2
     assert "--device warp-drive: unknown device" in capsys.readouterr().err
     assert not (tmp_path / "e.safetensors").exists()
+
+
+def test_bad_files_are_reported_before_weights_are_needed(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # Offline with no weights at all: the unusable inputs, not the missing weights, are the error.
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    out = tmp_path / "e.safetensors"
+    assert main(["embed", str(empty), "--offline", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"skipped {empty}: file is empty (0 bytes)" in err and "weights" not in err
+    assert not out.exists()

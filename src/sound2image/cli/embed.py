@@ -120,6 +120,24 @@ def _check_device(name: str) -> torch.device:
     return device
 
 
+def _drop_unreadable(
+    files: list[tuple[Path, str]], bad: list[tuple[str, str]]
+) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """Header-check every file before the encoder loads, so bad files are reported even without weights."""
+    from sound2image.audio import probe_audio
+    from sound2image.errors import Sound2ImageError
+
+    kept = []
+    for path, name in files:
+        try:
+            probe_audio(path)
+        except Sound2ImageError as error:
+            bad.append((str(path), str(error).removeprefix(f"{path}: ")))  # the line names the file once
+        else:
+            kept.append((path, name))
+    return kept, bad
+
+
 def run_embed(args: argparse.Namespace) -> int:
     """Handler of `embed`: 0 when every file was embedded, 2 when any input was bad."""
     from sound2image.errors import OutputExistsError, Sound2ImageError, UsageError
@@ -134,6 +152,7 @@ def run_embed(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise OutputExistsError(f"{out}: already exists (pass --overwrite to replace it)")
     files, bad = collect_files(args.inputs)
+    files, bad = _drop_unreadable(files, bad)
     for given, problem in bad:
         print(f"skipped {given}: {problem}", file=sys.stderr)
     if not files:

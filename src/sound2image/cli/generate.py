@@ -475,6 +475,7 @@ def generate(args: argparse.Namespace) -> int:
         _check_free(out, [f"{job.name}_seed{s}" for job in plan.jobs for s in seeds], args)
     reference = _load_reference(args.image)
     calibration = load_calibration(args)
+    plan = drop_unreadable(plan, args.max_duration)
     problems = list(plan.problems)
     for problem in problems:
         print(f"skipped: {problem}", file=sys.stderr)
@@ -499,6 +500,31 @@ def generate(args: argparse.Namespace) -> int:
             bar.write(f"skipped: {error}", file=sys.stderr)
     bar.close()
     return _summary(written, problems, plan, out)
+
+
+def drop_unreadable(plan: Plan, max_duration: float | None) -> Plan:
+    """Move jobs whose audio fails a header check (missing, empty, not audio, too long) to the problems.
+
+    Done before the model loads, so a bad file is reported as such even when weights are missing too,
+    and no one waits minutes for weights to load only to learn that the input was unusable.
+    """
+    from sound2image.audio import probe_audio
+    from sound2image.errors import AudioTooLongError
+
+    kept = Plan(problems=list(plan.problems))
+    for job in plan.jobs:
+        try:
+            for path in job.audio:
+                seconds = probe_audio(path).duration
+                if max_duration and seconds > max_duration:
+                    raise AudioTooLongError(
+                        f"{path}: {seconds:.1f} s is over the {max_duration:.0f} s limit (--max-duration)"
+                    )
+        except Sound2ImageError as error:
+            kept.problems.append(str(error))
+        else:
+            kept.jobs.append(job)
+    return kept
 
 
 def check_settings(args: argparse.Namespace) -> None:
