@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train or fine-tune a model",
         description="Train or fine-tune a model. Each trainer saves its whole config with the run.",
         epilog="Examples:\n"
-        "  sound2image train soundiff --data ADVANCE/ --variant S --classes \"train station\" --output runs/s\n"
+        "  sound2image train soundiff --data ADVANCE/ --variant S --output runs/s\n"
         "  sound2image train transformer --data ../shared/data/av-digits/pairs.csv --output runs/digits\n"
         "  sound2image train classifier --data ../shared/data/av-digits/pairs.csv --output runs/judge",
         formatter_class=argparse.RawDescriptionHelpFormatter,
