@@ -9,7 +9,8 @@ An export directory holds
   training config and the calibration;
 * ``sound2image_calibration.json`` — the embedding scale used in training (generation must use the same).
 
-``SounDiffPipeline.from_pretrained(BASE, unet=EXPORT_DIR)`` and ``sound2image generate --unet EXPORT_DIR`` read it.
+``SounDiffPipeline.from_pretrained(BASE, unet=EXPORT_DIR)`` and ``sound2image generate --unet EXPORT_DIR``
+read it.
 """
 
 from __future__ import annotations
