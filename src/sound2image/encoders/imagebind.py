@@ -32,6 +32,10 @@ from torch import nn
 # --- modules ------------------------------------------------------------------------------------
 
 
+# Clips per model forward for float32 on a CPU (see ImageBindAudioEncoder.embed_features).
+CPU_FLOAT32_FORWARD_CLIPS = 3
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drop the whole residual branch of a sample with probability ``p`` (training only)."""
 
@@ -326,7 +330,15 @@ class ImageBindAudioEncoder(nn.Module):
                 f"features of shape {tuple(features.shape)} are not (files * {clips}, 1, mel, frames)"
             )
         param = self.head.proj.weight
-        out = self.postprocess(self(features.to(param.device, param.dtype)).float())  # (files * clips, out)
+        features = features.to(param.device, param.dtype)
+        # float32 on a CPU runs fastest per clip in small forwards (bench/bench_embed.py: 24 clips at once
+        # were ~10 % slower per clip than 3, the activations no longer fit the caches); bf16 (AMX) and
+        # GPUs gain from large ones, so only that case is split.
+        step = (
+            CPU_FLOAT32_FORWARD_CLIPS if (param.device.type, param.dtype) == ("cpu", torch.float32) else None
+        )
+        heads = torch.cat([self(part) for part in features.split(step)]) if step else self(features)
+        out = self.postprocess(heads.float())  # (files * clips, out)
         return out.view(-1, clips, out.shape[-1]).mean(dim=1).cpu()  # (files, out)
 
     def embed(
