@@ -73,9 +73,9 @@ def main() -> int:
         ImageClassifier,
         audio_image_consistency,
         load_labelled_images,
-        train_classifier,
     )
     from sound2image.outputs import make_grid
+    from sound2image.training.classifier import train_classifier
     from sound2image.training.transformer import load_pair_tensors, preset, single_thread, train_transformer
     from sound2image.transformer import ImageTransformer, SamplingConfig, generate, tokens_to_images
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sound2image.errors import UsageError, WeightsError
-from sound2image.metrics import ClassifierConfig, ImageClassifier, audio_image_consistency, train_classifier
+from sound2image.metrics import ClassifierConfig, ImageClassifier, audio_image_consistency
+from sound2image.training.classifier import train_classifier
 
 
 def bars(count: int, seed: int) -> tuple[np.ndarray, list[str]]:

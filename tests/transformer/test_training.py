@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from sound2image.audio.sections import SectionFeatureConfig
+from sound2image.data import prepare_image
 from sound2image.training.schedules import run_progress, warmup_cosine
-from sound2image.training.transformer import TransformerTrainConfig, prepare_image, train_transformer
+from sound2image.training.transformer import TransformerTrainConfig, train_transformer
 from sound2image.transformer import ImageTransformer, SamplingConfig, generate
 from tests.transformer.tiny import tiny_config
 

@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data", required=True, help="dataset folder or manifest with labels")
-    parser.add_argument("--out", "-o", required=True, dest="out", help="directory for the classifier")
+    parser.add_argument(
+        "--out", "--output", "-o", required=True, dest="out", help="directory for the classifier"
+    )
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -41,8 +43,9 @@ def handler(args: argparse.Namespace) -> int:
 
     from sound2image.data import scan_pairs, split_pairs
     from sound2image.errors import DataError, OutputExistsError
-    from sound2image.metrics import ClassifierConfig, load_labelled_images, train_classifier
+    from sound2image.metrics import ClassifierConfig, load_labelled_images
     from sound2image.metrics.classifier import CONFIG_NAME
+    from sound2image.training.classifier import train_classifier
 
     out = Path(args.out)
     if (out / CONFIG_NAME).exists() and not args.overwrite:

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data", required=True, help="dataset folder (ADVANCE layout, same-stem folder) or manifest"
     )
     what.add_argument("--variant", choices=("L", "S"), default="L", help="paper variant (default: L)")
-    what.add_argument("--output", "-o", required=True, dest="output_dir", help="run directory")
+    what.add_argument("--output", "--out", "-o", required=True, dest="output_dir", help="run directory")
     what.add_argument(
         "--classes", type=_classes, default=None, help='comma-separated classes, e.g. "train station"'
     )

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--data", required=True, help="dataset folder or manifest (see `sound2image data check`)"
     )
-    parser.add_argument("--out", "-o", required=True, dest="out", help="run directory")
+    parser.add_argument("--out", "--output", "-o", required=True, dest="out", help="run directory")
     parser.add_argument(
         "--preset", choices=("paper", "av-digits"), default="paper", help="starting configuration"
     )

@@ -7,7 +7,7 @@
 """
 
 from sound2image.data.advance import location_of
-from sound2image.data.images import ImageInfo, load_image, probe_image
+from sound2image.data.images import ImageInfo, load_image, prepare_image, probe_image
 from sound2image.data.pairs import AUDIO_SUFFIXES, IMAGE_SUFFIXES, Pair, PairScan, scan_pairs
 from sound2image.data.robust import BadItems, load_all, load_each
 from sound2image.data.split import Split, SplitSettings, load_or_create_split, pairs_fingerprint, split_pairs
@@ -16,6 +16,7 @@ __all__ = [
     "AUDIO_SUFFIXES",
     "IMAGE_SUFFIXES",
     "BadItems",
+    "prepare_image",
     "ImageInfo",
     "Pair",
     "PairScan",

@@ -7,6 +7,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sound2image.errors import ImageError
@@ -92,3 +93,18 @@ def load_image(path: str | os.PathLike[str], mode: str | None = "RGB") -> Image.
             return image.convert(mode)
         except ValueError as error:
             raise ImageError(f"{path}: cannot convert {image.mode} image to {mode} ({error})") from None
+
+
+def prepare_image(image: Image.Image, size: int) -> np.ndarray:
+    """Grayscale (size, size) uint8: smaller images are centred on black (28×28 digits -> 32×32 with a
+    2-pixel border), larger ones centre-cropped to a square and resized with area averaging."""
+    image = image.convert("L")
+    width, height = image.size
+    if width <= size and height <= size:
+        canvas = Image.new("L", (size, size), 0)
+        canvas.paste(image, ((size - width) // 2, (size - height) // 2))
+        return np.asarray(canvas, dtype=np.uint8)
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    return np.asarray(square.resize((size, size), Image.Resampling.BOX), dtype=np.uint8)

@@ -1,4 +1,6 @@
-"""Scores and judges: a small image classifier and AIC (audio-image consistency)."""
+"""Scores and judges: a small image classifier and AIC (audio-image consistency).
+
+Fitting the classifier is in :mod:`sound2image.training.classifier`."""
 
 from sound2image.metrics.classifier import (
     ClassifierConfig,
@@ -6,7 +8,6 @@ from sound2image.metrics.classifier import (
     SmallCNN,
     audio_image_consistency,
     load_labelled_images,
-    train_classifier,
 )
 
 __all__ = [
@@ -15,5 +16,4 @@ __all__ = [
     "SmallCNN",
     "audio_image_consistency",
     "load_labelled_images",
-    "train_classifier",
 ]

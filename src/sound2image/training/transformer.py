@@ -34,6 +34,7 @@ from sound2image.audio.sections import (
     compute_section_features,
     feature_statistics,
 )
+from sound2image.data.images import prepare_image
 from sound2image.errors import DataError, Sound2ImageError, UsageError
 from sound2image.training.checkpoints import atomic_checkpoint, resolve_resume
 from sound2image.training.schedules import make_adamw, run_progress, set_lr, warmup_cosine
@@ -145,21 +146,6 @@ def preset(name: str, data: str, output_dir: str) -> TransformerTrainConfig:
 
 
 # --- data -----------------------------------------------------------------------------------------
-
-
-def prepare_image(image: Image.Image, size: int) -> np.ndarray:
-    """Grayscale (size, size) uint8: smaller images are centred on black (28×28 digits -> 32×32 with a
-    2-pixel border), larger ones centre-cropped to a square and resized with area averaging."""
-    image = image.convert("L")
-    width, height = image.size
-    if width <= size and height <= size:
-        canvas = Image.new("L", (size, size), 0)
-        canvas.paste(image, ((size - width) // 2, (size - height) // 2))
-        return np.asarray(canvas, dtype=np.uint8)
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    square = image.crop((left, top, left + side, top + side))
-    return np.asarray(square.resize((size, size), Image.Resampling.BOX), dtype=np.uint8)
 
 
 @dataclass
