@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sound2image.cli.generate import expand_seeds, pick_dtype, plan_jobs, split_weight
+from sound2image.cli.generate import pick_dtype
+from sound2image.cli.jobs import expand_seeds, plan_jobs, split_weight
 from sound2image.cli.main import main
 from sound2image.data import load_image
 from sound2image.diffusion.conditioning import embedding_from_record, encode_images

@@ -11,30 +11,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import re
-import secrets
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sound2image.cli.generate_transformer import add_transformer_arguments
+from sound2image.cli.jobs import (
+    Job,
+    Plan,
+    audio_record,
+    expand_seeds,
+    pick_device,
+    plan_jobs,
+)
 from sound2image.errors import Sound2ImageError, UsageError
 
-AUDIO_EXTENSIONS = (
-    ".wav",
-    ".flac",
-    ".mp3",
-    ".ogg",
-    ".oga",
-    ".opus",
-    ".m4a",
-    ".aac",
-    ".aif",
-    ".aiff",
-    ".webm",
-)
 SCHEDULER_NAMES = (
     "ddim",
     "ddpm",
@@ -177,112 +169,7 @@ def handler(args: argparse.Namespace) -> int:
     return generate(args)
 
 
-# ---------------------------------------------------------------------- planning
-
-
-@dataclass
-class Job:
-    """One output group: one audio (or several blended), named by ``name``."""
-
-    name: str
-    audio: list[Path]
-    weights: list[float] | None = None
-
-
-@dataclass
-class Plan:
-    jobs: list[Job] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-def split_weight(item: str) -> tuple[str, float | None]:
-    """``"rain.wav:0.7"`` -> ``("rain.wav", 0.7)``; anything else is a plain path."""
-    path, sep, suffix = item.rpartition(":")
-    if sep and path and not Path(item).exists():
-        try:
-            return path, float(suffix)
-        except ValueError:
-            pass
-    return item, None
-
-
-def find_audio(path: Path) -> list[Path]:
-    """Audio files in a folder (recursive, sorted)."""
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-
-
-def _safe_stem(path: Path) -> str:
-    return re.sub(r"[^\w.+-]+", "_", path.stem).strip("._") or "audio"
-
-
-def plan_jobs(inputs: Sequence[str], weights: Sequence[float] | None, mix: bool) -> Plan:
-    """Expand files and folders into jobs; a missing path or empty folder is a problem, not a crash."""
-    plan = Plan()
-    files: list[Path] = []
-    inline: list[float | None] = []
-    for item in inputs:
-        text, weight = split_weight(item)
-        path = Path(text)
-        if path.is_dir():
-            found = find_audio(path)
-            if not found:
-                plan.problems.append(f"{path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
-            files += found
-            inline += [weight] * len(found)
-        elif path.exists():
-            files.append(path)
-            inline.append(weight)
-        else:
-            plan.problems.append(f"{path}: no such file or folder")
-    if any(w is not None for w in inline) and weights:
-        raise UsageError("give weights either as FILE:W or with --weights, not both")
-    if any(w is not None for w in inline):
-        weights = [1.0 if w is None else w for w in inline]
-    if weights and len(weights) != len(files):
-        raise UsageError(f"--weights has {len(weights)} values for {len(files)} audio files")
-    if (weights or mix) and files:
-        name = (
-            "mix_"
-            + "+".join(_safe_stem(p) for p in files[:3])
-            + (f"+{len(files) - 3}" if len(files) > 3 else "")
-        )
-        plan.jobs.append(Job(name, files, list(weights) if weights else None))
-        return plan
-    used: set[str] = set()
-    for path in files:
-        name, n = _safe_stem(path), 2
-        while name in used:  # same stem in two folders: keep both
-            name, n = f"{_safe_stem(path)}-{n}", n + 1
-        used.add(name)
-        plan.jobs.append(Job(name, [path]))
-    return plan
-
-
-def expand_seeds(seeds: Sequence[int] | None, num_images: int) -> list[int]:
-    """Each seed s gives ``num_images`` images with seeds s, s+1, ...; no seed: a random one (recorded)."""
-    if num_images < 1:
-        raise UsageError(f"--num-images must be at least 1, got {num_images}")
-    base = list(seeds) if seeds else [secrets.randbelow(2**31)]
-    return [s + i for s in base for i in range(num_images)]
-
-
 # ---------------------------------------------------------------------- model setup
-
-
-def pick_device(name: str) -> str:
-    import torch
-
-    if name != "auto":
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: CUDA is not available on this machine")
-        if name == "mps" and not torch.backends.mps.is_available():
-            raise UsageError("--device mps: Apple MPS is not available on this machine")
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def pick_dtype(name: str, device: str) -> Any:
@@ -413,20 +300,6 @@ def base_metadata(pipe: Any, settings: Any, args: argparse.Namespace) -> dict[st
         "dtype": str(pipe.dtype).removeprefix("torch."),
         # On a GPU these change the kernels (so the last bits of the pixels); regeneration reuses them.
         "low_memory": {name: bool(getattr(args, name, False)) for name in LOW_MEMORY_OPTIONS},
-    }
-
-
-def audio_record(path: Path, clip: Any, weight: float | None) -> dict[str, Any]:
-    from sound2image.outputs import file_sha256
-
-    return {
-        "file": path.name,
-        "path": str(path),
-        "sha256": file_sha256(path),
-        "weight": weight,
-        "duration": round(float(clip.duration), 6),
-        "window": [0.0, round(float(clip.duration), 6)],
-        "length_action": getattr(clip, "length_action", "none"),
     }
 
 

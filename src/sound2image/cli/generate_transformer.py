@@ -78,7 +78,7 @@ def run_transformer(args: argparse.Namespace) -> int:
     import torch
 
     from sound2image.audio.sections import SectionFeatureConfig, load_for_features, section_spectra
-    from sound2image.cli.generate import expand_seeds, pick_device, plan_jobs
+    from sound2image.cli.jobs import expand_seeds, pick_device, plan_jobs
     from sound2image.outputs import resolve_output_path
     from sound2image.transformer import ImageTransformer, generate, tokens_to_images
 
@@ -152,7 +152,7 @@ def _write(
 
     from PIL import Image
 
-    from sound2image.cli.generate import audio_record
+    from sound2image.cli.jobs import audio_record
     from sound2image.outputs import resolve_output_path, save_png
 
     name = f"{job.name}_seed{seed}"
