@@ -613,15 +613,27 @@ def _limit_frames(info: AudioInfo, max_duration: float | None) -> int | None:
 # --- public API -------------------------------------------------------------------------------------
 
 
-def probe_audio(source: AudioSource, *, name: str | None = None) -> AudioInfo:
+def probe_audio(
+    source: AudioSource, *, name: str | None = None, max_duration: float | None = None
+) -> AudioInfo:
     """Read a sound file's header only: container, codec, sample rate, channels, frames, duration.
 
     Raises the specific :class:`~sound2image.errors.AudioError` for a missing, empty, non-audio,
-    damaged or (WAV) truncated file, and :class:`~sound2image.errors.MissingExtraError` when the
-    format needs PyAV and it is not installed. A file object is read to its end (then closed by the
-    caller as usual).
+    damaged or (WAV) truncated file, or one longer than ``max_duration`` seconds when given, and
+    :class:`~sound2image.errors.MissingExtraError` when the format needs PyAV and it is not installed.
+    A file object is read to its end (then closed by the caller as usual).
     """
-    return _probe(_resolve(source, name))
+    src = _resolve(source, name)
+    info = _probe(src)
+    _check_max_duration(src.name, info, max_duration)
+    return info
+
+
+def _check_max_duration(name: str, info: AudioInfo, max_duration: float | None) -> None:
+    if max_duration is not None and info.duration > max_duration:
+        raise AudioTooLongError(
+            f"{name}: {info.duration:.1f} s long, more than the {max_duration:g} s limit (max_duration)"
+        )
 
 
 def load_audio(
@@ -668,10 +680,7 @@ def load_audio(
 
     # 2. Read the header; reject what is too long before decoding anything.
     info = _probe(src)
-    if max_duration is not None and info.duration > max_duration:
-        raise AudioTooLongError(
-            f"{src.name}: {info.duration:.1f} s long, more than the {max_duration:g} s limit (max_duration)"
-        )
+    _check_max_duration(src.name, info, max_duration)
     if info.exact_length and info.frames == 0:
         raise NoSamplesError(f"{src.name}: the file holds no audio samples (0 frames)")
 

@@ -124,13 +124,13 @@ def _drop_unreadable(
     files: list[tuple[Path, str]], bad: list[tuple[str, str]]
 ) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
     """Header-check every file before the encoder loads, so bad files are reported even without weights."""
-    from sound2image.audio import probe_audio
+    from sound2image.audio import DEFAULT_MAX_DURATION, probe_audio
     from sound2image.errors import Sound2ImageError
 
     kept = []
     for path, name in files:
         try:
-            probe_audio(path)
+            probe_audio(path, max_duration=DEFAULT_MAX_DURATION)  # the limit embedding applies too
         except Sound2ImageError as error:
             bad.append((str(path), str(error).removeprefix(f"{path}: ")))  # the line names the file once
         else:

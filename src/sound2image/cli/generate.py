@@ -382,17 +382,12 @@ def drop_unreadable(plan: Plan, max_duration: float | None) -> Plan:
     and no one waits minutes for weights to load only to learn that the input was unusable.
     """
     from sound2image.audio import probe_audio
-    from sound2image.errors import AudioTooLongError
 
     kept = Plan(problems=list(plan.problems))
     for job in plan.jobs:
         try:
             for path in job.audio:
-                seconds = probe_audio(path).duration
-                if max_duration and seconds > max_duration:
-                    raise AudioTooLongError(
-                        f"{path}: {seconds:.1f} s is over the {max_duration:.0f} s limit (--max-duration)"
-                    )
+                probe_audio(path, max_duration=max_duration or None)
         except Sound2ImageError as error:
             kept.problems.append(str(error))
         else:
