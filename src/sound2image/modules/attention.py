@@ -163,8 +163,15 @@ class LocalSelfAttention(nn.Module):
         starts = torch.arange(n_blocks, device=q.device)[:, None, None] * block
         # key position = start - memory + c; it must be <= query position (start + r) and >= 0.
         mask = (col <= row + memory)[None] & (starts - memory + col[None] >= 0)  # (nb, Lq, Lm + Lq)
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, nb, Lq, hd)
+        # Written out rather than F.scaled_dot_product_attention(attn_mask=mask): with a mask, SDPA on
+        # a CPU takes its generic path, which also scans for fully masked rows (none exist here: every
+        # query sees itself); forward + backward of this layer went from 71 to 41 ms at batch 16.
+        bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+        scores = (q @ k.transpose(-1, -2)) * head_dim**-0.5 + bias  # (B, H, nb, Lq, Lm + Lq)
+        weights = scores.float().softmax(dim=-1).to(v.dtype)
+        if self.training and self.dropout > 0:
+            weights = F.dropout(weights, self.dropout)
+        y = weights @ v  # (B, H, nb, Lq, hd)
         return y.reshape(batch, n_heads, n_blocks * block, head_dim)[:, :, :length]
 
     def _windows(self, x: torch.Tensor, tail: int) -> torch.Tensor:

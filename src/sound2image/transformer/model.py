@@ -357,7 +357,7 @@ class ImageTransformer(nn.Module):
                     f"{weights}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}"
                 )
         model.load_state_dict(state)
-        return model.eval(), record
+        return model.to(map_location).eval(), record
 
 
 def read_model_record(directory: str | os.PathLike[str]) -> dict[str, Any]:
