@@ -45,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=None)
     parser.add_argument("--pixel-positions", choices=("1d", "2d"), default=None)
     parser.add_argument("--min-lr", type=float, default=None)
+    parser.add_argument("--train-seed", type=int, default=None, help="training seed (default 42)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-train", action="store_true", help="reuse the model in --run-dir/model")
     parser.add_argument("--classifier", default=None, help="reuse a saved classifier directory")
@@ -114,6 +115,8 @@ def main() -> int:
     for name in ("max_steps", "epochs", "batch_size", "lr", "warmup_steps", "min_lr"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if args.train_seed is not None:
+        overrides["seed"] = args.train_seed
     model_overrides = {}
     for arg, name in (
         ("pixel_positions", "pixel_positions"),

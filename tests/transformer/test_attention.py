@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from sound2image.modules import KVCache, LocalSelfAttention, local_attention_mask
+from sound2image.modules.attention import masked_attention
 
 
 def reference_mask(seq_len: int, block: int | None, memory: int | None) -> torch.Tensor:
@@ -85,3 +86,15 @@ def test_global_attention_cache_matches_causal_attention() -> None:
     cache = KVCache.allocate(1, 2, attention.cache_window(9), 4)
     steps = torch.cat([attention(x[:, t : t + 1], cache) for t in range(9)], dim=1)
     torch.testing.assert_close(steps, _dense_reference(attention, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_masked_attention_equals_sdpa_with_the_same_mask(seed: int) -> None:
+    """The written-out masked softmax against PyTorch's own SDPA (reference), random masks in which every
+    query sees at least one key."""
+    generator = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, 3, n, 8, generator=generator) for n in (5, 7, 7))
+    mask = torch.rand(5, 7, generator=generator) < 0.5
+    mask[torch.arange(5), torch.randint(0, 7, (5,), generator=generator)] = True
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(masked_attention(q, k, v, mask), expected, rtol=1e-5, atol=1e-6)

@@ -39,6 +39,24 @@ def local_attention_mask(
     return causal & (j >= block_start - memory_length)
 
 
+def masked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout: float = 0.0
+) -> torch.Tensor:
+    """``softmax(q kᵀ / √d, masked) v`` for (..., Lq, d) queries and (..., Lk, d) keys/values.
+
+    ``mask`` (broadcast to (..., Lq, Lk)) is True where a query may see a key; every query must see at
+    least one. Written out rather than ``F.scaled_dot_product_attention(attn_mask=mask)``: with a mask,
+    SDPA on a CPU takes a generic path that also scans for fully masked rows, and the local-attention
+    layer's forward + backward went from 71 to 41 ms (batch 16, 32×32 image, 2 cores).
+    """
+    bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5 + bias  # (..., Lq, Lk)
+    weights = scores.float().softmax(dim=-1).to(v.dtype)
+    if dropout > 0:
+        weights = F.dropout(weights, dropout)
+    return weights @ v  # (..., Lq, d)
+
+
 def _split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     batch, length, width = x.shape
     return x.view(batch, length, n_heads, width // n_heads).transpose(1, 2)  # (B, H, T, hd)
@@ -163,15 +181,8 @@ class LocalSelfAttention(nn.Module):
         starts = torch.arange(n_blocks, device=q.device)[:, None, None] * block
         # key position = start - memory + c; it must be <= query position (start + r) and >= 0.
         mask = (col <= row + memory)[None] & (starts - memory + col[None] >= 0)  # (nb, Lq, Lm + Lq)
-        # Written out rather than F.scaled_dot_product_attention(attn_mask=mask): with a mask, SDPA on
-        # a CPU takes its generic path, which also scans for fully masked rows (none exist here: every
-        # query sees itself); forward + backward of this layer went from 71 to 41 ms at batch 16.
-        bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
-        scores = (q @ k.transpose(-1, -2)) * head_dim**-0.5 + bias  # (B, H, nb, Lq, Lm + Lq)
-        weights = scores.float().softmax(dim=-1).to(v.dtype)
-        if self.training and self.dropout > 0:
-            weights = F.dropout(weights, self.dropout)
-        y = weights @ v  # (B, H, nb, Lq, hd)
+        p = self.dropout if self.training else 0.0
+        y = masked_attention(q, k, v, mask, p)  # (B, H, nb, Lq, hd); every query sees itself
         return y.reshape(batch, n_heads, n_blocks * block, head_dim)[:, :, :length]
 
     def _windows(self, x: torch.Tensor, tail: int) -> torch.Tensor:
@@ -200,6 +211,7 @@ class LocalSelfAttention(nn.Module):
         if self.is_local:
             lowest = (position // self.block_size) * self.block_size - self.memory_length
         valid = (cache.positions >= max(lowest, 0)) & (cache.positions <= position)  # (W,)
+        # One query: here SDPA's single call beats the written-out form (46 vs 81 µs at batch 1).
         return F.scaled_dot_product_attention(q, cache.keys, cache.values, attn_mask=valid[None, :])
 
 
