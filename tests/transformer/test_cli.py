@@ -137,3 +137,16 @@ def test_generate_with_a_missing_model_is_a_one_line_error(tmp_path, capsys) -> 
     code = main(["generate", "x.wav", "--model", f"transformer:{tmp_path / 'nope'}", "--out", str(tmp_path)])
     assert code == 2
     assert "no such model directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["warp-drive", "cuda:x"])
+def test_generate_with_an_unusable_device_is_a_one_line_error(trained, tmp_path, capsys, device) -> None:
+    """Same device check as `embed` (one function, cli/jobs.pick_device); nothing is written."""
+    out = tmp_path / "out"
+    model = f"transformer:{trained / 'run' / 'model'}"
+    args = ["generate", str(trained / "tone0.wav"), "--model", model, "--out", str(out), "--device", device]
+    code = main(args)
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"--device {device}:" in err, err
+    assert not out.exists() or not any(out.iterdir())

@@ -6,10 +6,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import torch
 
 EMBED_EPILOG = """\
 Examples:
@@ -49,9 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--batch-size", dest="batch_size", type=int, default=8, help="files per batch (default 8)"
     )
     parser.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda, else mps, else cpu)"
+        "--device", default=None, help="auto (default: cuda, else mps, else cpu), cpu, cuda, cuda:1, mps"
     )
-    parser.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
+    parser.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16 (or fp32, fp16, bf16)")
     parser.add_argument(
         "--clips-per-file",
         dest="clips_per_file",
@@ -91,33 +87,6 @@ def collect_files(inputs: list[str]) -> tuple[list[tuple[Path, str]], list[tuple
     if len(set(names)) != len(names):
         names = [name if folder is None else f"{folder.rstrip('/')}/{name}" for _, name, folder in found]
     return [(path, name) for (path, _, _), name in zip(found, names, strict=True)], bad
-
-
-def _default_device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def _check_device(name: str) -> torch.device:
-    """``--device`` as a torch device, or a UsageError when it is unknown or not present here."""
-    import torch
-
-    from sound2image.errors import UsageError
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name}: unknown device (use cpu, cuda, cuda:N or mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"--device {name}: MPS is not available on this machine")
-    return device
 
 
 def _drop_unreadable(
@@ -160,11 +129,12 @@ def run_embed(args: argparse.Namespace) -> int:
 
     import torch
 
+    from sound2image.cli.jobs import pick_device
     from sound2image.encoders.imagebind import ImageBindAudioEncoder, resolve_dtype, save_embeddings
     from sound2image.encoders.preprocess import preprocess_audio
 
     dtype = resolve_dtype(args.dtype)
-    device = _check_device(args.device or _default_device())
+    device = torch.device(pick_device(args.device))
     encoder = ImageBindAudioEncoder.from_pretrained(args.weights, local_files_only=args.offline)
     encoder.to(device=device, dtype=dtype).eval()
     config = encoder.sampling_config(args.clips_per_file, "cover" if args.clips_per_file else None)

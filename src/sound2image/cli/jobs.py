@@ -112,20 +112,26 @@ def expand_seeds(seeds: Sequence[int] | None, num_images: int) -> list[int]:
     return [s + i for s in base for i in range(num_images)]
 
 
-def pick_device(name: str) -> str:
+def pick_device(name: str | None) -> str:
+    """``--device``: ``auto``/None = cuda, else mps, else cpu; any other name is checked to exist here
+    (a UsageError names it when it is unknown or absent)."""
     import torch
 
-    if name != "auto":
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: CUDA is not available on this machine")
-        if name == "mps" and not torch.backends.mps.is_available():
-            raise UsageError("--device mps: Apple MPS is not available on this machine")
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    if name is None or name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name}: unknown device (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: Apple MPS is not available on this machine")
+    return name
 
 
 def audio_record(path: Path, clip: Any, weight: float | None) -> dict[str, Any]:
