@@ -47,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--device", default=None, help="auto (default: cuda, else mps, else cpu), cpu, cuda, cuda:1, mps"
     )
-    parser.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16 (or fp32, fp16, bf16)")
+    parser.add_argument(
+        "--dtype", default="float32", help="float32 (default), float16 or bfloat16 (or fp32, fp16, bf16)"
+    )
     parser.add_argument(
         "--clips-per-file",
         dest="clips_per_file",
