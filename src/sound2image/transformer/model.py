@@ -342,7 +342,7 @@ class ImageTransformer(nn.Module):
         if not weights.is_file():
             raise WeightsError(f"{weights}: missing (not an Image Transformer directory?)")
         try:
-            state = load_file(str(weights), device=str(map_location))
+            state = load_file(str(weights))  # to the CPU model built above; moved once, at the end
         except Exception as error:  # safetensors raises several types for damaged files
             raise WeightsError(f"{weights}: cannot read weights ({error})") from error
         expected = model.state_dict()
