@@ -37,6 +37,8 @@ TINY = [
     "--val-fraction",
     "0",
     "--no-progress",
+    "--reranker-epochs",
+    "2",
 ]
 
 
@@ -64,6 +66,8 @@ def test_train_writes_a_loadable_model_and_its_settings(trained) -> None:
         "log.jsonl",
         "model/config.json",
         "model/model.safetensors",
+        "model/reranker/config.json",
+        "model/reranker/model.safetensors",
     ):
         assert (run / name).is_file(), name
 
@@ -150,3 +154,36 @@ def test_generate_with_an_unusable_device_is_a_one_line_error(trained, tmp_path,
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"--device {device}:" in err, err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_generate_best_of_n_keeps_a_draw_and_records_the_ranking(trained, tmp_path) -> None:
+    model = f"transformer:{trained / 'run' / 'model'}"
+    common = ["generate", str(trained / "tone1.wav"), "--model", model, "--seed", "2", "--temperature", "1"]
+    assert main([*common, "--out", str(tmp_path / "best"), "--candidates", "3"]) == 0
+    meta = read_png_metadata(tmp_path / "best" / "tone1_seed2.png")
+    ranking = meta["best_of"]
+    assert ranking["candidates"] == 3 and len(ranking["scores"]) == 3
+    assert ranking["kept"] == int(np.argmax(ranking["scores"]))
+    # draw 0 is the plain image of the same seed
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert "best_of" not in read_png_metadata(tmp_path / "plain" / "tone1_seed2.png")
+    if ranking["kept"] == 0:
+        plain = np.asarray(Image.open(tmp_path / "plain" / "tone1_seed2.png"))
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "best" / "tone1_seed2.png")), plain)
+
+
+def test_best_of_n_without_a_scorer_is_a_one_line_error(trained, tmp_path, capsys) -> None:
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(trained / "run" / "model" / name, bare / name)
+    out = tmp_path / "out"
+    args = ["generate", str(trained / "tone0.wav"), "--model", f"transformer:{bare}", "--out", str(out)]
+    assert main([*args, "--candidates", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no reranker/ scorer" in err, err
+    assert main([*args, "--candidates", "0"]) == 2
+    assert "--candidates must be at least 1" in capsys.readouterr().err
+    assert not out.exists()

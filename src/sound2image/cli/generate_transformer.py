@@ -32,6 +32,14 @@ def add_transformer_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--top-p", dest="top_p", type=float, default=None, help="nucleus sampling mass, 0..1")
     group.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        metavar="N",
+        help="draw N images per sound and keep the one the model's audio-image scorer ranks first "
+        "(needs DIR/reranker; N times the sampling time)",
+    )
+    group.add_argument(
         "--upscale",
         type=int,
         default=0,
@@ -70,6 +78,13 @@ def _check_args(args: argparse.Namespace) -> Path:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.upscale < 0 or args.upscale > 64:
         raise UsageError(f"--upscale must be between 0 and 64, got {args.upscale}")
+    if args.candidates < 1:
+        raise UsageError(f"--candidates must be at least 1, got {args.candidates}")
+    if args.candidates > 1 and not (directory / "reranker" / "config.json").is_file():
+        raise UsageError(
+            f"--candidates {args.candidates}: {directory} has no reranker/ scorer "
+            "(train with --preset av-digits or --reranker-epochs N)"
+        )
     return directory
 
 
@@ -81,6 +96,7 @@ def run_transformer(args: argparse.Namespace) -> int:
     from sound2image.cli.jobs import expand_seeds, pick_device, plan_jobs
     from sound2image.outputs import resolve_output_path
     from sound2image.transformer import ImageTransformer, generate, tokens_to_images
+    from sound2image.transformer.reranker import RERANKER_DIR, AudioImageScorer, generate_best_of
 
     # 1. Check inputs and refuse existing outputs before any work.
     directory = _check_args(args)
@@ -101,6 +117,9 @@ def run_transformer(args: argparse.Namespace) -> int:
     # 2. Model and features (a bad audio file is reported; the others go on).
     device = pick_device(args.device)
     model, record = ImageTransformer.from_pretrained(directory, map_location=device)
+    scorer = None
+    if args.candidates > 1:
+        scorer, _ = AudioImageScorer.from_pretrained(directory / RERANKER_DIR, map_location=device)
     features_config = SectionFeatureConfig.from_dict(record.get("features", {}))
     items = []
     for job in plan.jobs:
@@ -112,20 +131,31 @@ def run_transformer(args: argparse.Namespace) -> int:
             continue
         items.append((job, clip, torch.from_numpy(section_spectra(clip.samples, features_config))))
 
-    # 3. Sample in batches of (audio, seed) rows, one generator per row.
+    # 3. Sample in batches of (audio, seed) rows, one generator per row (per candidate with --candidates).
     rows = [(job, clip, feats, seed) for job, clip, feats in items for seed in seeds]
     written: list[Path] = []
     for start in range(0, len(rows), args.batch_size):
         chunk = rows[start : start + args.batch_size]
         sampling = _sampling(args, record, chunk[0][3])
-        generators = [torch.Generator().manual_seed(seed) for *_, seed in chunk]
         features = torch.stack([feats for _, _, feats, _ in chunk]).to(device)
-        tokens = generate(model, features, sampling, generator=generators, progress=True)
-        images = tokens_to_images(tokens, model.config.image_size).numpy()
-        for (job, clip, _, seed), pixels in zip(chunk, images, strict=True):
-            written += _write(
-                out, job, clip, seed, pixels, _sampling(args, record, seed), directory, record, args
+        row_seeds = [seed for *_, seed in chunk]
+        ranking: list[dict[str, Any] | None] = [None] * len(chunk)
+        if scorer is None:
+            generators = [torch.Generator().manual_seed(seed) for seed in row_seeds]
+            tokens = generate(model, features, sampling, generator=generators, progress=True)
+        else:
+            best = generate_best_of(
+                model, scorer, features, sampling, args.candidates, seeds=row_seeds, progress=True
             )
+            tokens = best.tokens
+            ranking = [
+                {"candidates": args.candidates, "kept": int(k), "scores": [round(float(v), 4) for v in row]}
+                for k, row in zip(best.chosen, best.scores, strict=True)
+            ]
+        images = tokens_to_images(tokens, model.config.image_size).numpy()
+        for (job, clip, _, seed), pixels, rank in zip(chunk, images, ranking, strict=True):
+            sampling = _sampling(args, record, seed)
+            written += _write(out, job, clip, seed, pixels, sampling, directory, record, args, rank)
     total = len(plan.jobs) + len(plan.problems)
     print(f"wrote {len(rows)} image(s) to {out} from {len(items)} of {total} input(s)")
     if len(problems):
@@ -146,6 +176,7 @@ def _write(
     directory: Path,
     record: dict[str, Any],
     args: argparse.Namespace,
+    ranking: dict[str, Any] | None = None,
 ) -> list[Path]:
     """The 32×32 PNG and, with ``--upscale N``, an N-times larger nearest-neighbour view."""
     import dataclasses
@@ -167,6 +198,7 @@ def _write(
         },
         **{k: v for k, v in dataclasses.asdict(sampling).items() if k != "seed"},
         "seed": seed,
+        **({"best_of": ranking} if ranking else {}),
         "audio": [audio_record(job.audio[0], clip, None)],
         "device": str(args.device),
     }

@@ -15,7 +15,8 @@ EPILOG = """Examples:
 
 The run directory gets training_config.json, split.json, log.jsonl, samples/step-*.png (real images on
 top, generated below), checkpoints/checkpoint-<step>/ and, at the end, model/ for
-`sound2image generate --model transformer:runs/it-digits/model`.
+`sound2image generate --model transformer:runs/it-digits/model` (with model/reranker/, the
+best-of-N scorer, when one was trained: `generate ... --candidates 8`).
 """
 
 
@@ -70,6 +71,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument(
         "--cond-dropout", type=float, default=None, help="share of examples trained without audio"
     )
+    rerank = parser.add_argument_group("best-of-N scorer")
+    rerank.add_argument(
+        "--reranker-epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train the contrastive audio-image scorer for N epochs before the transformer, inside the "
+        "same --max-minutes (0 = none; preset av-digits: 30, paper: none); used by generate --candidates",
+    )
     features = parser.add_argument_group("audio features")
     features.add_argument("--sample-rate", type=int, default=None)
     features.add_argument("--duration", type=float, default=None, help="seconds of audio used per clip")
@@ -121,6 +131,8 @@ def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (import
     import dataclasses
 
     from sound2image.audio.sections import SectionFeatureConfig
+    from sound2image.errors import UsageError
+    from sound2image.training.reranker import RerankerTrainConfig
     from sound2image.training.transformer import preset
 
     config = preset(args.preset, args.data, args.out)
@@ -135,10 +147,19 @@ def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (import
         **{f: getattr(args, a) for a, f in _MODEL.items() if getattr(args, a) is not None},
     )
     run = {name: getattr(args, name) for name in _RUN if getattr(args, name) is not None}
+    if args.reranker_epochs is not None:
+        if args.reranker_epochs < 0:
+            raise UsageError(f"--reranker-epochs must be >= 0, got {args.reranker_epochs}")
+        base = config.reranker or RerankerTrainConfig()
+        run["reranker"] = (
+            dataclasses.replace(base, epochs=args.reranker_epochs) if args.reranker_epochs else None
+        )
     return dataclasses.replace(config, features=features, model=model, progress=not args.no_progress, **run)
 
 
 def handler(args: argparse.Namespace) -> int:
+    import json
+
     import torch
 
     from sound2image.training.transformer import train_transformer
@@ -158,4 +179,9 @@ def handler(args: argparse.Namespace) -> int:
     print(
         f"model: {result.model_dir}  (sound2image generate --model transformer:{result.model_dir} AUDIO...)"
     )
+    scorer = result.model_dir / "reranker" / "config.json"
+    if scorer.is_file():
+        last = json.loads(scorer.read_text())["history"][-1]
+        report = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith("val_"))
+        print(f"best-of-N scorer: {scorer.parent} ({report}); use generate ... --candidates N")
     return 0

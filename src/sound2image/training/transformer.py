@@ -11,12 +11,17 @@
 4. every ``eval_every`` steps: validation bits per pixel and a grid of samples from validation audio;
    every ``checkpoint_every`` steps: an atomic checkpoint that ``resume="latest"`` continues from;
 5. export the final model to ``<output_dir>/model`` (what ``generate --model transformer:DIR`` loads).
+
+With ``reranker`` set (preset ``av-digits``), a small contrastive audio-image scorer is trained first on
+the same training pairs (:mod:`sound2image.training.reranker`, no labels), inside the same time budget,
+and exported to ``<output_dir>/model/reranker`` for best-of-N sampling (``generate --candidates N``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,8 +42,10 @@ from sound2image.audio.sections import (
 from sound2image.data.images import prepare_image
 from sound2image.errors import DataError, Sound2ImageError, UsageError
 from sound2image.training.checkpoints import atomic_checkpoint, resolve_resume
+from sound2image.training.reranker import RerankerTrainConfig, reranker_record, train_reranker
 from sound2image.training.schedules import make_adamw, run_progress, set_lr, warmup_cosine
 from sound2image.transformer.model import ImageTransformer, ImageTransformerConfig
+from sound2image.transformer.reranker import RERANKER_DIR, AudioImageScorer
 from sound2image.transformer.sampling import SamplingConfig, generate, tokens_to_images
 
 TRAINING_CONFIG_NAME = "training_config.json"
@@ -71,6 +78,7 @@ class TransformerTrainConfig:
     checkpoints_total_limit: int | None = 2
     num_sample_images: int = 10
     sample: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0))
+    reranker: RerankerTrainConfig | None = None
     max_pairs: int | None = None
     resume: str | None = None
     progress: bool = True
@@ -102,6 +110,8 @@ class TransformerTrainConfig:
         values["features"] = SectionFeatureConfig.from_dict(values.get("features", {}))
         values["model"] = ImageTransformerConfig.from_dict(values.get("model", {}))
         values["sample"] = SamplingConfig(**values.get("sample", {}))
+        if values.get("reranker") is not None:
+            values["reranker"] = RerankerTrainConfig(**values["reranker"])
         return cls(**values)
 
 
@@ -140,7 +150,9 @@ def preset(name: str, data: str, output_dir: str) -> TransformerTrainConfig:
             warmup_steps=100,
             eval_every=500,
             checkpoint_every=500,
-            sample=SamplingConfig(temperature=0.8, guidance_scale=2.0),
+            sample=SamplingConfig(temperature=1.0, guidance_scale=3.0),
+            # best-of-N scorer: ~1.5 min of the budget on this CPU (see transformer/reranker.py)
+            reranker=RerankerTrainConfig(),
         )
     raise UsageError(f"unknown preset {name!r} (choose paper or av-digits)")
 
@@ -344,9 +356,12 @@ def train_transformer(config: TransformerTrainConfig) -> TrainResult:
     optimizer = make_adamw(model, config.lr, config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
+    # The best-of-N scorer first: its time comes out of the same budget, so the transformer gets the rest.
+    reranker_s = _reranker_stage(config, model, train, val, out, device)
+
     steps_per_epoch = max(1, len(train) // config.batch_size)
     max_steps = config.max_steps or max(1, int(config.epochs * steps_per_epoch))
-    budget_s = config.max_minutes * 60 if config.max_minutes else None
+    budget_s = max(config.max_minutes * 60 - reranker_s, 0.0) if config.max_minutes else None
     step, elapsed_before, history = 0, 0.0, []
 
     # Resume: weights, optimiser, step, elapsed time and the data order.
@@ -412,8 +427,41 @@ def train_transformer(config: TransformerTrainConfig) -> TrainResult:
     # 5. Export.
     model_dir = out / "model"
     model.save_pretrained(model_dir, _record(config, classes))
+    if config.reranker is not None:
+        shutil.copytree(out / RERANKER_DIR, model_dir / RERANKER_DIR, dirs_exist_ok=True)
     (out / "history.json").write_text(json.dumps(history, indent=2))
     return TrainResult(model_dir, step, elapsed, train_loss, history[-1].get("val_bpp"), problems, history)
+
+
+def _reranker_stage(
+    config: TransformerTrainConfig,
+    model: ImageTransformer,
+    train: PairTensors,
+    val: PairTensors,
+    out: Path,
+    device: torch.device,
+) -> float:
+    """Train the scorer into ``<out>/reranker`` (or, when resuming, keep the one there); its seconds."""
+    if config.reranker is None:
+        return 0.0
+    directory = out / RERANKER_DIR
+    if config.resume is not None and (directory / "config.json").is_file():
+        _, record = AudioImageScorer.from_pretrained(directory)
+        return float(record.get("train_seconds", 0.0))
+    result = train_reranker(
+        train.features,
+        train.pixels,
+        config.reranker,
+        feature_stats=(model.feature_mean.cpu(), model.feature_std.cpu()),
+        val=(val.features, val.pixels) if len(val) >= 2 else None,
+        val_labels=val.labels,
+        device=device,
+    )
+    result.scorer.save_pretrained(directory, reranker_record(config.reranker, result))
+    last = result.history[-1]
+    with open(out / "log.jsonl", "a") as handle:
+        handle.write(json.dumps({"reranker": last}) + "\n")
+    return result.elapsed_s
 
 
 def _evaluate(
