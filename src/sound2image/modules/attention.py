@@ -238,7 +238,9 @@ class CrossAttention(nn.Module):
     def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``memory`` (B, S, C) -> keys, values (B, H, S, hd)."""
         k, v = self.kv(memory).split(memory.shape[-1], dim=2)
-        return _split_heads(k, self.n_heads), _split_heads(v, self.n_heads)
+        # Contiguous copies, made once per image: every decoding step reads them (66 vs 48 µs per
+        # one-query attention over 500 positions on 2 CPU threads).
+        return _split_heads(k, self.n_heads).contiguous(), _split_heads(v, self.n_heads).contiguous()
 
     def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """``x`` (B, T, C) attends to the projected memory -> (B, T, C)."""
