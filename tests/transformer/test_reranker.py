@@ -179,3 +179,12 @@ def test_training_run_exports_the_scorer_and_resume_keeps_it(tmp_path) -> None:
     )
     assert resumed.steps == 6
     assert (resumed.model_dir / RERANKER_DIR / "model.safetensors").read_bytes() == weights
+
+
+def test_training_config_round_trips_with_and_without_a_scorer(tmp_path) -> None:
+    from sound2image.training.transformer import TransformerTrainConfig, preset
+
+    digits = preset("av-digits", "data", "out")
+    assert digits.reranker == RerankerTrainConfig()
+    for config in (digits, preset("paper", "data", "out")):
+        assert TransformerTrainConfig.from_dict(config.to_dict()) == config
