@@ -153,7 +153,9 @@ class LocalSelfAttention(nn.Module):
         """``x`` (B, T, C) -> (B, T, C). With ``cache``, ``x`` holds only the next token(s) to decode."""
         q, k, v = self.qkv(x).split(x.shape[-1], dim=2)
         q, k, v = (_split_heads(t, self.n_heads) for t in (q, k, v))  # (B, H, T, hd) each
-        if cache is not None:
+        if cache is not None and q.shape[2] == 1:  # the common case while sampling: one new token
+            y = self._step(q, k, v, cache)
+        elif cache is not None:
             steps = [
                 self._step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], cache)
                 for t in range(q.shape[2])
