@@ -80,6 +80,7 @@ def _check_args(args: argparse.Namespace) -> Path:
         raise UsageError(f"--upscale must be between 0 and 64, got {args.upscale}")
     if args.candidates < 1:
         raise UsageError(f"--candidates must be at least 1, got {args.candidates}")
+    # "reranker" is transformer.reranker.RERANKER_DIR, spelled out: this module must not import torch.
     if args.candidates > 1 and not (directory / "reranker" / "config.json").is_file():
         raise UsageError(
             f"--candidates {args.candidates}: {directory} has no reranker/ scorer "
