@@ -158,11 +158,10 @@ def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (import
 
 
 def handler(args: argparse.Namespace) -> int:
-    import json
-
     import torch
 
     from sound2image.training.transformer import train_transformer
+    from sound2image.transformer.reranker import RERANKER_DIR, read_scorer_record
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,9 +178,9 @@ def handler(args: argparse.Namespace) -> int:
     print(
         f"model: {result.model_dir}  (sound2image generate --model transformer:{result.model_dir} AUDIO...)"
     )
-    scorer = result.model_dir / "reranker" / "config.json"
-    if scorer.is_file():
-        last = json.loads(scorer.read_text())["history"][-1]
+    scorer = result.model_dir / RERANKER_DIR
+    if (scorer / "config.json").is_file():
+        last = read_scorer_record(scorer)["history"][-1]
         report = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith("val_"))
-        print(f"best-of-N scorer: {scorer.parent} ({report}); use generate ... --candidates N")
+        print(f"best-of-N scorer: {scorer} ({report}); use generate ... --candidates N")
     return 0

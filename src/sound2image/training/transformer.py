@@ -45,7 +45,7 @@ from sound2image.training.checkpoints import atomic_checkpoint, resolve_resume
 from sound2image.training.reranker import RerankerTrainConfig, reranker_record, train_reranker
 from sound2image.training.schedules import make_adamw, run_progress, set_lr, warmup_cosine
 from sound2image.transformer.model import ImageTransformer, ImageTransformerConfig
-from sound2image.transformer.reranker import RERANKER_DIR, AudioImageScorer
+from sound2image.transformer.reranker import RERANKER_DIR, read_scorer_record
 from sound2image.transformer.sampling import SamplingConfig, generate, tokens_to_images
 
 TRAINING_CONFIG_NAME = "training_config.json"
@@ -446,8 +446,7 @@ def _reranker_stage(
         return 0.0
     directory = out / RERANKER_DIR
     if config.resume is not None and (directory / "config.json").is_file():
-        _, record = AudioImageScorer.from_pretrained(directory)
-        return float(record.get("train_seconds", 0.0))
+        return float(read_scorer_record(directory).get("train_seconds", 0.0))  # the config, not the weights
     result = train_reranker(
         train.features,
         train.pixels,

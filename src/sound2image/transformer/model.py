@@ -319,15 +319,7 @@ class ImageTransformer(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
         """Write ``config.json`` (model config + ``extra``, e.g. feature settings), ``model.safetensors``."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        record = {"format": FORMAT, "model": asdict(self.config), **(extra or {})}
-        (directory / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True))
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME))
-        return directory
+        return save_model_directory(self, directory, FORMAT, extra)
 
     @classmethod
     def from_pretrained(
@@ -360,15 +352,33 @@ class ImageTransformer(nn.Module):
         return model.to(map_location).eval(), record
 
 
-def read_model_record(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``config.json`` of a saved Image Transformer, checked for its format marker."""
+def save_model_directory(
+    model: nn.Module, directory: str | os.PathLike[str], marker: str, extra: dict[str, Any] | None = None
+) -> Path:
+    """``config.json`` (format ``marker``, the model's config dataclass, ``extra``) and ``model.safetensors``;
+    shared by the Image Transformer and its best-of-N scorer."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"format": marker, "model": asdict(model.config), **(extra or {})}
+    (directory / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_NAME))
+    return directory
+
+
+def read_model_record(
+    directory: str | os.PathLike[str], marker: str = FORMAT, what: str = "Image Transformer"
+) -> dict[str, Any]:
+    """The ``config.json`` of a saved model directory, checked for its format ``marker``."""
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
-        raise WeightsError(f"{path}: missing (not an Image Transformer directory?)")
+        raise WeightsError(f"{path}: missing (not an {what} directory?)")
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise WeightsError(f"{path}: cannot read ({error})") from error
-    if not isinstance(record, dict) or record.get("format") != FORMAT or "model" not in record:
-        raise WeightsError(f"{path}: not an Image Transformer config (no format {FORMAT!r})")
+    if not isinstance(record, dict) or record.get("format") != marker or "model" not in record:
+        raise WeightsError(f"{path}: not an {what} config (no format {marker!r})")
     return record

@@ -14,11 +14,10 @@ recording and its image share (on av-digits, the digit) is all it can learn to m
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from sound2image.errors import UsageError, WeightsError
-from sound2image.transformer.model import ImageTransformer
+from sound2image.transformer.model import (
+    WEIGHTS_NAME,
+    ImageTransformer,
+    read_model_record,
+    save_model_directory,
+)
 from sound2image.transformer.sampling import SamplingConfig, generate
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT = "sound2image-audio-image-scorer"
 #: Where a trained Image Transformer directory keeps its scorer.
 RERANKER_DIR = "reranker"
@@ -136,37 +138,29 @@ class AudioImageScorer(nn.Module):
     # --- persistence ------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        record = {"format": FORMAT, "model": asdict(self.config), **(extra or {})}
-        (directory / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True))
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME))
-        return directory
+        """Write ``config.json`` (shape + ``extra``, e.g. training history) and ``model.safetensors``."""
+        return save_model_directory(self, directory, FORMAT, extra)
 
     @classmethod
     def from_pretrained(
         cls, directory: str | os.PathLike[str], map_location: str | torch.device = "cpu"
     ) -> tuple[AudioImageScorer, dict[str, Any]]:
+        """Load a saved scorer; returns ``(scorer, record)`` where ``record`` is the whole config.json."""
         from safetensors.torch import load_file
 
-        directory = Path(directory)
-        path = directory / CONFIG_NAME
+        record = read_scorer_record(directory)
+        model = cls(RerankerConfig.from_dict(record["model"]))
+        weights = Path(directory) / WEIGHTS_NAME
         try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise WeightsError(f"{path}: cannot read the scorer config ({error})") from error
-        if not isinstance(record, dict) or record.get("format") != FORMAT:
-            raise WeightsError(f"{path}: not an audio-image scorer config (no format {FORMAT!r})")
-        model = cls(RerankerConfig.from_dict(record.get("model", {})))
-        try:
-            state = load_file(str(directory / WEIGHTS_NAME))
-            model.load_state_dict(state)
+            model.load_state_dict(load_file(str(weights)))
         except Exception as error:  # safetensors and load_state_dict raise several types
-            raise WeightsError(f"{directory / WEIGHTS_NAME}: cannot load the scorer ({error})") from error
+            raise WeightsError(f"{weights}: cannot load the scorer ({error})") from error
         return model.to(map_location).eval(), record
+
+
+def read_scorer_record(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """A saved scorer's ``config.json`` (shape, training settings and history), without its weights."""
+    return read_model_record(directory, FORMAT, "audio-image scorer")
 
 
 def candidate_seed(seed: int, index: int) -> int:
@@ -219,7 +213,7 @@ def generate_best_of(
     generators = [
         torch.Generator().manual_seed(candidate_seed(s, k)) for k in range(candidates) for s in seeds
     ]
-    tokens = generate(model, repeated, replace(config), generator=generators, progress=progress)  # (N·B, L)
+    tokens = generate(model, repeated, config, generator=generators, progress=progress)  # (N·B, L)
     tokens = tokens.view(candidates, batch, -1)
     device = next(scorer.parameters()).device
     scores = scorer.score(repeated.to(device), tokens.flatten(0, 1).to(device)).view(candidates, batch).cpu()
