@@ -73,6 +73,7 @@ def test_mono_false_on_mono_file_gives_one_channel(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("subtype", "step"),
+    # One quantisation step (encoders round or truncate); FLOAT rounds float64 to float32: <= eps / 2 * 0.9.
     [("PCM_U8", 1 / 128), ("PCM_16", 1 / 32768), ("PCM_24", 2.0**-23), ("PCM_32", 2.0**-31), ("FLOAT", 1e-7)],
 )
 def test_wav_bit_depths_decode_to_float_within_one_step(tmp_path, subtype: str, step: float) -> None:

@@ -15,6 +15,7 @@ from sound2image.diffusion.conditioning import embedding_from_record, embedding_
 from sound2image.errors import ImageError, UsageError
 from tests.diffusion.conftest import STEPS
 
+pytestmark = pytest.mark.numeric
 CAL = EmbeddingCalibration(target_norm=10.0, source="test", num_images=1)
 
 
@@ -31,6 +32,7 @@ def test_weights_are_true_proportions_whatever_the_norms():
     expected = torch.zeros(1024)
     expected[0], expected[1] = 0.7 / math.sqrt(0.58) * 10, 0.3 / math.sqrt(0.58) * 10  # hand-computed
     assert mixed.shape == (1, 1024)
+    # About 5 float32 operations (unit, weight, sum, unit, scale) on entries <= 10: 5 eps * 10 ~ 6e-6.
     assert torch.allclose(mixed[0], expected, atol=1e-5)
 
 
@@ -46,6 +48,7 @@ def test_image_weight_is_a_true_proportion():
     only_audio = mix_embeddings(audio, CAL, image_embed=image, image_weight=0.0)
     only_image = mix_embeddings(audio, CAL, image_embed=image, image_weight=1.0)
     quarter = mix_embeddings(audio, CAL, image_embed=image, image_weight=0.25)
+    # As above: a handful of float32 roundings, ~6e-6 absolute on 10 and 5 eps relative.
     assert torch.allclose(only_audio[0], _axis(0, 10.0), atol=1e-5)
     assert torch.allclose(only_image[0], _axis(1, 10.0), atol=1e-5)
     norm = math.sqrt(0.75**2 + 0.25**2)
@@ -57,9 +60,12 @@ def test_image_weight_is_a_true_proportion():
     ("kwargs", "message"),
     [
         ({"weights": [1.0]}, "2 audio inputs but 1 weights"),
-        ({"weights": [1.0, -1.0]}, "non-negative"),
+        ({"weights": [1.0, -1.0]}, r"audio_weights\[1\] must be finite and >= 0, got -1.0"),
         ({"weights": [0.0, 0.0]}, "positive sum"),
-        ({"image_embed": torch.ones(1024), "image_weight": 1.5}, "between 0 and 1"),
+        (
+            {"image_embed": torch.ones(1024), "image_weight": 1.5},
+            r"image_weight must be finite and in \[0, 1\]",
+        ),
     ],
 )
 def test_bad_mixing_settings_are_usage_errors(kwargs, message):
@@ -87,6 +93,8 @@ def test_calibration_is_the_mean_image_embedding_norm_and_skips_bad_images(pipe,
     with torch.no_grad():
         norms = pipe.unclip.image_encoder(pixels.pixel_values).image_embeds.norm(dim=-1)
     assert calibration.num_images == 3
+    # Per-image vs batched CLIP forward: matmuls may sum in another order, <= eps * K relative (K <= 64 in
+    # the tiny tower, ~8e-6 worst case); the mean of norms does not enlarge it.
     assert calibration.target_norm == pytest.approx(norms.mean().item(), rel=1e-5)
     assert len(problems) == 1 and "broken.jpg" in problems[0]
 
@@ -103,3 +111,35 @@ def test_embedding_record_round_trip_is_bit_exact():
     assert torch.equal(embedding_from_record(record), embeds)
     with pytest.raises(UsageError, match="unreadable"):
         embedding_from_record({"shape": [1, 1024], "base64": "AAAA"})
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"weights": [NAN, 1.0]}, r"^audio_weights\[0\] must be finite and >= 0, got nan$"),
+        ({"weights": [1.0, INF]}, r"^audio_weights\[1\] must be finite and >= 0, got inf$"),
+        ({"weights": [1.0, -INF]}, r"^audio_weights\[1\] must be finite and >= 0, got -inf$"),
+        ({"image_embed": torch.ones(1024), "image_weight": NAN}, r"^image_weight must be finite .*got nan$"),
+        ({"image_embed": torch.ones(1024), "image_weight": INF}, r"^image_weight must be finite .*got inf$"),
+        ({"image_embed": torch.full((1024,), NAN), "image_weight": 0.5}, "^image_embed must be finite"),
+    ],
+)
+def test_non_finite_mixing_settings_name_the_parameter(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        mix_embeddings(torch.randn(2, 1024), CAL, **kwargs)
+
+
+def test_non_finite_audio_embeddings_are_refused_not_mixed_into_nan():
+    embeds = torch.randn(2, 1024)
+    embeds[1, 3] = NAN
+    with pytest.raises(UsageError, match=r"^audio_embeds must be finite; row 1 holds NaN or infinity"):
+        mix_embeddings(embeds, CAL)
+
+
+@pytest.mark.parametrize("batch_size", [0, NAN, 2.5])
+def test_image_encoding_batch_size_is_checked(pipe, batch_size):
+    with pytest.raises(UsageError, match=f"^batch_size must be an integer >= 1, got {batch_size}$"):
+        encode_images(pipe.unclip, [object()], batch_size=batch_size)

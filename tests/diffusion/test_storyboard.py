@@ -11,6 +11,8 @@ from sound2image.diffusion.storyboard import contact_sheet, iter_storyboard, sto
 from sound2image.errors import UsageError
 from tests.diffusion.conftest import STEPS
 
+pytestmark = pytest.mark.numeric
+
 
 def test_windows_cover_the_clip_with_the_last_aligned_to_the_end(wavs):
     clip = load_audio(wavs[0])  # exactly 10.0 s
@@ -40,7 +42,7 @@ def test_each_frame_is_the_image_of_its_window(pipe, plain, wavs):
             [(clip.samples[int(frame.window.start * 22050) :][: 5 * 22050], 22050)]
         )
         embeds = raw / raw.norm() * pipe.calibration.target_norm
-        assert torch.allclose(frame.image_embeds, embeds, atol=1e-5)
+        assert torch.allclose(frame.image_embeds, embeds, atol=1e-5)  # same encoder call; rescale: a few eps
         generator = torch.Generator("cpu").manual_seed(9)
         expected = plain(
             image_embeds=frame.image_embeds, generator=generator, num_inference_steps=STEPS, output_type="np"
@@ -56,3 +58,19 @@ def test_contact_sheet_tiles_frames_in_time_order(pipe, wavs):
     assert sheet.size == (2 * (32 + 4) + 4, 2 * (32 + 14 + 4) + 4)
     top_right = np.asarray(sheet)[4 : 4 + 32, 40 : 40 + 32]
     assert np.array_equal(top_right, np.asarray(frames[1].image.convert("RGB")))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"window": float("nan")}, "^window must be finite and > 0, got nan$"),
+        ({"window": float("inf")}, "^window must be finite and > 0, got inf$"),
+        ({"window": -1.0}, "^window must be finite and > 0, got -1.0$"),
+        ({"window": 2.0, "hop": float("nan")}, "^hop must be finite and > 0, got nan$"),
+        ({"window": 2.0, "hop": float("inf")}, "^hop must be finite and > 0, got inf$"),
+        ({"window": 2.0, "hop": 0.0}, "^hop must be finite and > 0, got 0.0$"),
+    ],
+)
+def test_window_and_hop_must_be_finite_positive_seconds(wavs, kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        storyboard_windows(load_audio(wavs[0]), **kwargs)

@@ -15,6 +15,7 @@ from sound2image.encoders import ImageBindAudioConfig, ImageBindAudioEncoder
 from sound2image.encoders.imagebind import load_embeddings
 from sound2image.encoders.weights import write_audio_safetensors
 
+pytestmark = pytest.mark.numeric
 CONFIG = ImageBindAudioConfig(embed_dim=32, num_blocks=1, num_heads=2, out_embed_dim=24)
 
 
@@ -65,6 +66,7 @@ def test_embed_folder_and_file_with_bad_items(weights, tmp_path: Path, capsys: p
     embeddings, files, metadata = load_embeddings(out)
     assert files == ["beach/a.wav", "forest/b.wav", str(tmp_path / "single.wav")]
     expected = model.embed([(a, 16000), (b, 16000), (single, 16000)])
+    # Batches of 2 (the CLI) vs 3: kernels may block them differently, <= eps * K (K <= 256) relative.
     torch.testing.assert_close(embeddings, expected, atol=1e-5, rtol=1e-5)
     assert {item["file"] for item in metadata["skipped"]} == {
         str(sounds / "forest" / "broken.wav"),
@@ -101,7 +103,7 @@ def test_clips_per_file_covers_the_end(weights, tmp_path: Path) -> None:
         metadata["encoder_config"]["clips_per_file"] == 5
         and metadata["encoder_config"]["clip_layout"] == "cover"
     )
-    assert F.cosine_similarity(outs[0], outs[1]).item() < 0.9999
+    assert F.cosine_similarity(outs[0], outs[1]).item() < 0.9999  # differ by far more than rounding (~1e-7)
 
 
 def test_all_bad_writes_nothing(weights, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from sound2image.encoders.weights import (
     write_audio_safetensors,
 )
 from sound2image.errors import WeightsError
+from sound2image.hub import OFFLINE_VARIABLES
 
 # Heads of 64 dims, like the official models, so the architecture can be inferred from the shapes.
 SMALL = ImageBindAudioConfig(embed_dim=128, num_blocks=2, num_heads=2, out_embed_dim=16)
@@ -34,7 +35,7 @@ OTHER_MODALITIES = {
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the real cache, never use a real weights variable, never reach the real URL."""
     monkeypatch.setenv("SOUND2IMAGE_CACHE", str(tmp_path / "cache"))
-    for name in (WEIGHTS_ENV, "HF_HUB_OFFLINE", "SOUND2IMAGE_OFFLINE"):
+    for name in (WEIGHTS_ENV, *OFFLINE_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(weights_module, "IMAGEBIND_HUGE_URL", "http://127.0.0.1:9/unreachable.pth")
 
@@ -300,3 +301,56 @@ def test_save_pretrained_round_trips_the_config_that_shapes_cannot_tell(tmp_path
     loaded = ImageBindAudioEncoder.from_pretrained(tmp_path / "enc.safetensors")
     assert loaded.config == config  # 4 heads of 8 dims: not inferable from the shapes
     _assert_same_weights(loaded, model)
+
+
+# --- one offline rule (issue 11, E): every variable, every true spelling, no download attempted ----------
+
+
+@pytest.mark.parametrize("variable", ["SOUND2IMAGE_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+@pytest.mark.parametrize("value", ["1", "true", "TRUE", "yes", "On"])
+def test_every_offline_variable_stops_the_imagebind_download(
+    variable: str, value: str, served: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The weights are on a reachable server: only the offline rule can keep us from fetching them.
+    monkeypatch.setattr(weights_module, "IMAGEBIND_HUGE_URL", served.url)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(WeightsError) as info:
+        ImageBindAudioEncoder.from_pretrained(progress=False)
+    folder = tmp_path / "cache" / "imagebind"
+    assert str(info.value) == (
+        f"ImageBind weights not found (offline ({variable}={value}), no download): put imagebind_huge.pth "
+        f"(or {HUGE_AUDIO_NAME}) in {folder}, pass --weights PATH, or set {WEIGHTS_ENV}=PATH "
+        f"(download: {served.url})"
+    )
+    assert served.ranges == []  # no request reached the server
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["0", "false", "no", "off", ""])
+def test_false_offline_values_still_download(
+    value: str, served: _Server, source_model: ImageBindAudioEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(weights_module, "IMAGEBIND_HUGE_URL", served.url)
+    for variable in OFFLINE_VARIABLES:
+        monkeypatch.setenv(variable, value)
+    _assert_same_weights(ImageBindAudioEncoder.from_pretrained(progress=False), source_model)
+    assert served.ranges == [None]  # one plain request, the whole file
+
+
+def test_the_offline_flag_of_embed_stops_the_download(
+    served: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    from sound2image.cli.main import main
+    from tests.paths import PSEUDO_ADVANCE
+
+    wav = sorted((PSEUDO_ADVANCE / "sound" / "beach").glob("*.wav"))[0]
+    monkeypatch.setattr(weights_module, "IMAGEBIND_HUGE_URL", served.url)
+    capfd.readouterr()
+    assert main(["embed", str(wav), "-o", str(tmp_path / "e.safetensors"), "--offline"]) == 1
+    folder = tmp_path / "cache" / "imagebind"
+    assert capfd.readouterr().err == (
+        f"error: ImageBind weights not found (offline (--offline), no download): put imagebind_huge.pth "
+        f"(or {HUGE_AUDIO_NAME}) in {folder}, pass --weights PATH, or set {WEIGHTS_ENV}=PATH "
+        f"(download: {served.url})\n"
+    )
+    assert served.ranges == []

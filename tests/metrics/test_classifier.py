@@ -11,6 +11,8 @@ from sound2image.errors import UsageError, WeightsError
 from sound2image.metrics import ClassifierConfig, ImageClassifier, audio_image_consistency
 from sound2image.training.classifier import train_classifier
 
+pytestmark = pytest.mark.numeric
+
 
 def bars(count: int, seed: int) -> tuple[np.ndarray, list[str]]:
     """Noisy 16×16 images of a horizontal or a vertical bar at a random place."""

@@ -72,6 +72,7 @@ def test_train_writes_a_loadable_model_and_its_settings(trained) -> None:
         assert (run / name).is_file(), name
 
 
+@pytest.mark.numeric
 def test_generate_writes_pngs_with_metadata_and_reports_bad_files(trained, tmp_path, capsys) -> None:
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF but not really")
@@ -156,6 +157,7 @@ def test_generate_with_an_unusable_device_is_a_one_line_error(trained, tmp_path,
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.numeric
 def test_generate_best_of_n_keeps_a_draw_and_records_the_ranking(trained, tmp_path) -> None:
     model = f"transformer:{trained / 'run' / 'model'}"
     common = ["generate", str(trained / "tone1.wav"), "--model", model, "--seed", "2", "--temperature", "1"]
@@ -186,4 +188,100 @@ def test_best_of_n_without_a_scorer_is_a_one_line_error(trained, tmp_path, capsy
     assert err.count("\n") == 0 and "no reranker/ scorer" in err, err
     assert main([*args, "--candidates", "0"]) == 2
     assert "--candidates must be at least 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------- issue 11 C/D: flags, job accounting
+
+
+def _written_count(stdout: str) -> int:
+    import re
+
+    match = re.search(r"^wrote (\d+) image\(s\) to ", stdout, flags=re.MULTILINE)
+    assert match, stdout
+    return int(match.group(1))
+
+
+@pytest.mark.parametrize(
+    ("seed_args", "expected_seeds"),
+    [(["--seed", "5", "5"], [5]), (["--seed", "1", "2", "--num-images", "2"], [1, 2, 3])],
+    ids=["seed-5-5", "seed-1-2-num-images-2"],
+)
+@pytest.mark.numeric
+def test_repeated_seeds_are_made_once_and_counted(
+    trained, tmp_path, capsys, seed_args, expected_seeds
+) -> None:
+    model = f"transformer:{trained / 'run' / 'model'}"
+    out = tmp_path / "out"
+    args = ["generate", str(trained / "tone0.wav"), "--model", model, "--out", str(out), "--upscale", "2"]
+    assert main([*args, *seed_args]) == 0
+    captured = capsys.readouterr()
+    pngs = sorted(p.name for p in out.glob("tone0_seed*.png") if "_x2" not in p.name)
+    assert pngs == sorted(f"tone0_seed{s}.png" for s in expected_seeds)
+    assert len(list(out.glob("*_x2.png"))) == len(pngs)  # one upscaled view each, not counted as images
+    assert _written_count(captured.out) == len(pngs)
+    assert "repeat; each seed is made once" in captured.err and "already exists" not in captured.err
+    if len(expected_seeds) == 1:
+        return
+    # Seed 3 (never made before the fix) is the image a run with that seed alone makes.
+    alone = tmp_path / "alone"
+    last = expected_seeds[-1]
+    single = ["generate", str(trained / "tone0.wav"), "--model", model, "--seed", str(last)]
+    assert main([*single, "--out", str(alone)]) == 0
+    name = f"tone0_seed{last}.png"
+    assert np.array_equal(np.asarray(Image.open(out / name)), np.asarray(Image.open(alone / name)))
+
+
+def test_a_failing_batch_keeps_the_other_images(trained, tmp_path, capsys, monkeypatch) -> None:
+    import sound2image.cli.generate_transformer as path
+
+    original = path._sample
+
+    def fail_for_seed_2(model, scorer, features, sampling, seeds, args):
+        if seeds == [2]:
+            raise RuntimeError("out of memory (injected)")
+        return original(model, scorer, features, sampling, seeds, args)
+
+    monkeypatch.setattr(path, "_sample", fail_for_seed_2)
+    model = f"transformer:{trained / 'run' / 'model'}"
+    out = tmp_path / "out"
+    args = ["generate", str(trained / "tone0.wav"), "--model", model, "--out", str(out), "--batch-size", "1"]
+    assert main([*args, "--seed", "1", "2", "3"]) == 2
+    captured = capsys.readouterr()
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["tone0_seed1.png", "tone0_seed3.png"]
+    assert _written_count(captured.out) == len(names) == 2
+    assert "from 1 of 1 input(s)" in captured.out
+    assert "1 image(s) failed:" in captured.err
+    assert "tone0 seed 2: RuntimeError: out of memory (injected)" in captured.err
+
+
+TRANSFORMER_FLAG_CASES = [
+    ("--temperature", "nan"),
+    ("--temperature", "inf"),
+    ("--temperature", "-1.0"),
+    ("--top-p", "nan"),
+    ("--top-p", "0.0"),
+    ("--top-p", "1.5"),
+    ("--top-k", "0"),
+    ("--guidance-scale", "nan"),
+    ("--guidance-scale", "-inf"),
+    ("--guidance-scale", "-1.0"),
+    ("--num-images", "0"),
+    ("--seed", "-1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), TRANSFORMER_FLAG_CASES, ids=[f"{f}={v}" for f, v in TRANSFORMER_FLAG_CASES]
+)
+def test_every_numeric_sampling_flag_is_refused_naming_it(tmp_path, capsys, flag, value) -> None:
+    # The model directory is empty: only a check before loading can answer with the flag's problem.
+    (tmp_path / "model").mkdir()
+    out = tmp_path / "out"
+    args = ["generate", "x.wav", "--model", f"transformer:{tmp_path / 'model'}", "--out", str(out)]
+    assert main([*args, f"{flag}={value}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {flag} must be ") and err.endswith(f"got {value}"), err
     assert not out.exists()

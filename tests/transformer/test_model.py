@@ -11,6 +11,8 @@ from sound2image.errors import WeightsError
 from sound2image.transformer import ImageTransformer
 from tests.transformer.tiny import tiny_model
 
+pytestmark = pytest.mark.numeric
+
 
 def _embedding_grads(model: ImageTransformer, tokens: torch.Tensor, position: int) -> torch.Tensor:
     """d logits[:, position] / d (pixel embeddings), summed over the model width: (B, T)."""
@@ -84,7 +86,9 @@ def test_loss_is_cross_entropy_of_next_pixel() -> None:
     logits, loss = model(torch.randn(3, 6, 10), inputs, pixels)
     log_probs = logits.log_softmax(-1)
     by_hand = -sum(log_probs[b, t, pixels[b, t]] for b in range(3) for t in range(64)) / (3 * 64)
-    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    # A sequential float32 sum of 192 same-sign terms (<= 191 * eps / 2 ~ 1.1e-5 relative, worst case) vs
+    # cross_entropy's tree reduction (~eps * log2(192)).
+    assert loss.item() == pytest.approx(by_hand.item(), rel=2e-5)
 
 
 def test_save_and_load_round_trip(tmp_path) -> None:

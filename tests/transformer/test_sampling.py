@@ -10,6 +10,7 @@ from sound2image.transformer import SamplingConfig, generate, tokens_to_images
 from sound2image.transformer.sampling import choose_tokens, filter_logits
 from tests.transformer.tiny import tiny_model
 
+pytestmark = pytest.mark.numeric
 CASES = [
     SamplingConfig(temperature=0.0),  # greedy
     SamplingConfig(temperature=1.0, seed=3),
@@ -29,6 +30,8 @@ def test_cached_sampling_equals_uncached_reference(config: SamplingConfig) -> No
     cached = generate(model, audio, config)
     reference = generate(model, audio, config, use_cache=False)
     assert cached.shape == (3, 64)
+    # Tokens are discrete: the two paths' logits differ by ~1e-7 relative (test_attention), which changes a
+    # token only if a seeded draw lands that close to a CDF boundary (or a greedy tie): ~192 * 1e-6 odds.
     assert torch.equal(cached, reference)
 
 
@@ -78,6 +81,7 @@ def test_inverse_cdf_sampling_follows_the_distribution() -> None:
     logits = probabilities.log().expand(20000, 3)
     tokens = choose_tokens(logits, SamplingConfig(temperature=1.0), torch.Generator().manual_seed(0))
     frequencies = torch.bincount(tokens, minlength=3).float() / 20000
+    # Binomial sampling error: std sqrt(0.6 * 0.4 / 20000) = 0.0035 at most, so 0.015 is > 4 sigma.
     torch.testing.assert_close(frequencies, probabilities, atol=0.015, rtol=0)
 
 
@@ -111,3 +115,44 @@ def test_tokens_to_images_is_row_major() -> None:
     tokens = torch.arange(16).reshape(1, 16)
     image = tokens_to_images(tokens, 4)
     assert image.dtype == torch.uint8 and image[0, 1, 0].item() == 4 and image[0, 0, 3].item() == 3
+
+
+NAN, INF = float("nan"), float("inf")
+
+#: Every field of SamplingConfig: NaN, infinity and a value out of range (issue 11 C).
+CONFIG_CASES = [
+    ("temperature", NAN),
+    ("temperature", INF),
+    ("temperature", -0.5),
+    ("top_k", NAN),
+    ("top_k", INF),
+    ("top_k", 0),
+    ("top_p", NAN),
+    ("top_p", INF),
+    ("top_p", 0.0),
+    ("top_p", 1.5),
+    ("guidance_scale", NAN),
+    ("guidance_scale", INF),
+    ("guidance_scale", -1.0),
+    ("seed", NAN),
+    ("seed", -1),
+    ("seed", 2**63),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), CONFIG_CASES, ids=[f"{n}={v}" for n, v in CONFIG_CASES])
+def test_every_sampling_setting_is_checked_naming_the_field(name, value) -> None:
+    config = SamplingConfig(**{name: value})
+    with pytest.raises(UsageError) as info:
+        config.check()
+    message = str(info.value)
+    assert message.startswith(f"{name} must be ") and message.endswith(f"got {value}"), message
+    assert "--" not in message  # a library error names the parameter, not a CLI flag
+    with pytest.raises(UsageError, match=f"^{name} must be "):
+        generate(tiny_model(), torch.randn(1, 6, 10), config)  # generate checks before sampling
+
+
+@pytest.mark.parametrize("num_steps", [0, 65, NAN])
+def test_num_steps_must_fit_the_image(num_steps) -> None:
+    with pytest.raises(UsageError, match=r"^num_steps must be an integer in \[1, 64\], got "):
+        generate(tiny_model(), torch.randn(1, 6, 10), SamplingConfig(), num_steps=num_steps)

@@ -20,6 +20,7 @@ from sound2image.training.transformer import TransformerTrainConfig, train_trans
 from sound2image.transformer import ImageTransformer, SamplingConfig, generate
 from tests.transformer.tiny import tiny_config
 
+pytestmark = pytest.mark.numeric
 FEATURES = SectionFeatureConfig(
     sample_rate=8000, duration=0.128, num_sections=8, log_magnitude=True
 )  # 8 × 64

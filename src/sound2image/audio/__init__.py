@@ -6,6 +6,14 @@
 ((160000,), 'looped')
 """
 
+from sound2image.audio.files import (
+    AV_SUFFIXES,
+    SOUNDFILE_SUFFIXES,
+    AudioFolderScan,
+    audio_suffixes,
+    is_hidden,
+    scan_audio_folder,
+)
 from sound2image.audio.io import (
     DEFAULT_MAX_DURATION,
     AudioClip,
@@ -13,6 +21,7 @@ from sound2image.audio.io import (
     AudioSource,
     AudioWarning,
     SilentAudioWarning,
+    UnfinishedAudioWarning,
     load_audio,
     peak_dbfs,
     probe_audio,
@@ -21,18 +30,25 @@ from sound2image.audio.length import LengthPolicy, apply_length, iter_windows
 from sound2image.audio.resample import resample, resampled_length
 
 __all__ = [
+    "AV_SUFFIXES",
     "DEFAULT_MAX_DURATION",
+    "SOUNDFILE_SUFFIXES",
+    "AudioFolderScan",
     "AudioClip",
     "AudioInfo",
     "AudioSource",
     "AudioWarning",
     "LengthPolicy",
     "SilentAudioWarning",
+    "UnfinishedAudioWarning",
     "apply_length",
+    "audio_suffixes",
+    "is_hidden",
     "iter_windows",
     "load_audio",
     "peak_dbfs",
     "probe_audio",
     "resample",
     "resampled_length",
+    "scan_audio_folder",
 ]

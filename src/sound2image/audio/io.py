@@ -22,17 +22,23 @@ in chunks up to ``MAX_STREAM_BYTES``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import struct
+import sys
+import tempfile
+import threading
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from sound2image.audio.files import AV_EXTRA_HINT, AV_SUFFIXES, SOUNDFILE_SUFFIXES
 from sound2image.audio.length import LengthPolicy, apply_length, target_frames
 from sound2image.audio.resample import resample
 from sound2image.errors import (
@@ -58,16 +64,24 @@ MAX_STREAM_BYTES = 1 << 30
 BLOCK_FRAMES = 1 << 18
 #: Peak level at or below which a clip counts as silent: -90 dBFS, about one 16-bit step.
 SILENCE_PEAK = 10 ** (-90 / 20)
-#: The extra to install for the PyAV back end.
-AV_EXTRA_HINT = 'pip install "sound2image[av]"'
-
-# Containers soundfile reads, recognised by their first bytes; and those that need PyAV.
+# Containers soundfile reads, recognised by their first bytes; and those that need PyAV (libsndfile
+# cannot read them: its MPEG decoder would even take ADTS AAC for MPEG Layer I/II noise).
 _SOUNDFILE_KINDS = {"WAV", "FLAC", "OGG", "AIFF", "CAF", "AU", "MP3"}
 _AV_KINDS = {"MP4", "MATROSKA", "AVI", "AAC", "ASF", "FLV"}
-_AV_EXTENSIONS = {
-    ".m4a", ".m4b", ".mp4", ".m4v", ".mov", ".aac", ".webm", ".mkv", ".mka", ".avi", ".wma", ".wmv",
-    ".flv", ".3gp", ".opus", ".ac3", ".amr",
-}  # fmt: skip
+# How a sniffed container is named in messages.
+_KIND_NAMES = {
+    "AAC": "AAC audio (ADTS)",
+    "MP4": "an MP4/M4A container",
+    "MATROSKA": "a Matroska/WebM container",
+    "AVI": "an AVI container",
+    "ASF": "an ASF/WMA container",
+    "FLV": "an FLV container",
+}
+# Suffixes that only PyAV reads (one list with the folder scans: sound2image.audio.files).
+_AV_EXTENSIONS = AV_SUFFIXES | {".opus"}
+# PyAV containers whose header states the audio's duration (not estimated from the bit rate), so a
+# decode far shorter than it means the file was cut.
+_AV_DECLARED_LENGTH = {"mov", "mp4", "m4a", "matroska", "webm"}
 # Formats whose header states the exact number of frames, so a shorter decode means truncation.
 # (OGG and MP3 only estimate it from the stream; an MP3 with a Xing/Info tag is checked, give or
 # take one MPEG frame, and an Ogg file must end with its end-of-stream page.)
@@ -84,6 +98,10 @@ class SilentAudioWarning(AudioWarning):
     """A clip whose peak level is at or below -90 dBFS (it decodes fine but carries no sound)."""
 
 
+class UnfinishedAudioWarning(AudioWarning):
+    """A WAV whose data-chunk size was never written (0 or 0xFFFFFFFF); it was read to the end of the file."""
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """What a file's header says, without decoding the audio.
@@ -96,8 +114,12 @@ class AudioInfo:
         channels: number of channels.
         frames: samples per channel the header declares (estimated for MP3/OGG/PyAV; 0 if unknown).
         duration: ``frames / sample_rate`` in seconds (0.0 if unknown).
-        exact_length: whether ``frames`` is an exact count the decoded audio must match.
+        exact_length: whether ``frames`` is a count the decoded audio must reach (within
+            ``length_tolerance``); a shorter decode is reported as truncated.
         backend: ``"soundfile"`` or ``"av"``.
+        length_tolerance: frames the decoded audio may fall short of ``frames`` without being called
+            truncated (an MPEG frame for MP3; codec delay and padding for PyAV containers).
+        warnings: non-fatal problems found in the header (an unfinished WAV read to the end).
     """
 
     name: str
@@ -109,6 +131,8 @@ class AudioInfo:
     duration: float
     exact_length: bool = True
     backend: str = "soundfile"
+    length_tolerance: int = 0
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -151,22 +175,41 @@ class AudioClip:
 
 @dataclass
 class _Source:
-    """A path (read in place) or an in-memory buffer, with the name used in messages."""
+    """A path (read in place) or an in-memory buffer, with the name used in messages.
+
+    ``patches`` are ``(offset, bytes)`` laid over the file for the decoders only (a WAV header whose
+    data size was never written gets the real size); ``notes`` are warnings found on the way.
+    """
 
     name: str
     path: Path | None = None
     data: bytes | None = None
+    patches: tuple[tuple[int, bytes], ...] = ()
+    notes: list[str] = field(default_factory=list)
 
     @property
     def size(self) -> int:
         return self.path.stat().st_size if self.path is not None else len(self.data or b"")
 
     def open(self) -> BinaryIO:
+        """The file's own bytes (no patches)."""
         return open(self.path, "rb") if self.path is not None else io.BytesIO(self.data or b"")
 
-    def target(self) -> str | BinaryIO:
-        """What soundfile and PyAV open: the path itself (fastest) or an in-memory file."""
-        return str(self.path) if self.path is not None else io.BytesIO(self.data or b"")
+    @contextlib.contextmanager
+    def target(self) -> Iterator[str | BinaryIO]:
+        """What soundfile and PyAV open: the path itself (fastest), an in-memory file, or the file
+        with its patches laid over it; closed when the block ends."""
+        if not self.patches and self.path is not None:
+            yield str(self.path)
+            return
+        if self.path is None:
+            data = bytearray(self.data or b"")
+            for offset, patch in self.patches:
+                data[offset : offset + len(patch)] = patch
+            yield io.BytesIO(bytes(data))
+            return
+        with _PatchedFile(self.path, self.patches) as handle:
+            yield handle
 
     def head(self, n: int = 64) -> bytes:
         with self.open() as handle:
@@ -175,6 +218,124 @@ class _Source:
     @property
     def suffix(self) -> str:
         return Path(self.name).suffix.lower()
+
+
+class _PatchedFile(io.RawIOBase):
+    """A file read in place with a few byte ranges replaced (never more than a header's worth)."""
+
+    def __init__(self, path: Path, patches: tuple[tuple[int, bytes], ...]) -> None:
+        super().__init__()
+        self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._patches = patches
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        start = self._file.tell()
+        count = self._file.readinto(buffer) or 0
+        view = memoryview(buffer).cast("B")
+        for offset, patch in self._patches:
+            low, high = max(offset, start), min(offset + len(patch), start + count)
+            if low < high:
+                view[low - start : high - start] = patch[low - offset : high - offset]
+        return count
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+# --- C libraries' own messages ----------------------------------------------------------------------
+
+# libmpg123 (inside libsndfile) prints "Note: Illegal Audio-MPEG-Header …", "error: …" and "Warning: Xing
+# stream size off …" straight to file descriptor 2 while probing and decoding. While any libsndfile call
+# runs, fd 2 points at a temporary file instead; the last call to finish puts it back. A counter under
+# a lock lets threads decode at the same time (what other threads print in that window lands in the
+# file too, so the window is kept to the library call itself).
+_C_STDERR_LOCK = threading.Lock()
+_c_stderr_users = 0
+_c_stderr_saved: int | None = None
+_c_stderr_sink: BinaryIO | None = None
+#: Most characters of the libraries' text kept for one call.
+_C_STDERR_KEEP = 4096
+
+
+class _CapturedText:
+    """What C libraries wrote on fd 2 during one :func:`_quiet_c_stderr` block (``text`` after it)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def gist(self) -> str:
+        """The last line that names an error, without the library's source location; ``""`` when none."""
+        lines = [line.strip() for line in self.text.splitlines() if "error" in line.lower()]
+        if not lines:
+            return ""
+        line = lines[-1]
+        line = re.sub(r"^\[[^\]]*\]\s*", "", line)  # "[src/libmpg123/parse.c:wetwork():1349] "
+        line = re.sub(r"^error:\s*", "", line, flags=re.IGNORECASE)
+        return line[:120].rstrip(" .")
+
+
+@contextlib.contextmanager
+def _quiet_c_stderr() -> Iterator[_CapturedText]:
+    """Keep what C libraries print on fd 2 during the block out of the terminal.
+
+    The text is kept in the yielded object's ``text`` (for our own messages). Python exceptions raised
+    in the block pass through unchanged; fd 2 is restored in any case. Where fd 2 cannot be
+    duplicated (no stderr at all), the block runs as it is.
+    """
+    global _c_stderr_users, _c_stderr_saved, _c_stderr_sink
+    captured = _CapturedText()
+    with _C_STDERR_LOCK:
+        if _c_stderr_users == 0:
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                sys.stderr.flush()  # what Python already wrote goes to the real stderr first
+            try:
+                sink = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the last user leaves
+                saved = os.dup(2)
+            except OSError:
+                saved = None
+            else:
+                os.dup2(sink.fileno(), 2)
+                _c_stderr_saved, _c_stderr_sink = saved, sink
+        _c_stderr_users += 1
+        sink = _c_stderr_sink
+        start = os.fstat(sink.fileno()).st_size if sink is not None else 0
+    try:
+        yield captured
+    finally:
+        with _C_STDERR_LOCK:
+            if sink is not None:
+                end = os.fstat(sink.fileno()).st_size
+                length = min(end - start, _C_STDERR_KEEP)
+                captured.text = _read_at(sink, start, length).decode("utf-8", "replace")
+            _c_stderr_users -= 1
+            if _c_stderr_users == 0 and _c_stderr_saved is not None:
+                os.dup2(_c_stderr_saved, 2)
+                os.close(_c_stderr_saved)
+                if _c_stderr_sink is not None:
+                    _c_stderr_sink.close()
+                _c_stderr_saved, _c_stderr_sink = None, None
+
+
+def _read_at(handle: BinaryIO, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` without moving the offset the C library writes at."""
+    if length <= 0:
+        return b""
+    if hasattr(os, "pread"):
+        return os.pread(handle.fileno(), length, offset)
+    return b""  # Windows: the text is still kept off the terminal, just not read back
 
 
 def _read_stream(stream: BinaryIO, name: str) -> bytes:
@@ -258,6 +419,28 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
+def _id3_size(head: bytes) -> int:
+    """Bytes an ID3v2 tag at the start takes (0 when there is none)."""
+    if head[:3] != b"ID3" or len(head) < 10:
+        return 0
+    # ID3v2 size: 4 "syncsafe" bytes of 7 bits each, plus the 10-byte header (and a footer).
+    size = 10 + sum((byte & 0x7F) << (7 * (3 - i)) for i, byte in enumerate(head[6:10]))
+    return size + (10 if head[5] & 0x10 else 0)
+
+
+def _sniff_source(source: _Source) -> str | None:
+    """Name the container from the content; an ID3 tag is looked past (ADTS AAC can carry one too)."""
+    head = source.head()
+    kind = _sniff(head)
+    offset = _id3_size(head)
+    if kind == "MP3" and offset:
+        with source.open() as handle:
+            handle.seek(offset)
+            after = handle.read(64)
+        return _sniff(after) or kind
+    return kind
+
+
 def _looks_like_text(head: bytes) -> bool:
     """Whether the first bytes are printable UTF-8 text (AMR's "#!AMR" magic excepted)."""
     if head.startswith(b"#!AMR"):
@@ -289,18 +472,35 @@ def _not_audio_hint(head: bytes) -> str:
 # --- header parsing ---------------------------------------------------------------------------------
 
 
-def _wav_data_chunk(handle: BinaryIO, size: int) -> tuple[int, int, int] | None:
-    """Walk a RIFF/WAVE file's chunks: ``(declared data bytes, bytes present, block align)``.
+#: Data-chunk sizes that mean "not written": 0 (a recorder that crashed before closing the file) and
+#: 0xFFFFFFFF (a writer that streamed and never came back to the header).
+_UNSET_DATA_SIZES = (0, 0xFFFFFFFF)
 
-    ``None`` when the layout is not plain RIFF (RF64 keeps its sizes elsewhere) or the data size is
-    the "unknown" marker (0 or 0xFFFFFFFF) that streaming writers use.
+
+@dataclass(frozen=True)
+class _WavLayout:
+    """Where a RIFF/WAVE file's data chunk is and what its header says (byte counts)."""
+
+    declared: int  # data bytes the chunk header declares
+    present: int  # bytes in the file after the chunk header
+    block_align: int  # bytes per frame
+    offset: int  # file offset of the data chunk's header ("data" + size)
+    endian: str  # struct byte order: "<" (RIFF) or ">" (RIFX)
+    sample_rate: int
+
+
+def _wav_layout(handle: BinaryIO, size: int) -> _WavLayout | None:
+    """Walk a RIFF/WAVE file's chunks up to its data chunk.
+
+    ``None`` when the layout is not plain RIFF (RF64 keeps its sizes elsewhere), the format chunk is
+    missing before the data chunk, or there is no data chunk.
     """
     handle.seek(0)
     riff = handle.read(12)
     if riff[:4] not in (b"RIFF", b"RIFX") or riff[8:12] != b"WAVE":
         return None
     endian = "<" if riff[:4] == b"RIFF" else ">"
-    position, block_align = 12, 0
+    position, block_align, sample_rate = 12, 0, 0
     for _ in range(4096):  # a bounded walk: a garbage header cannot loop us forever
         handle.seek(position)
         header = handle.read(8)
@@ -310,28 +510,70 @@ def _wav_data_chunk(handle: BinaryIO, size: int) -> tuple[int, int, int] | None:
         if chunk_id == b"fmt ":
             body = handle.read(16)
             if len(body) >= 14:
+                sample_rate = struct.unpack(endian + "I", body[4:8])[0]
                 block_align = struct.unpack(endian + "H", body[12:14])[0]
         elif chunk_id == b"data":
-            if chunk_size in (0, 0xFFFFFFFF) or block_align == 0:
+            if block_align == 0:
                 return None
-            return chunk_size, size - position - 8, block_align
+            return _WavLayout(chunk_size, size - position - 8, block_align, position, endian, sample_rate)
         position += 8 + chunk_size + (chunk_size & 1)  # chunks are word-aligned
     return None
+
+
+def _plausible_chunk(header: bytes, room: int) -> bool:
+    """Whether 8 bytes look like a RIFF chunk header (4 printable ASCII characters, a size that fits)."""
+    if len(header) < 8 or not all(32 <= byte < 127 for byte in header[:4]):
+        return False
+    return struct.unpack("<I", header[4:])[0] <= room - 8
+
+
+def _prepare_unfinished_wav(source: _Source) -> None:
+    """A WAV whose data-chunk size was never written is read to the end of the file, with a warning.
+
+    Size 0 with bytes after the chunk header (that are not simply the next chunk): the decoders see a
+    header patched with the real size, rounded down to whole frames (libsndfile would read 0 frames).
+    Size 0xFFFFFFFF: libsndfile already reads to the end; only the warning is added.
+    """
+    with source.open() as handle:
+        layout = _wav_layout(handle, source.size)
+        if layout is None or layout.declared not in _UNSET_DATA_SIZES:
+            return
+        handle.seek(layout.offset + 8)
+        following = handle.read(8)
+    frames = max(layout.present, 0) // layout.block_align
+    if frames == 0 or (layout.declared == 0 and _plausible_chunk(following, layout.present)):
+        return  # a genuinely empty data chunk (perhaps followed by other chunks)
+    seconds = f" ({frames / layout.sample_rate:.3f} s)" if layout.sample_rate else ""
+    if layout.declared == 0:
+        data_bytes = min(frames * layout.block_align, 0xFFFFFFFF - 36)
+        riff_bytes = min(source.size - 8, 0xFFFFFFFF)
+        source.patches = (
+            (4, struct.pack(layout.endian + "I", riff_bytes)),
+            (layout.offset + 4, struct.pack(layout.endian + "I", data_bytes)),
+        )
+        what = "is 0 (an unfinished recording?)"
+    else:
+        what = "is not set (0xFFFFFFFF, written while streaming)"
+    source.notes.append(
+        f"{source.name}: the WAV data chunk's size {what}; "
+        f"read {frames} frames{seconds} to the end of the file"
+    )
 
 
 def _check_wav_truncation(source: _Source, sample_rate: int) -> None:
     """Raise :class:`CorruptAudioError` when a WAV's data chunk is shorter than its header declares."""
     with source.open() as handle:
-        layout = _wav_data_chunk(handle, source.size)
-    if layout is None:
+        layout = _wav_layout(handle, source.size)
+    if layout is None or layout.declared in _UNSET_DATA_SIZES:
         return
-    declared, present, block_align = layout
+    declared, present, block_align = layout.declared, layout.present, layout.block_align
     if max(present, 0) // block_align < declared // block_align:  # a missing pad byte is not a lost frame
-        declared_s = declared // block_align / sample_rate
-        present_s = max(present, 0) // block_align / sample_rate
+        declared_frames, present_frames = declared // block_align, max(present, 0) // block_align
+        # Frame counts too: 1 frame short reads "1.000 s ... 1.000 s" in seconds alone.
         raise CorruptAudioError(
-            f"{source.name}: truncated: the header declares {declared_s:.3f} s of audio "
-            f"but the file holds {present_s:.3f} s"
+            f"{source.name}: truncated: the header declares {declared_frames / sample_rate:.3f} s "
+            f"({declared_frames} frames) of audio but the file holds {present_frames / sample_rate:.3f} s "
+            f"({present_frames} frames)"
         )
 
 
@@ -357,12 +599,7 @@ def _ogg_truncated(source: _Source) -> bool:
 def _mp3_has_frame_count(source: _Source) -> bool:
     """Whether an MP3 starts with a Xing/Info/VBRI tag, whose frame count makes its length exact."""
     with source.open() as handle:
-        head = handle.read(10)
-        offset = 0
-        if head[:3] == b"ID3" and len(head) == 10:
-            # ID3v2 size: 4 "syncsafe" bytes of 7 bits each, plus the 10-byte header (and a footer).
-            offset = 10 + sum((byte & 0x7F) << (7 * (3 - i)) for i, byte in enumerate(head[6:10]))
-            offset += 10 if head[5] & 0x10 else 0
+        offset = _id3_size(handle.read(10))
         handle.seek(offset)
         frame = handle.read(200)
     return any(tag in frame for tag in (b"Xing", b"Info", b"VBRI"))
@@ -396,13 +633,14 @@ def _log_says_truncated(log: str, fmt: str) -> bool:
 def _probe_soundfile(source: _Source) -> AudioInfo:
     import soundfile as sf
 
-    info = sf.info(source.target())
+    with source.target() as target, _quiet_c_stderr():
+        info = sf.info(target)
     fmt = str(info.format)
     sample_rate, frames = int(info.samplerate), int(info.frames)
     if fmt in ("WAV", "WAVEX"):
         _check_wav_truncation(source, sample_rate)
     elif fmt in _EXACT_LENGTH_FORMATS and fmt != "FLAC":  # FLAC's decoder reports damage itself
-        with sf.SoundFile(source.target()) as sound:
+        with source.target() as target, _quiet_c_stderr(), sf.SoundFile(target) as sound:
             log = sound.extra_info
         if _log_says_truncated(log, fmt):
             raise CorruptAudioError(
@@ -425,23 +663,34 @@ def _probe_soundfile(source: _Source) -> AudioInfo:
         duration=frames / sample_rate if sample_rate else 0.0,
         exact_length=exact,
         backend="soundfile",
+        length_tolerance=_LENGTH_TOLERANCE.get(fmt, 0),
+        warnings=tuple(source.notes),
     )
 
 
-def _import_av(source: _Source):
+def _import_av(source: _Source, reason: str = "reading this format needs PyAV (FFmpeg)"):
     try:
         import av
     except ImportError as error:
-        raise MissingExtraError(
-            f"{source.name}: reading this format needs PyAV (FFmpeg); install it with {AV_EXTRA_HINT}"
-        ) from error
+        raise MissingExtraError(f"{source.name}: {reason}; install it with {AV_EXTRA_HINT}") from error
     return av
 
 
-def _open_av(source: _Source):
-    """Open with PyAV, from the path or an in-memory buffer."""
+@contextlib.contextmanager
+def _open_av(source: _Source):  # -> Iterator[av.container.InputContainer]
+    """Open with PyAV, from the path or an in-memory buffer; both are closed when the block ends."""
     av = _import_av(source)
-    return av.open(source.target(), mode="r", metadata_errors="ignore")
+    with source.target() as target, av.open(target, mode="r", metadata_errors="ignore") as container:
+        yield container
+
+
+def _tag_seconds(text: str | None) -> float | None:
+    """Matroska's per-track ``DURATION`` tag (``"00:00:03.072000000"``) in seconds; ``None`` if absent."""
+    match = re.fullmatch(r"\s*(\d+):(\d{1,2}):(\d{1,2}(?:\.\d*)?)\s*", text or "")
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def _av_info(source: _Source, container) -> AudioInfo:
@@ -455,24 +704,42 @@ def _av_info(source: _Source, container) -> AudioInfo:
     context = stream.codec_context
     sample_rate = int(context.sample_rate or stream.rate or 0)
     channels = int(getattr(context, "channels", 0) or context.layout.nb_channels)
+    # The audio track's own duration: MP4 states it per track, Matroska writers (FFmpeg, mkvmerge) put a
+    # DURATION tag on each track. The container's duration is the audio's only without a video track.
+    tagged = _tag_seconds(stream.metadata.get("DURATION") or stream.metadata.get("duration"))
+    track_length = True
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
+    elif tagged is not None:
+        duration = tagged
     elif container.duration is not None:
         duration = container.duration / 1_000_000  # AV_TIME_BASE is microseconds
+        track_length = not container.streams.video
     else:
-        duration = 0.0
+        duration, track_length = 0.0, False
     if sample_rate <= 0:
         raise CorruptAudioError(f"{source.name}: the audio track has no sample rate")
+    frames = int(round(duration * sample_rate))
+    # A declared length (not one estimated from the bit rate) is checked after decoding. The decoded
+    # audio may fall short of it by the codec's delay and padding (AAC primes with 1024-2112 samples,
+    # Opus pre-skips 312, a Vorbis block is up to 8192): allow four codec frames, the delay plus a
+    # frame, 100 ms or 1 % of the length, whichever is largest. A file cut in half is far outside.
+    declared = track_length and frames > 0 and bool(_AV_DECLARED_LENGTH & set(names))
+    frame_size = int(getattr(context, "frame_size", 0) or 0) or 1024
+    delay = int(getattr(context, "delay", 0) or 0)
+    tolerance = max(4 * frame_size, delay + frame_size, sample_rate // 10, frames // 100)
     return AudioInfo(
         name=source.name,
         format=fmt.upper(),
         codec=str(context.name),
         sample_rate=sample_rate,
         channels=channels,
-        frames=int(round(duration * sample_rate)),
+        frames=frames,
         duration=duration,
-        exact_length=False,
+        exact_length=declared,
         backend="av",
+        length_tolerance=tolerance if declared else 0,
+        warnings=tuple(source.notes),
     )
 
 
@@ -481,7 +748,8 @@ def _probe_av(source: _Source, kind: str | None, first_error: BaseException | No
     import av
 
     try:
-        container = _open_av(source)
+        with _open_av(source) as container:
+            return _av_info(source, container)
     except av.error.FFmpegError as error:
         if kind is not None:
             reason = _short(first_error or error)
@@ -489,8 +757,6 @@ def _probe_av(source: _Source, kind: str | None, first_error: BaseException | No
         raise NotAudioError(
             f"{source.name}: not a recognised audio format ({_not_audio_hint(source.head())})"
         ) from error
-    with container:
-        return _av_info(source, container)
 
 
 def _short(error: BaseException) -> str:
@@ -503,12 +769,37 @@ def _short(error: BaseException) -> str:
     return text.removeprefix("Error : ").rstrip(".")
 
 
+def _content_mismatch(source: _Source, kind: str) -> str:
+    """``"named .mp3 but holds AAC audio (ADTS); "`` when the suffix promises another format, else ``""``."""
+    suffix = source.suffix
+    if suffix in SOUNDFILE_SUFFIXES or (suffix in AV_SUFFIXES and kind in ("AAC", "FLV", "ASF", "AVI")):
+        return f"named {suffix} but holds {_KIND_NAMES.get(kind, kind)}; "
+    return ""
+
+
 def _probe(source: _Source) -> AudioInfo:
-    """Header information from soundfile, falling back to PyAV; raises the specific AudioError."""
+    """Header information from soundfile, falling back to PyAV; raises the specific AudioError.
+
+    The content decides the decoder, not the name: a container only PyAV reads (ADTS AAC, MP4/M4A,
+    Matroska/WebM …) goes to PyAV whatever its suffix, or, without PyAV, is refused with a message
+    naming both the suffix and the content.
+    """
     import soundfile as sf
 
     head = source.head()
-    kind = _sniff(head)
+    kind = _sniff_source(source)
+    if kind in _AV_KINDS:
+        try:
+            import av  # noqa: F401 - only to learn whether the extra is installed
+        except ImportError:
+            reason = f"{_content_mismatch(source, kind)}reading it needs PyAV (FFmpeg)"
+            _import_av(source, reason)  # raises MissingExtraError naming the extra
+        return _probe_av(source, kind)
+    if kind is None and _not_audio_hint(head).startswith(("looks like a ", "looks like an ")):
+        # A known non-audio file (PNG, JPEG, PDF, ZIP …): never let the MPEG decoder hunt for frames in it.
+        raise NotAudioError(f"{source.name}: not a recognised audio format ({_not_audio_hint(head)})")
+    if kind == "WAV":
+        _prepare_unfinished_wav(source)
     try:
         return _probe_soundfile(source)
     except AudioError:
@@ -525,7 +816,7 @@ def _probe(source: _Source) -> AudioInfo:
     try:
         import av  # noqa: F401 - only to learn whether the extra is installed
     except ImportError:
-        if kind in _AV_KINDS or source.suffix in _AV_EXTENSIONS:
+        if source.suffix in _AV_EXTENSIONS:
             _import_av(source)  # raises MissingExtraError naming the extra
         if kind is not None:
             raise CorruptAudioError(f"{source.name}: damaged {kind} file ({_short(sf_error)})") from sf_error
@@ -545,8 +836,9 @@ def _decode_soundfile(source: _Source, info: AudioInfo, max_frames: int | None) 
 
     blocks: list[np.ndarray] = []
     total = 0
+    library = _CapturedText()
     try:
-        with sf.SoundFile(source.target()) as sound:
+        with source.target() as target, _quiet_c_stderr() as library, sf.SoundFile(target) as sound:
             while True:
                 block = sound.read(BLOCK_FRAMES, dtype="float32", always_2d=True)  # (frames, channels)
                 if len(block) == 0:
@@ -556,8 +848,10 @@ def _decode_soundfile(source: _Source, info: AudioInfo, max_frames: int | None) 
                 _check_running_length(source, info, total, max_frames)
     except (sf.LibsndfileError, RuntimeError) as error:
         where = f" after {total / info.sample_rate:.3f} s" if total else ""
+        said = library.gist()  # libmpg123's own reason, when it printed one
+        reason = f"{_short(error)}; {said}" if said else _short(error)
         raise CorruptAudioError(
-            f"{source.name}: damaged or truncated audio data{where} ({_short(error)})"
+            f"{source.name}: damaged or truncated audio data{where} ({reason})"
         ) from error
     if not blocks:
         return np.zeros((info.channels, 0), dtype=np.float32)
@@ -631,8 +925,13 @@ def probe_audio(
 
 def _check_max_duration(name: str, info: AudioInfo, max_duration: float | None) -> None:
     if max_duration is not None and info.duration > max_duration:
+        # With frame counts where the header gives them: 600.01 s would read "600.0 s" against "600 s".
+        known = info.frames > 0 and info.sample_rate > 0
+        frames = f" ({info.frames} frames at {info.sample_rate} Hz)" if known else ""
+        limit = f" ({int(max_duration * info.sample_rate)} frames" if known else " ("
         raise AudioTooLongError(
-            f"{name}: {info.duration:.1f} s long, more than the {max_duration:g} s limit (max_duration)"
+            f"{name}: {info.duration:.1f} s long{frames}, more than the {max_duration:g} s limit"
+            f"{limit}{'; ' if known else ''}max_duration)"
         )
 
 
@@ -688,7 +987,8 @@ def load_audio(
     decode = _decode_soundfile if info.backend == "soundfile" else _decode_av
     samples = decode(src, info, _limit_frames(info, max_duration))  # (channels, n)
     _check_decoded(src, info, samples)
-    clip_warnings = _level_warnings(src.name, samples)
+    clip_warnings = [(message, UnfinishedAudioWarning) for message in info.warnings]
+    clip_warnings += _level_warnings(src.name, samples)
 
     # 4. Channels, rate, length.
     original_frames = samples.shape[1]
@@ -723,10 +1023,10 @@ def _check_decoded(source: _Source, info: AudioInfo, samples: np.ndarray) -> Non
         )
     if frames == 0:
         raise NoSamplesError(f"{source.name}: the file holds no audio samples (0 frames decoded)")
-    if info.exact_length and frames + _LENGTH_TOLERANCE.get(info.format, 0) < info.frames:
-        raise CorruptAudioError(
-            f"{source.name}: truncated: the header declares {info.duration:.3f} s "
-            f"but only {frames / info.sample_rate:.3f} s could be decoded"
+    if info.exact_length and frames + info.length_tolerance < info.frames:
+        raise CorruptAudioError(  # frame counts too: seconds alone can round to the same number
+            f"{source.name}: truncated: the header declares {info.duration:.3f} s ({info.frames} frames) "
+            f"but only {frames / info.sample_rate:.3f} s ({frames} frames) could be decoded"
         )
     finite = np.isfinite(samples)
     if not finite.all():

@@ -42,6 +42,8 @@ class SectionFeatureConfig:
         log_floor: added before the log so that silence stays finite.
         standardize: the trainer computes per-bin mean/std on the training set and stores them.
         short: ``"pad"`` (zeros) or ``"loop"`` (the ADVANCE convention) for clips shorter than ``duration``.
+        channel: the channel policy (:mod:`sound2image.audio.channels`): ``"mean"`` (down-mix, default),
+            ``"first"`` (channel 0) or a channel index; applied at the file's rate, before resampling.
     """
 
     sample_rate: int = 22050
@@ -51,10 +53,14 @@ class SectionFeatureConfig:
     log_floor: float = 1e-3
     standardize: bool = True
     short: str = "pad"
+    channel: str | int = "mean"
 
     def __post_init__(self) -> None:
         if self.short not in ("pad", "loop"):
             raise UsageError(f"features: short must be 'pad' or 'loop', got {self.short!r}")
+        from sound2image.audio.channels import check_channel
+
+        self.channel = check_channel(self.channel, "features: channel")
         if self.section_length < 2:
             raise UsageError(
                 f"features: {self.duration} s at {self.sample_rate} Hz is too short "
@@ -105,19 +111,31 @@ def section_spectra(samples: np.ndarray, config: SectionFeatureConfig) -> np.nda
 
 
 def load_for_features(source: AudioSource, config: SectionFeatureConfig, name: str | None = None) -> Any:
-    """The :class:`~sound2image.audio.AudioClip` the features are computed from: mono, resampled to
-    ``config.sample_rate``, fitted to ``config.duration`` (short: pad or loop; long: crop at the start)."""
-    from sound2image.audio import LengthPolicy, load_audio
+    """The :class:`~sound2image.audio.AudioClip` the features are computed from: one signal chosen by
+    ``config.channel`` (default: the mean of the channels, as ``load_audio(mono=True)``), resampled to
+    ``config.sample_rate``, fitted to ``config.duration`` (short: pad or loop; long: crop at the start).
 
+    The steps and their order are :func:`~sound2image.audio.load_audio`'s (channels, resample, length).
+
+    Warns:
+        SilentChannelWarning: the chosen channel (or the mean) is silent while another channel is not.
+    """
+    import dataclasses
+
+    from sound2image.audio import LengthPolicy, apply_length, load_audio, resample
+    from sound2image.audio.channels import select_channel
+    from sound2image.audio.length import target_frames
+
+    clip = load_audio(source, None, mono=False, max_duration=None, name=name)  # (channels, n)
+    samples = select_channel(clip.samples, config.channel, clip.name)  # (n,)
+    samples = resample(samples, clip.sample_rate, config.sample_rate)
     policy = LengthPolicy(short=config.short, long="crop", crop="start")
-    return load_audio(
-        source,
-        config.sample_rate,
-        mono=True,
-        duration=config.duration,
-        policy=policy,
-        max_duration=None,
-        name=name,
+    samples, action = apply_length(samples, target_frames(config.duration, config.sample_rate), policy)
+    return dataclasses.replace(
+        clip,
+        samples=np.ascontiguousarray(samples, dtype=np.float32),
+        sample_rate=config.sample_rate,
+        length_action=action,
     )
 
 

@@ -7,7 +7,7 @@ import sys
 
 INFO_EPILOG = """\
 Examples:
-  sound2image audio info beach.wav
+  sound2image audio info examples/waves.flac
   sound2image audio info recordings/*.flac clip.m4a --max-duration 3600
 
 One line per file: format, codec, sample rate, channels, duration, peak level (dBFS) and any
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "audio",
         help="inspect sound files",
         description="Inspect sound files.",
-        epilog="Example:\n  sound2image audio info beach.wav",
+        epilog="Example:\n  sound2image audio info examples/waves.flac",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = group.add_subparsers(dest="audio_command", metavar="COMMAND")

@@ -7,11 +7,17 @@ import os
 import sys
 from pathlib import Path
 
+from sound2image.audio.channels import parse_channel
+
 EMBED_EPILOG = """\
 Examples:
-  sound2image embed beach.wav forest.flac -o embeddings.safetensors
+  sound2image embed examples/waves.flac forest.flac -o embeddings.safetensors
   sound2image embed ./ADVANCE/sound -o advance.safetensors --batch-size 16 --device cuda --dtype float16
   sound2image embed long_recording.wav -o e.safetensors --clips-per-file 5   # 5 x 2 s windows cover 10 s
+  sound2image embed stereo.wav -o e.safetensors --channel first   # channel 0, exactly as ImageBind reads it
+
+Channels: the mean of the channels by default (as generate, training and the Python API); the policy
+used is recorded in the file's "encoder_config" ("channel").
 
 The file holds a tensor "embeddings" (files x 1024, float32, norm <= 20) and, in its metadata, the
 file names ("files", JSON list: paths relative to each folder argument, or the file arguments as
@@ -59,6 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="cover each whole file with N evenly spread 2 s windows (default: ImageBind's 3 windows, "
         "which skip the last (duration - 2) / 3 s)",
     )
+    parser.add_argument(
+        "--channel",
+        type=parse_channel,
+        default=None,
+        metavar="{mean,first,N}",
+        help="channels embedded: mean (down-mix; default unless the weights file stores another policy), "
+        "first (channel 0, exactly as ImageBind's reference) or N (channel N)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     parser.add_argument("--offline", action="store_true", help="never download weights")
     parser.set_defaults(func=run_embed)
@@ -70,14 +84,17 @@ def collect_files(inputs: list[str]) -> tuple[list[tuple[Path, str]], list[tuple
     Names are paths relative to each folder argument, or the file argument as typed; if two inputs
     give the same name, folder files are named ``<folder argument>/<relative path>`` instead.
     """
-    from sound2image.encoders.preprocess import audio_files
+    from sound2image.audio.files import scan_audio_folder
 
     found: list[tuple[Path, str, str | None]] = []  # (path, relative name, folder argument)
     bad: list[tuple[str, str]] = []
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            files = audio_files(path)
+            scan = scan_audio_folder(path)  # the same suffixes and hidden-file rule as generate
+            for file, reason in scan.skipped:  # a warning, not a failure
+                print(f"warning: {file}: skipped: {reason}", file=sys.stderr)
+            files = scan.files
             if not files:
                 bad.append((given, "folder holds no audio files"))
             found.extend((file, file.relative_to(path).as_posix(), given) for file in files)
@@ -139,7 +156,9 @@ def run_embed(args: argparse.Namespace) -> int:
     device = torch.device(pick_device(args.device))
     encoder = ImageBindAudioEncoder.from_pretrained(args.weights, local_files_only=args.offline)
     encoder.to(device=device, dtype=dtype).eval()
-    config = encoder.sampling_config(args.clips_per_file, "cover" if args.clips_per_file else None)
+    config = encoder.sampling_config(
+        args.clips_per_file, "cover" if args.clips_per_file else None, channel=args.channel
+    )  # its "channel" (the policy used) is recorded in the file's encoder_config
 
     from tqdm.auto import tqdm
 

@@ -13,9 +13,11 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sound2image.audio.channels import parse_channel
 from sound2image.cli.generate_transformer import add_transformer_arguments
 from sound2image.cli.jobs import (
     Job,
@@ -24,6 +26,7 @@ from sound2image.cli.jobs import (
     expand_seeds,
     pick_device,
     plan_jobs,
+    report_skipped,
 )
 from sound2image.errors import Sound2ImageError, UsageError
 
@@ -43,7 +46,7 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 EPILOG = """\
 Examples:
-  sound2image generate beach.wav --out images/
+  sound2image generate examples/waves.flac --out images/
   sound2image generate sounds/ --out images/ --seed 1 2 3 --steps 30
   sound2image generate rain.wav:0.7 birds.wav:0.3 --out images/        (blend two sounds 70/30)
   sound2image generate beach.wav --prompt "a satellite image" --image ref.jpg --image-weight 0.3 -o out/
@@ -115,12 +118,31 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     mix.add_argument(
         "--calibrate-images", metavar="DIR", help="measure the calibration on real images into --out"
     )
+    mix.add_argument(
+        "--channel",
+        type=parse_channel,
+        default=None,
+        metavar="{mean,first,N}",
+        help="channels the audio encoder hears: mean (down-mix; the default unless the model stores another "
+        "policy), first (channel 0, as ImageBind's reference) or N (channel N)",
+    )
 
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument(
-        "--seed", type=int, nargs="+", help="one or several seeds (default: random, recorded)"
+        "--seed",
+        type=int,
+        nargs="+",
+        help="one or several seeds, 0..2**63-1 (default: random, recorded); a seed given or reached twice "
+        "is made once (a one-line note says so)",
     )
-    sampling.add_argument("--num-images", dest="num_images", type=int, default=1, help="images per seed (1)")
+    sampling.add_argument(
+        "--num-images",
+        dest="num_images",
+        type=int,
+        default=1,
+        help="images per seed (1): seed S gives seeds S, S+1, ..., S+N-1; --seed 1 2 --num-images 2 "
+        "makes seeds 1, 2, 3",
+    )
     sampling.add_argument(
         "--guidance-scale", dest="guidance_scale", type=float, default=None, help="default: the model's (10)"
     )
@@ -241,6 +263,8 @@ def load_pipeline(
         calibration=calibration,
         load_audio_encoder=audio,
     )
+    if pipe.audio_encoder is not None and getattr(args, "channel", None) is not None:
+        pipe.audio_encoder.config = pipe.audio_encoder.sampling_config(channel=args.channel)  # --channel
     if args.cpu_offload and device.startswith("cuda"):
         pipe.enable_low_memory(cpu_offload=True)
         if pipe.audio_encoder is not None:
@@ -296,6 +320,7 @@ def base_metadata(pipe: Any, settings: Any, args: argparse.Namespace) -> dict[st
         **dataclasses.asdict(settings),
         "calibration": dataclasses.asdict(pipe.calibration),
         "audio_encoder_clips": clips,
+        "audio_channel": getattr(encoder_config, "channel", None),  # the channel policy (--channel)
         "device": str(pipe.device),
         "dtype": str(pipe.dtype).removeprefix("torch."),
         # On a GPU these change the kernels (so the last bits of the pixels); regeneration reuses them.
@@ -304,23 +329,34 @@ def base_metadata(pipe: Any, settings: Any, args: argparse.Namespace) -> dict[st
 
 
 def write_outputs(
-    out: Path, name: str, image: Any, embeds: Any, metadata: dict[str, Any], args: argparse.Namespace
+    out: Path,
+    name: str,
+    image: Any,
+    embeds: Any,
+    metadata: dict[str, Any],
+    args: argparse.Namespace,
+    written: list[Path] | None = None,
 ) -> list[Path]:
-    """The PNG (+ embedding file), each refused if it exists without ``--overwrite``."""
+    """The PNG (+ embedding file), each refused if it exists without ``--overwrite``.
+
+    Each path is appended to ``written`` (when given) as soon as its file exists, so a failure on the
+    embedding file still counts the PNG already on disk. Returns the paths written by this call.
+    """
     import numpy as np
 
     from sound2image.diffusion.conditioning import embedding_to_record
     from sound2image.outputs import resolve_output_path, save_png
 
+    written = [] if written is None else written
+    start = len(written)
     record = {**metadata, "embedding": embedding_to_record(embeds)}
-    written = [
-        save_png(image, resolve_output_path(out, f"{name}.png", args.overwrite), record, args.overwrite)
-    ]
+    target = resolve_output_path(out, f"{name}.png", args.overwrite)
+    written.append(save_png(image, target, record, args.overwrite))
     if args.save_embedding:
         target = resolve_output_path(out, f"{name}.npy", args.overwrite)
         np.save(target, embeds.float().numpy())
         written.append(target)
-    return written
+    return written[start:]
 
 
 # ---------------------------------------------------------------------- commands
@@ -338,10 +374,10 @@ def generate(args: argparse.Namespace) -> int:
         raise UsageError(
             "no audio given; pass audio files or folders (or --from-metadata / --calibrate-images)"
         )
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_settings(args)
     plan = plan_jobs(args.inputs, args.weights, args.mix)
+    report_skipped(plan)  # files a folder scan left out for their suffix: warnings, not failures
+    check_job_weights(plan)
     seeds = expand_seeds(args.seed, args.num_images)
     out = Path(args.out)
     if not args.storyboard:  # names are known now: refuse before any work rather than half-way
@@ -362,17 +398,17 @@ def generate(args: argparse.Namespace) -> int:
     if reference:
         metadata["image"] = {**reference[0], "weight": args.image_weight}
 
-    written: list[Path] = []
+    tally = Tally(input_problems=problems)
     run = _run_storyboard if args.storyboard else _run_job
     bar = _progress(len(plan.jobs) * len(seeds))
     for job in plan.jobs:
-        try:
-            written += run(pipe, job, seeds, settings, image_embed, metadata, out, args, bar)
+        try:  # a failure before any image (audio, embedding) loses this input only
+            run(pipe, job, seeds, settings, image_embed, metadata, out, args, bar, tally)
         except Sound2ImageError as error:
-            problems.append(str(error))
+            tally.input_problems.append(str(error))
             bar.write(f"skipped: {error}", file=sys.stderr)
     bar.close()
-    return _summary(written, problems, plan, out)
+    return tally.summary(len(plan.jobs) + len(plan.problems), out)
 
 
 def drop_unreadable(plan: Plan, max_duration: float | None) -> Plan:
@@ -395,20 +431,55 @@ def drop_unreadable(plan: Plan, max_duration: float | None) -> Plan:
     return kept
 
 
+#: The numeric flags of the SounDiff path and their bounds (the library checks the same parameters again,
+#: naming them; here they are refused before any weights load, naming the flag).
+NUMBER_FLAGS: dict[str, dict[str, Any]] = {
+    "--max-duration": {"minimum": 0.0},  # seconds; 0 = no limit
+    "--weights": {"minimum": 0.0},  # proportions (their sum is checked per job)
+    "--image-weight": {"minimum": 0.0, "maximum": 1.0},
+    "--embedding-norm": {"minimum": 0.0, "min_inclusive": False},
+    "--guidance-scale": {"minimum": 0.0},
+    "--window": {"minimum": 0.0, "min_inclusive": False},  # seconds
+    "--hop": {"minimum": 0.0, "min_inclusive": False},  # seconds
+}
+INT_FLAGS: dict[str, dict[str, Any]] = {
+    "--batch-size": {"minimum": 1},
+    "--steps": {"minimum": 1},
+    "--noise-level": {"minimum": 0, "maximum": 999},  # SD 2.1 unCLIP's 1,000 noising timesteps
+    "--size": {"minimum": 8},
+    "--height": {"minimum": 8},
+    "--width": {"minimum": 8},
+}
+
+
 def check_settings(args: argparse.Namespace) -> None:
-    """Settings shared by every item, checked once before any work (not reported once per item)."""
-    if args.steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {args.steps}")
-    if not 0 <= args.noise_level <= 999:
-        raise UsageError(f"--noise-level must be in 0..999, got {args.noise_level}")
-    if not 0.0 <= args.image_weight <= 1.0:
-        raise UsageError(f"--image-weight must be between 0 and 1 (a proportion), got {args.image_weight}")
+    """Settings shared by every item, checked once before any work (not reported once per item).
+
+    Raises:
+        UsageError: one line naming the flag (``--guidance-scale must be finite and >= 0, got nan``).
+    """
+    from sound2image.validation import check_flags
+
+    check_flags(args, NUMBER_FLAGS, INT_FLAGS)
     for name in ("size", "height", "width"):
         value = getattr(args, name)
-        if value is not None and (value <= 0 or value % 8):
+        if value is not None and value % 8:
             raise UsageError(f"--{name} must be a positive multiple of 8, got {value}")
-    if args.storyboard and not (args.window > 0 and (args.hop is None or args.hop > 0)):
-        raise UsageError(f"--window and --hop must be positive seconds, got {args.window} and {args.hop}")
+
+
+def check_job_weights(plan: Plan) -> None:
+    """Each blend's weights (``--weights`` or ``FILE:W``): each finite and >= 0, with a positive sum."""
+    from sound2image.validation import check_number
+
+    for job in plan.jobs:
+        if job.weights is None:
+            continue
+        for weight in job.weights:
+            check_number("audio weight (--weights or FILE:W)", weight, minimum=0.0)
+        if sum(job.weights) <= 0:
+            raise UsageError(
+                f"audio weights (--weights or FILE:W) must have a positive sum, got {job.weights}"
+            )
 
 
 def _check_free(out: Path, names: Sequence[str], args: argparse.Namespace) -> None:
@@ -433,7 +504,8 @@ def _load_reference(image: str | None) -> tuple[dict[str, Any], Any] | None:
 def _load_clip(path: Path, args: argparse.Namespace) -> Any:
     from sound2image.audio import load_audio
 
-    return load_audio(path, max_duration=args.max_duration or None)
+    # All channels: the audio encoder applies the channel policy (--channel), as every entry point does.
+    return load_audio(path, max_duration=args.max_duration or None, mono=False)
 
 
 def _run_job(
@@ -446,7 +518,9 @@ def _run_job(
     out: Path,
     args: argparse.Namespace,
     bar: Any,
-) -> list[Path]:
+    tally: Tally,
+) -> None:
+    """One input's images, one per seed; a failing image is reported and the other seeds go on."""
     from sound2image.diffusion.conditioning import mix_embeddings
 
     clips = [_load_clip(path, args) for path in job.audio]
@@ -457,14 +531,16 @@ def _run_job(
         **metadata,
         "audio": [audio_record(p, c, w) for p, c, w in zip(job.audio, clips, weights, strict=True)],
     }
-    written = []
     for seed in seeds:
-        output = pipe(image_embeds=conditioning, seed=seed, **settings.call_kwargs())
-        written += write_outputs(
-            out, f"{job.name}_seed{seed}", output.images[0], conditioning, {**record, "seed": seed}, args
-        )
+        before = len(tally.written)
+        try:
+            output = pipe(image_embeds=conditioning, seed=seed, **settings.call_kwargs())
+            image, meta = output.images[0], {**record, "seed": seed}
+            write_outputs(out, f"{job.name}_seed{seed}", image, conditioning, meta, args, tally.written)
+        except IMAGE_ERRORS as error:
+            tally.image_failed(job.name, seed, error, bar)
+        tally.count_input(job.name, before)
         bar.update(1)
-    return written
 
 
 def _run_storyboard(
@@ -477,7 +553,9 @@ def _run_storyboard(
     out: Path,
     args: argparse.Namespace,
     bar: Any,
-) -> list[Path]:
+    tally: Tally,
+) -> None:
+    """One input's storyboard per seed (frames + contact sheet); a failing seed does not stop the others."""
     from sound2image.diffusion.storyboard import contact_sheet, iter_storyboard, storyboard_windows
     from sound2image.outputs import resolve_output_path, save_png
 
@@ -494,46 +572,88 @@ def _run_storyboard(
     bar.total += len(seeds) * (len(windows) - 1)
     bar.refresh()
     source = audio_record(path, clip, None)
-    written = []
     for seed in seeds:
-        frames = []
-        for frame in iter_storyboard(
-            pipe, windows, seed, image_embed, args.image_weight, args.batch_size, **settings.call_kwargs()
-        ):
-            window = frame.window
-            record = {
+        frames, before = [], len(tally.written)
+        try:
+            for frame in iter_storyboard(
+                pipe, windows, seed, image_embed, args.image_weight, args.batch_size, **settings.call_kwargs()
+            ):
+                window = frame.window
+                record = {
+                    **metadata,
+                    "seed": seed,
+                    "audio": [{**source, "window": [window.start, window.end]}],
+                    "storyboard": window.metadata(args.window, hop),
+                }
+                name = f"{job.name}_{window.tag}_seed{seed}"
+                write_outputs(out, name, frame.image, frame.image_embeds, record, args, tally.written)
+                frames.append(frame)
+                bar.update(1)
+            sheet_meta = {
                 **metadata,
                 "seed": seed,
-                "audio": [{**source, "window": [window.start, window.end]}],
-                "storyboard": window.metadata(args.window, hop),
+                "audio": [source],
+                "storyboard": {"window": args.window, "hop": hop},
             }
-            name = f"{job.name}_{window.tag}_seed{seed}"
-            written += write_outputs(out, name, frame.image, frame.image_embeds, record, args)
-            frames.append(frame)
-            bar.update(1)
-        sheet_meta = {
-            **metadata,
-            "seed": seed,
-            "audio": [source],
-            "storyboard": {"window": args.window, "hop": hop},
-        }
-        sheet_meta["frames"] = [f"{job.name}_{f.window.tag}_seed{seed}.png" for f in frames]
-        sheet_path = resolve_output_path(out, f"{job.name}_storyboard_seed{seed}.png", args.overwrite)
-        written.append(save_png(contact_sheet(frames), sheet_path, sheet_meta, args.overwrite))
-    return written
+            sheet_meta["frames"] = [f"{job.name}_{f.window.tag}_seed{seed}.png" for f in frames]
+            sheet_path = resolve_output_path(out, f"{job.name}_storyboard_seed{seed}.png", args.overwrite)
+            tally.written.append(save_png(contact_sheet(frames), sheet_path, sheet_meta, args.overwrite))
+        except IMAGE_ERRORS as error:
+            tally.image_failed(job.name, seed, error, bar)
+            bar.update(len(windows) - len(frames))
+        tally.count_input(job.name, before)
 
 
-def _summary(written: Sequence[Path], problems: Sequence[str], plan: Plan, out: Path) -> int:
-    images = sum(1 for p in written if p.suffix == ".png")
-    total = len(plan.jobs) + len(plan.problems)
-    failed = len(problems)
-    print(f"wrote {images} image(s) to {out} from {total - failed} of {total} input(s)")
-    if failed:
-        print(f"{failed} input(s) failed:", file=sys.stderr)
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
-    return 0
+#: What one image may fail with and the batch still go on: our own errors (an output that appeared
+#: meanwhile, a bad setting), torch's (e.g. out of memory on one image) and the disk's.
+IMAGE_ERRORS = (Sound2ImageError, RuntimeError, OSError)
+
+
+@dataclass
+class Tally:
+    """What a run wrote and what failed, recorded as it happens (an error never loses the count).
+
+    ``written`` holds every file that exists on disk because of this run (PNGs, contact sheets,
+    ``.npy`` embeddings); ``input_problems`` the inputs that gave no image at all (unreadable audio, ...);
+    ``image_problems`` single images that failed while the input's other images were made.
+    """
+
+    written: list[Path] = field(default_factory=list)
+    inputs_with_images: set[str] = field(default_factory=set)
+    input_problems: list[str] = field(default_factory=list)
+    image_problems: list[str] = field(default_factory=list)
+
+    def image_failed(self, name: str, seed: int, error: BaseException, bar: Any = None) -> None:
+        """Record one failed image and show it on stderr (through the progress ``bar`` when there is one);
+        ``name`` is the input's output name."""
+        text = str(error) if isinstance(error, Sound2ImageError) else f"{type(error).__name__}: {error}"
+        problem = f"{name} seed {seed}: {text}"
+        self.image_problems.append(problem)
+        if bar is not None:
+            bar.write(f"failed: {problem}", file=sys.stderr)
+        else:
+            print(f"failed: {problem}", file=sys.stderr)
+
+    def count_input(self, name: str, before: int) -> None:
+        """Count input ``name`` as one that gave images when a PNG was written since ``len(written)``
+        was ``before``."""
+        if any(p.suffix == ".png" for p in self.written[before:]):
+            self.inputs_with_images.add(name)
+
+    def summary(self, total_inputs: int, out: Path) -> int:
+        """Print what was written (PNG files counted on the list of files written) and what failed.
+
+        Returns the exit status: 0, or 2 when any input or image failed.
+        """
+        images = sum(1 for p in self.written if p.suffix == ".png")
+        made = len(self.inputs_with_images)
+        print(f"wrote {images} image(s) to {out} from {made} of {total_inputs} input(s)")
+        for problems, what in ((self.input_problems, "input(s)"), (self.image_problems, "image(s)")):
+            if problems:
+                print(f"{len(problems)} {what} failed:", file=sys.stderr)
+                for problem in problems:
+                    print(f"  {problem}", file=sys.stderr)
+        return 2 if self.input_problems or self.image_problems else 0
 
 
 def regenerate(args: argparse.Namespace) -> int:

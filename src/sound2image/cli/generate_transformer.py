@@ -14,8 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from sound2image.errors import Sound2ImageError, UsageError
+from sound2image.validation import check_flags
 
 PREFIX = "transformer:"
+
+#: The numeric flags this path reads and their bounds (SamplingConfig checks the same fields again,
+#: naming them; here they are refused before the model loads, naming the flag).
+NUMBER_FLAGS: dict[str, dict[str, Any]] = {
+    "--temperature": {"minimum": 0.0},
+    "--top-p": {"minimum": 0.0, "maximum": 1.0, "min_inclusive": False},
+    "--guidance-scale": {"minimum": 0.0},
+}
+INT_FLAGS: dict[str, dict[str, Any]] = {"--top-k": {"minimum": 1}}
 
 
 def add_transformer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +86,7 @@ def _check_args(args: argparse.Namespace) -> Path:
         raise UsageError("--mix/--weights are not supported by the Image Transformer (one image per sound)")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_flags(args, NUMBER_FLAGS, INT_FLAGS)  # finite and in range, before the model loads
     if args.upscale < 0 or args.upscale > 64:
         raise UsageError(f"--upscale must be between 0 and 64, got {args.upscale}")
     if args.candidates < 1:
@@ -94,14 +105,15 @@ def run_transformer(args: argparse.Namespace) -> int:
     import torch
 
     from sound2image.audio.sections import SectionFeatureConfig, load_for_features, section_spectra
-    from sound2image.cli.jobs import expand_seeds, pick_device, plan_jobs
+    from sound2image.cli.jobs import expand_seeds, pick_device, plan_jobs, report_skipped
     from sound2image.outputs import resolve_output_path
-    from sound2image.transformer import ImageTransformer, generate, tokens_to_images
-    from sound2image.transformer.reranker import RERANKER_DIR, AudioImageScorer, generate_best_of
+    from sound2image.transformer import ImageTransformer
+    from sound2image.transformer.reranker import RERANKER_DIR, AudioImageScorer
 
     # 1. Check inputs and refuse existing outputs before any work.
     directory = _check_args(args)
     plan = plan_jobs(args.inputs, None, False)
+    report_skipped(plan)  # files a folder scan left out for their suffix: warnings, not failures
     seeds = expand_seeds(args.seed, args.num_images)
     out = Path(args.out)
     names = [f"{job.name}_seed{seed}" for job in plan.jobs for seed in seeds]
@@ -122,6 +134,10 @@ def run_transformer(args: argparse.Namespace) -> int:
     if args.candidates > 1:
         scorer, _ = AudioImageScorer.from_pretrained(directory / RERANKER_DIR, map_location=device)
     features_config = SectionFeatureConfig.from_dict(record.get("features", {}))
+    if getattr(args, "channel", None) is not None:  # --channel overrides the model's channel policy
+        overridden = {**features_config.to_dict(), "channel": args.channel}
+        features_config = SectionFeatureConfig.from_dict(overridden)
+        record = {**record, "features": features_config.to_dict()}  # the PNG records what was used
     items = []
     for job in plan.jobs:
         try:
@@ -133,38 +149,58 @@ def run_transformer(args: argparse.Namespace) -> int:
         items.append((job, clip, torch.from_numpy(section_spectra(clip.samples, features_config))))
 
     # 3. Sample in batches of (audio, seed) rows, one generator per row (per candidate with --candidates).
+    # A failing batch loses its own rows only, a failing write its own image; the summary counts the
+    # 32×32 images actually written (upscaled views are extra files of the same image).
+    from sound2image.cli.generate import IMAGE_ERRORS, Tally
+
+    _sampling(args, record, seeds[0])  # the model's recorded settings are checked once, up front
     rows = [(job, clip, feats, seed) for job, clip, feats in items for seed in seeds]
-    written: list[Path] = []
+    tally = Tally(input_problems=problems)
     for start in range(0, len(rows), args.batch_size):
         chunk = rows[start : start + args.batch_size]
-        sampling = _sampling(args, record, chunk[0][3])
-        features = torch.stack([feats for _, _, feats, _ in chunk]).to(device)
-        row_seeds = [seed for *_, seed in chunk]
-        ranking: list[dict[str, Any] | None] = [None] * len(chunk)
-        if scorer is None:
-            generators = [torch.Generator().manual_seed(seed) for seed in row_seeds]
-            tokens = generate(model, features, sampling, generator=generators, progress=True)
-        else:
-            best = generate_best_of(
-                model, scorer, features, sampling, args.candidates, seeds=row_seeds, progress=True
-            )
-            tokens = best.tokens
-            ranking = [
-                {"candidates": args.candidates, "kept": int(k), "scores": [round(float(v), 4) for v in row]}
-                for k, row in zip(best.chosen, best.scores, strict=True)
-            ]
-        images = tokens_to_images(tokens, model.config.image_size).numpy()
+        try:
+            sampling = _sampling(args, record, chunk[0][3])
+            features = torch.stack([feats for _, _, feats, _ in chunk]).to(device)
+            images, ranking = _sample(model, scorer, features, sampling, [seed for *_, seed in chunk], args)
+        except IMAGE_ERRORS as error:
+            for job, _, _, seed in chunk:
+                tally.image_failed(job.name, seed, error)
+            continue
         for (job, clip, _, seed), pixels, rank in zip(chunk, images, ranking, strict=True):
-            sampling = _sampling(args, record, seed)
-            written += _write(out, job, clip, seed, pixels, sampling, directory, record, args, rank)
-    total = len(plan.jobs) + len(plan.problems)
-    print(f"wrote {len(rows)} image(s) to {out} from {len(items)} of {total} input(s)")
-    if len(problems):
-        print(f"{len(problems)} input(s) failed:", file=sys.stderr)
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
-    return 0
+            before = len(tally.written)
+            try:
+                sampling = _sampling(args, record, seed)
+                _write(out, job, clip, seed, pixels, sampling, directory, record, args, rank, tally.written)
+            except IMAGE_ERRORS as error:
+                tally.image_failed(job.name, seed, error)
+            tally.count_input(job.name, before)
+    return tally.summary(len(plan.jobs) + len(plan.problems), out)
+
+
+def _sample(
+    model: Any, scorer: Any, features: Any, sampling: Any, seeds: list[int], args: argparse.Namespace
+) -> tuple[Any, list[dict[str, Any] | None]]:
+    """(B, size, size) uint8 images for the rows of ``features`` (one generator per row), and each
+    row's best-of-N ranking (None without ``--candidates``)."""
+    import torch
+
+    from sound2image.transformer import generate, tokens_to_images
+    from sound2image.transformer.reranker import generate_best_of
+
+    ranking: list[dict[str, Any] | None] = [None] * len(seeds)
+    if scorer is None:
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        tokens = generate(model, features, sampling, generator=generators, progress=True)
+    else:
+        best = generate_best_of(
+            model, scorer, features, sampling, args.candidates, seeds=seeds, progress=True
+        )
+        tokens = best.tokens
+        ranking = [
+            {"candidates": args.candidates, "kept": int(k), "scores": [round(float(v), 4) for v in row]}
+            for k, row in zip(best.chosen, best.scores, strict=True)
+        ]
+    return tokens_to_images(tokens, model.config.image_size).numpy(), ranking
 
 
 def _write(
@@ -178,8 +214,13 @@ def _write(
     record: dict[str, Any],
     args: argparse.Namespace,
     ranking: dict[str, Any] | None = None,
+    written: list[Path] | None = None,
 ) -> list[Path]:
-    """The 32×32 PNG and, with ``--upscale N``, an N-times larger nearest-neighbour view."""
+    """The 32×32 PNG and, with ``--upscale N``, an N-times larger nearest-neighbour view.
+
+    The 32×32 PNG is appended to ``written`` (when given) as soon as it exists; the view is not (it is
+    another file of the same image). Returns both paths.
+    """
     import dataclasses
 
     from PIL import Image
@@ -207,6 +248,8 @@ def _write(
     paths = [
         save_png(image, resolve_output_path(out, f"{name}.png", args.overwrite), metadata, args.overwrite)
     ]
+    if written is not None:
+        written.append(paths[0])
     if args.upscale > 1:
         big = image.resize(
             (image.width * args.upscale, image.height * args.upscale), Image.Resampling.NEAREST

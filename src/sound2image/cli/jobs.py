@@ -9,21 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sound2image.audio.files import AV_SUFFIXES, SOUNDFILE_SUFFIXES, scan_audio_folder
 from sound2image.errors import UsageError
 
-AUDIO_EXTENSIONS = (
-    ".wav",
-    ".flac",
-    ".mp3",
-    ".ogg",
-    ".oga",
-    ".opus",
-    ".m4a",
-    ".aac",
-    ".aif",
-    ".aiff",
-    ".webm",
-)
+#: Suffixes a folder scan takes (sorted): the loader's own list (sound2image.audio.files); PyAV's
+#: formats count only when the [av] extra is installed, otherwise such files are reported as skipped.
+AUDIO_EXTENSIONS = tuple(sorted(SOUNDFILE_SUFFIXES | AV_SUFFIXES))
 
 
 @dataclass
@@ -37,8 +28,12 @@ class Job:
 
 @dataclass
 class Plan:
+    """Jobs to run; ``problems``: inputs that failed (they make the run exit 2); ``skipped``: files in a
+    folder left out for their suffix, one line each (reported as warnings, they do not fail the run)."""
+
     jobs: list[Job] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
 def split_weight(item: str) -> tuple[str, float | None]:
@@ -53,8 +48,17 @@ def split_weight(item: str) -> tuple[str, float | None]:
 
 
 def find_audio(path: Path) -> list[Path]:
-    """Audio files in a folder (recursive, sorted)."""
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    """Audio files in a folder (recursive, sorted; hidden files left out), see
+    :func:`sound2image.audio.files.scan_audio_folder`."""
+    return scan_audio_folder(path).files
+
+
+def report_skipped(plan: Plan) -> None:
+    """Print one ``warning:`` line on stderr for each file a folder scan left out for its suffix."""
+    import sys
+
+    for line in plan.skipped:
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _safe_stem(path: Path) -> str:
@@ -70,9 +74,12 @@ def plan_jobs(inputs: Sequence[str], weights: Sequence[float] | None, mix: bool)
         text, weight = split_weight(item)
         path = Path(text)
         if path.is_dir():
-            found = find_audio(path)
+            scan = scan_audio_folder(path)
+            found = scan.files
+            plan.skipped += [f"{file}: skipped: {reason}" for file, reason in scan.skipped]
             if not found:
-                plan.problems.append(f"{path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
+                others = f" ({len(scan.skipped)} file(s) skipped for their suffix)" if scan.skipped else ""
+                plan.problems.append(f"{path}: no audio files in this folder{others}")
             files += found
             inline += [weight] * len(found)
         elif path.exists():
@@ -104,12 +111,40 @@ def plan_jobs(inputs: Sequence[str], weights: Sequence[float] | None, mix: bool)
     return plan
 
 
+#: Largest seed: ``torch.Generator.manual_seed`` takes 0 .. 2**63 - 1 on every platform.
+MAX_SEED = 2**63 - 1
+
+
 def expand_seeds(seeds: Sequence[int] | None, num_images: int) -> list[int]:
-    """Each seed s gives ``num_images`` images with seeds s, s+1, ...; no seed: a random one (recorded)."""
-    if num_images < 1:
-        raise UsageError(f"--num-images must be at least 1, got {num_images}")
+    """The seeds of each input's images, every seed once, in the order given.
+
+    Seed s gives ``num_images`` images seeded s, s+1, ..., s+num_images-1: ``--seed 5 20 --num-images 2``
+    is 5, 6, 20, 21. A seed reached twice (``--seed 5 5``; ``--seed 1 2 --num-images 2`` reaches 2 twice)
+    would make the same image under the same name twice, so it is made once (1, 2, 3) and one line on
+    stderr says so. No seed: one random seed per image series (recorded in each PNG).
+
+    Raises:
+        UsageError: ``--num-images`` below 1, or a seed outside 0 .. 2**63 - 1.
+    """
+    import sys
+
+    from sound2image.validation import check_int
+
+    num_images = check_int("--num-images", num_images, minimum=1)
     base = list(seeds) if seeds else [secrets.randbelow(2**31)]
-    return [s + i for s in base for i in range(num_images)]
+    for seed in base:
+        check_int("--seed", seed, minimum=0, maximum=MAX_SEED - (num_images - 1))
+    expanded = [int(s) + i for s in base for i in range(num_images)]
+    unique = list(dict.fromkeys(expanded))
+    if len(unique) < len(expanded):
+        repeated = sorted({s for s in expanded if expanded.count(s) > 1})
+        shown = " ".join(map(str, repeated[:10])) + (" ..." if len(repeated) > 10 else "")
+        print(
+            f"note: seed(s) {shown} repeat; each seed is made once, so {len(unique)} image(s) per input "
+            f"instead of {len(expanded)}",
+            file=sys.stderr,
+        )
+    return unique
 
 
 def pick_device(name: str | None) -> str:

@@ -8,7 +8,9 @@ handlers so that ``--help`` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -34,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sound2image",
         description="Turn sounds into pictures.",
-        epilog="Examples:\n  sound2image audio info beach.wav\n  sound2image data check ./ADVANCE\n"
-        "  sound2image generate beach.wav --out images/",
+        epilog="Examples:\n  sound2image audio info examples/waves.flac\n  sound2image data check ./ADVANCE\n"
+        "  sound2image generate examples/waves.flac --out images/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"sound2image {__version__}")
@@ -55,7 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT if args.command is None and argv else EXIT_OK
     try:
-        return int(handler(args) or EXIT_OK)
+        code = int(handler(args) or EXIT_OK)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the boundary, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`sound2image data check … | head`): stop quietly, the way Python's
+        # documentation recommends ("Note on SIGPIPE"): point stdout at devnull so that the final
+        # flush at exit cannot fail again, and exit 1.
+        _silence_stdout()
+        return EXIT_FAILURE
     except Sound2ImageError as error:
         if args.debug:
             traceback.print_exc()
@@ -69,6 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {type(error).__name__}: {error} (run with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at the null device (stdout's buffered text is dropped with it)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no real stdout (closed, replaced)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from sound2image.audio.channels import parse_channel
+
 EPILOG = """\
 Examples:
   sound2image train soundiff --data ADVANCE/ --variant L --output runs/soundiff-l
@@ -100,6 +102,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     mem.add_argument("--cache-dir", default=None, help="latent/embedding cache to share between runs")
     mem.add_argument("--cache-batch-size", type=int, default=8)
+    mem.add_argument(
+        "--channel",
+        dest="audio_channel",
+        type=parse_channel,
+        default="mean",
+        metavar="{mean,first,N}",
+        help="channels of the training audio: mean (down-mix, default), first (channel 0, as ImageBind) or N",
+    )
     mem.add_argument(
         "--cache-dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="cached latents"
     )

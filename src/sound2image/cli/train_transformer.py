@@ -10,11 +10,13 @@ EPILOG = """Examples:
       --out runs/it-digits --max-minutes 30
   # the paper's configuration (500x220 FFT sections, 512-d, 6 + 6 layers) on an ADVANCE tree, on a GPU
   sound2image train transformer --data ADVANCE/ --preset paper --out runs/it-advance --epochs 50
-  # continue the newest checkpoint
+  # continue the newest checkpoint (the same settings; only --max-steps, --epochs, --max-minutes, the
+  # evaluation/checkpoint cadence and --device may change, anything else is refused and named)
   sound2image train transformer --data ADVANCE/ --out runs/it-advance --resume latest
 
 The run directory gets training_config.json, split.json, log.jsonl, samples/step-*.png (real images on
-top, generated below), checkpoints/checkpoint-<step>/ and, at the end, model/ for
+top, generated below), checkpoints/checkpoint-<step>/ (a NaN/Inf loss stops the run and keeps the last
+good one) and, at the end, model/ for
 `sound2image generate --model transformer:runs/it-digits/model` (with model/reranker/, the
 best-of-N scorer, when one was trained: `generate ... --candidates 8`).
 """

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from sound2image.audio.files import classify_suffix
 from sound2image.data.pairs import AUDIO_SUFFIXES, IMAGE_SUFFIXES, Pair, PairScan, make_scan, walk_files
 from sound2image.errors import DataError
 
@@ -182,7 +183,9 @@ def scan_folder(folder: Path) -> PairScan:
     """Pair audio and image files that share their path without suffix (``a/dog.wav`` + ``a/dog.jpg``).
 
     Files in a subfolder take the first subfolder's name as their label. Files that are neither audio
-    nor images (READMEs, CSVs) are ignored; a sound without an image, or the reverse, is a problem.
+    nor images are ignored when their suffix says what they are (READMEs, CSVs, JSON: see
+    :data:`sound2image.audio.files.NON_AUDIO_SUFFIXES`) and reported otherwise (an unknown suffix);
+    a sound without an image, or the reverse, is a problem.
     """
     audio: dict[str, list[Path]] = {}
     images: dict[str, list[Path]] = {}
@@ -192,6 +195,8 @@ def scan_folder(folder: Path) -> PairScan:
         side = audio if suffix in AUDIO_SUFFIXES else images if suffix in IMAGE_SUFFIXES else None
         if side is not None:
             side.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
+        elif reason := classify_suffix(path, with_av=True):  # AV suffixes are audio here, see AUDIO_SUFFIXES
+            problems.append(f"{path}: skipped: {reason.replace('audio suffix', 'audio or image suffix')}")
     pairs: list[Pair] = []
     for key in sorted(audio.keys() | images.keys()):
         sounds, pictures = audio.get(key, []), images.get(key, [])

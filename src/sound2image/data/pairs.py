@@ -21,12 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sound2image.audio.files import AV_SUFFIXES, SOUNDFILE_SUFFIXES
+from sound2image.audio.files import is_hidden as is_hidden
 from sound2image.errors import DataError
 
-#: File suffixes (lower case) treated as sound files when pairing by name.
-AUDIO_SUFFIXES = frozenset(
-    {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".aac", ".opus", ".webm", ".aif", ".aiff"}
-)
+#: File suffixes (lower case) treated as sound files when pairing by name: the loader's own list, the
+#: same as every other folder scan (:mod:`sound2image.audio.files`). PyAV's formats are paired even
+#: without the [av] extra: reading such a pair then fails with the error that names the extra.
+AUDIO_SUFFIXES = SOUNDFILE_SUFFIXES | AV_SUFFIXES
 #: File suffixes (lower case) treated as images when pairing by name.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 #: File names looked for when a folder holds a manifest (first match wins).
@@ -107,13 +109,9 @@ def make_scan(pairs: list[Pair], problems: list[str], layout: str, root: Path, s
     return PairScan(pairs=pairs, problems=problems, layout=layout, classes=classes, root=root, source=source)
 
 
-def is_hidden(path: Path) -> bool:
-    """Hidden files and OS litter (``.DS_Store``, ``._x.jpg``, ``Thumbs.db``) are not dataset items."""
-    return path.name.startswith(".") or path.name.lower() in {"thumbs.db", "desktop.ini"}
-
-
 def walk_files(root: Path, problems: list[str] | None = None) -> list[Path]:
-    """Every non-hidden file below ``root``, sorted, skipping hidden folders.
+    """Every non-hidden file below ``root``, sorted, skipping hidden folders (the one hidden-file rule,
+    :func:`sound2image.audio.files.is_hidden`: ``.DS_Store``, ``._x.wav``, ``Thumbs.db`` …).
 
     A folder that cannot be listed is reported in ``problems`` (``os.walk`` would skip it silently).
     """
@@ -125,7 +123,7 @@ def walk_files(root: Path, problems: list[str] | None = None) -> list[Path]:
     found: list[Path] = []
     for folder, subfolders, files in os.walk(root, onerror=report):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        found.extend(Path(folder) / name for name in files if not is_hidden(Path(name)))
+        found.extend(path for name in files if not is_hidden(path := Path(folder) / name, root))
     return sorted(found)
 
 

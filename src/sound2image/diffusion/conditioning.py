@@ -19,6 +19,7 @@ import torch
 
 from sound2image.diffusion.calibration import EmbeddingCalibration, blend
 from sound2image.errors import ImageError, Sound2ImageError, UsageError
+from sound2image.validation import check_finite_values, check_number, check_positive_int
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -32,23 +33,32 @@ class ImageEmbeddings:
     problems: tuple[str, ...]
 
 
-def check_weights(weights: Sequence[float] | None, count: int) -> list[float]:
-    """Validate per-audio weights (default: equal); they are proportions, so only their ratios matter."""
+def check_weights(weights: Sequence[float] | None, count: int, name: str = "audio_weights") -> list[float]:
+    """Validate per-audio weights (default: equal); they are proportions, so only their ratios matter.
+
+    Each weight must be finite and >= 0 (a weight of 0 leaves that sound out) and their sum positive.
+
+    Raises:
+        UsageError: one line naming ``name`` (e.g. ``audio_weights must be finite and >= 0, got nan``).
+    """
     if weights is None:
         return [1.0] * count
-    values = [float(w) for w in weights]
+    values = list(weights)
     if len(values) != count:
-        raise UsageError(f"{count} audio inputs but {len(values)} weights; give one weight per audio")
-    if any(not (w >= 0) or w == float("inf") for w in values) or sum(values) <= 0:
-        raise UsageError(f"audio weights must be non-negative numbers with a positive sum, got {values}")
+        raise UsageError(f"{name}: {count} audio inputs but {len(values)} weights; give one weight per audio")
+    values = [check_number(f"{name}[{i}]", w, minimum=0.0) for i, w in enumerate(values)]
+    if sum(values) <= 0:
+        raise UsageError(f"{name} must have a positive sum (they are proportions), got {values}")
     return values
 
 
 def check_image_weight(image_weight: float) -> float:
-    """The reference image's share of the mix: a proportion in [0, 1]."""
-    if not 0.0 <= float(image_weight) <= 1.0:
-        raise UsageError(f"--image-weight must be between 0 and 1 (a proportion), got {image_weight}")
-    return float(image_weight)
+    """The reference image's share of the mix: a proportion in [0, 1].
+
+    Raises:
+        UsageError: ``image_weight must be finite and in [0, 1], got 1.5``.
+    """
+    return check_number("image_weight", image_weight, minimum=0.0, maximum=1.0)
 
 
 def mix_embeddings(
@@ -67,9 +77,16 @@ def mix_embeddings(
         image_embed (`torch.Tensor` of shape (D,) or (1, D), *optional*): a reference image's embedding.
         image_weight (`float`, defaults to 0.0): the image's proportion of the mix, in [0, 1]; the audio
             mix gets ``1 - image_weight``.
+
+    Raises:
+        UsageError: one line naming the parameter: a weight that is not finite or out of range, a shape
+            mismatch, or an embedding holding NaN or infinity.
     """
     if audio_embeds.ndim != 2 or audio_embeds.shape[0] == 0:
         raise UsageError(f"expected audio embeddings of shape (K, D), got {tuple(audio_embeds.shape)}")
+    check_finite_values("audio_embeds", audio_embeds)
+    if image_embed is not None:
+        check_finite_values("image_embed", image_embed.reshape(1, -1))
     audio_direction = blend(audio_embeds.float(), check_weights(weights, audio_embeds.shape[0]))  # (D,)
     direction = audio_direction
     if image_embed is not None:
@@ -93,6 +110,7 @@ def encode_images(
     """
     if not images:
         raise UsageError("no images to encode")
+    batch_size = check_positive_int("batch_size", batch_size)
     encoder = unclip.image_encoder
     parameter = next(encoder.parameters())
     device = getattr(unclip, "_execution_device", parameter.device)

@@ -1,7 +1,8 @@
 """Finding SounDiff's weights: the Hugging Face cache, a local directory, or an environment variable.
 
 Everything here reads the environment at call time (not import time), so ``HF_HOME``,
-``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` set by a caller or a test take effect. Every failure is a
+``HF_HUB_CACHE`` and the offline variables (:func:`sound2image.hub.is_offline`) set by a caller or a
+test take effect. Every failure is a
 one-line :class:`~sound2image.errors.WeightsError` naming what is missing and the three ways to
 supply it.
 """
@@ -12,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sound2image import hub
 from sound2image.errors import UsageError, WeightsError
 
 #: The zero-shot baseline's image generator (SD 2.1 unCLIP conditioned on OpenCLIP ViT-H embeddings).
@@ -50,12 +52,11 @@ class ModelSource:
         return str(self.path) if self.path is not None else self.name
 
 
-def is_offline() -> bool:
-    """True when the user asked the Hugging Face libraries not to touch the network."""
-    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DIFFUSERS_OFFLINE"):
-        if os.environ.get(variable, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
-            return True
-    return False
+def is_offline(local_files_only: bool = False) -> bool:
+    """True when no weights may be downloaded: the package's one rule, :func:`sound2image.hub.is_offline`
+    (``local_files_only``/``--offline``, ``SOUND2IMAGE_OFFLINE``, ``HF_HUB_OFFLINE``,
+    ``TRANSFORMERS_OFFLINE``, ``DIFFUSERS_OFFLINE``), the same one the ImageBind weights follow."""
+    return hub.is_offline(local_files_only)
 
 
 def hub_cache_dir() -> Path:
@@ -127,7 +128,8 @@ def _check_hub_id(repo_id: str, revision: str | None, filename: str, what: str) 
     """Fail early and clearly when offline and ``repo_id`` is not in the local cache."""
     if repo_id.count("/") != 1 or any(part == "" for part in repo_id.split("/")):
         raise UsageError(f"{repo_id}: not a local directory nor a hub id of the form org/name")
-    if not is_offline():
+    reason = hub.offline_reason()
+    if reason is None:
         return  # diffusers will download it; a failure there is turned into a WeightsError by the caller
     from huggingface_hub import try_to_load_from_cache
 
@@ -135,7 +137,7 @@ def _check_hub_id(repo_id: str, revision: str | None, filename: str, what: str) 
     if not isinstance(cached, str):
         raise WeightsError(
             f"{repo_id}: {what} weights are not in the Hugging Face cache ({hub_cache_dir()}) and "
-            f"HF_HUB_OFFLINE is set; {_HOW_TO_SUPPLY}"
+            f"downloads are off ({reason}); {_HOW_TO_SUPPLY}"
         )
 
 
@@ -146,5 +148,10 @@ def weights_error(source: ModelSource, what: str, error: BaseException) -> Weigh
 
 
 def hub_kwargs() -> dict[str, object]:
-    """Keyword arguments that make every hub loader honour the current environment."""
+    """Keyword arguments that make every hub loader honour the current environment.
+
+    ``local_files_only`` is True whenever :func:`is_offline` is, whichever variable says so: diffusers and
+    huggingface_hub read only ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` (at import time), so
+    ``SOUND2IMAGE_OFFLINE`` reaches them only through this keyword.
+    """
     return {"cache_dir": str(hub_cache_dir()), "local_files_only": is_offline()}

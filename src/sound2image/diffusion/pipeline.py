@@ -36,6 +36,8 @@ from sound2image.diffusion.loading import (
     weights_error,
 )
 from sound2image.errors import Sound2ImageError, UsageError, WeightsError
+from sound2image.hub import held_library_logs
+from sound2image.validation import check_finite_values, check_int, check_number, check_positive_int
 
 AUDIO_ENCODER_FOLDER = "audio_encoder"
 
@@ -55,6 +57,9 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 AudioInput = Any  # path | bytes | file-like | AudioClip | (np.ndarray, sample_rate)
+
+#: Seeds ``torch.Generator.manual_seed`` takes whatever the platform: 0 .. 2**63 - 1.
+SEED_RANGE = {"minimum": 0, "maximum": 2**63 - 1}
 
 
 @dataclass
@@ -86,7 +91,7 @@ class SounDiffOutput:
 
     Attributes:
         images: the generated images (PIL images, or a (B, H, W, 3) float array for ``output_type="np"``).
-        image_embeds: (1, D) float32 CPU tensor, the calibrated conditioning that was used.
+        image_embeds: (N, D) float32 CPU tensor, the conditioning that was used (N = 1 for audio).
     """
 
     images: Any
@@ -212,15 +217,22 @@ class SounDiffPipeline:
 
     # ------------------------------------------------------------------ conditioning
 
-    def encode_audio(self, audio: AudioInput | Sequence[AudioInput], batch_size: int = 8) -> torch.Tensor:
-        """(K, D) raw ImageBind embeddings (norm 20) of one or several audio inputs."""
+    def encode_audio(
+        self, audio: AudioInput | Sequence[AudioInput], batch_size: int = 8, channel: str | int | None = None
+    ) -> torch.Tensor:
+        """(K, D) raw ImageBind embeddings (norm 20) of one or several audio inputs.
+
+        ``channel`` overrides the encoder's channel policy (default ``audio_encoder.config.channel``:
+        "mean", the down-mix; "first" reads channel 0 as ImageBind's reference; or an index).
+        """
         if self.audio_encoder is None:
             raise UsageError(
                 "this pipeline was loaded without an audio encoder; it can only use stored embeddings"
             )
+        batch_size = check_positive_int("batch_size", batch_size)
         items = [audio] if _is_single_audio(audio) else list(audio)
-        encoder_device = next(self.audio_encoder.parameters()).device
-        embeds = self.audio_encoder.embed(items, batch_size=batch_size, device=encoder_device)
+        device = next(self.audio_encoder.parameters()).device
+        embeds = self.audio_encoder.embed(items, batch_size=batch_size, device=device, channel=channel)
         return embeds.float().cpu()
 
     def encode_image(self, image: Any) -> torch.Tensor:
@@ -269,74 +281,143 @@ class SounDiffPipeline:
             audio (path, bytes, file-like, `AudioClip`, `(np.ndarray, int)`, or a list of them, *optional*):
                 the sound(s); several are blended with ``audio_weights``. Give this or ``image_embeds``.
             audio_weights (`Sequence[float]`, *optional*, defaults to equal weights): one proportion
-                per audio.
+                per audio, each finite and >= 0, with a positive sum.
             image (`PIL.Image.Image`, *optional*, defaults to None): a reference image mixed into the
                 conditioning through the pipeline's own image encoder.
             image_weight (`float`, *optional*, defaults to 0.5): the image's proportion of the mix, in [0, 1].
-            image_embeds (`torch.Tensor` of shape (1, D), *optional*): a ready conditioning vector, used
-                exactly as given (no calibration), e.g. one read back from an image's metadata.
+            image_embeds (`torch.Tensor` of shape (N, D), *optional*): ready conditioning vectors, used
+                exactly as given (no calibration), e.g. one read back from an image's metadata. Each of the
+                N rows gives ``num_images_per_prompt`` images, in row order (row 0's images first), and
+                ``prompt``/``negative_prompt`` apply to every row — what plain diffusers'
+                ``StableUnCLIPImg2ImgPipeline`` gives for these rows and ``prompt=[prompt] * N``.
             prompt (`str`, *optional*, defaults to ""): text prompt; "" is the unconditional prompt.
             negative_prompt (`str`, *optional*, defaults to None): what to steer away from (with guidance).
             num_inference_steps (`int`, *optional*, defaults to 20): denoising steps.
-            guidance_scale (`float`, *optional*, defaults to 10.0): classifier-free guidance; > 1 enables it.
-            noise_level (`int`, *optional*, defaults to 0): unCLIP noise added to the embedding, 0..999.
-            height (`int`, *optional*, defaults to the model's native size): multiple of 8.
-            width (`int`, *optional*, defaults to the model's native size): multiple of 8.
-            num_images_per_prompt (`int`, *optional*, defaults to 1): images from one generator.
+            guidance_scale (`float`, *optional*, defaults to 10.0): classifier-free guidance, finite and
+                >= 0; > 1 enables it.
+            noise_level (`int`, *optional*, defaults to 0): unCLIP noise added to the embedding, an integer
+                in 0..999 (0 .. the image noising scheduler's ``num_train_timesteps`` - 1).
+            height (`int`, *optional*, defaults to the model's native size): a positive multiple of 8.
+            width (`int`, *optional*, defaults to the model's native size): a positive multiple of 8.
+            num_images_per_prompt (`int`, *optional*, defaults to 1): images per conditioning row, all
+                drawn from one generator.
             seed (`int`, *optional*, defaults to None): seeds a CPU ``torch.Generator`` (ignored when
                 ``generator`` is given); None draws from torch's global generator.
-            generator (`torch.Generator`, *optional*, defaults to None): the random source.
-            latents (`torch.Tensor`, *optional*, defaults to None): initial latents.
+            generator (`torch.Generator` or a list of them, *optional*, defaults to None): the random
+                source; a list holds one generator per image (N · ``num_images_per_prompt``), so each image
+                depends only on its own generator (diffusers' convention).
+            latents (`torch.Tensor`, *optional*, defaults to None): initial latents (finite).
             output_type (`str`, *optional*, defaults to "pil"): "pil", "np" or "latent".
 
         Returns:
             `SounDiffOutput` with ``images`` and the ``image_embeds`` used.
+
+        Raises:
+            UsageError: one line naming the parameter, for a value that is not finite or out of range
+                (e.g. ``guidance_scale must be finite and >= 0, got nan``) or a conditioning of the wrong
+                shape or with NaN/infinity in it.
         """
-        # 1. Check inputs
+        # 1. Check inputs (every number: finite and in range, the message names the parameter)
         if (audio is None) == (image_embeds is None):
             raise UsageError("give exactly one of audio or image_embeds")
-        if not 0 <= int(noise_level) < self.unclip.image_noising_scheduler.config.num_train_timesteps:
-            raise UsageError(f"noise_level must be an integer in 0..999, got {noise_level}")
-        if int(num_inference_steps) < 1:
-            raise UsageError(f"steps must be at least 1, got {num_inference_steps}")
-        height, width = height or self.default_size, width or self.default_size
-        if height % 8 or width % 8 or height <= 0 or width <= 0:
-            raise UsageError(f"image size must be positive multiples of 8, got {width}x{height}")
+        settings = self._check_call_settings(
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            noise_level=noise_level,
+            height=height,
+            width=width,
+            num_images_per_prompt=num_images_per_prompt,
+            image_weight=image_weight,
+            seed=seed,
+        )
+        if latents is not None:
+            check_finite_values("latents", latents)
 
         # 2. Build the conditioning: audio embeddings -> weighted mix (+ image) -> calibrated norm
         if image_embeds is None:
             image_embeds = self.build_image_embeds(audio, audio_weights, image, image_weight)
-        elif image_embeds.ndim != 2 or image_embeds.shape[-1] != self.embedding_dim:
-            raise UsageError(
-                f"image_embeds must have shape (N, {self.embedding_dim}), got {tuple(image_embeds.shape)}"
-            )
-        conditioning = image_embeds.detach().float().cpu()
+            check_finite_values("the conditioning built from audio", image_embeds)
+        else:
+            image_embeds = self._check_image_embeds(image_embeds)
+        conditioning = image_embeds.detach().float().cpu()  # (N, D)
+        rows = conditioning.shape[0]
 
         # 3. Cast: diffusers does not move passed embeddings to the pipeline's device/dtype
         embeds = conditioning.to(device=self.device, dtype=self.dtype)
 
         # 4. Random source: a CPU generator gives the same noise on every device
         if generator is None and seed is not None:
-            generator = torch.Generator("cpu").manual_seed(int(seed))
+            generator = torch.Generator("cpu").manual_seed(settings["seed"])
+        if isinstance(generator, (list, tuple)):
+            images = rows * settings["num_images_per_prompt"]
+            if len(generator) != images:
+                raise UsageError(
+                    f"generator: a list needs one generator per image ({rows} rows x "
+                    f"{settings['num_images_per_prompt']} images = {images}), got {len(generator)}"
+                )
+            generator = list(generator)
 
-        # 5. Denoise and decode with diffusers' own unCLIP loop
+        # 5. Prompts: diffusers batches prompts and repeats each embedding row num_images_per_prompt
+        # times, so N rows need N prompts (a plain string stands for one row only).
+        prompts: str | list[str] = prompt if rows == 1 else [prompt] * rows
+        negatives: str | list[str] | None = negative_prompt
+        if rows > 1 and negative_prompt is not None:
+            negatives = [negative_prompt] * rows
+
+        # 6. Denoise and decode with diffusers' own unCLIP loop
         result = self.unclip(
             image_embeds=embeds,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            num_inference_steps=int(num_inference_steps),
-            guidance_scale=float(guidance_scale),
-            noise_level=int(noise_level),
-            height=height,
-            width=width,
-            num_images_per_prompt=num_images_per_prompt,
+            prompt=prompts,
+            negative_prompt=negatives,
+            num_inference_steps=settings["num_inference_steps"],
+            guidance_scale=settings["guidance_scale"],
+            noise_level=settings["noise_level"],
+            height=settings["height"],
+            width=settings["width"],
+            num_images_per_prompt=settings["num_images_per_prompt"],
             generator=generator,
             latents=latents,
             output_type=output_type,
         )
 
-        # 6. Package the output with the conditioning that produced it
+        # 7. Package the output with the conditioning that produced it
         return SounDiffOutput(images=result.images, image_embeds=conditioning)
+
+    def _check_call_settings(self, **values: Any) -> dict[str, Any]:
+        """The numeric settings of :meth:`__call__`, checked (finite, in range) and converted."""
+        timesteps = int(self.unclip.image_noising_scheduler.config.num_train_timesteps)
+        checked = {
+            "num_inference_steps": check_positive_int("num_inference_steps", values["num_inference_steps"]),
+            "guidance_scale": check_number("guidance_scale", values["guidance_scale"], minimum=0.0),
+            "noise_level": check_int("noise_level", values["noise_level"], minimum=0, maximum=timesteps - 1),
+            "num_images_per_prompt": check_positive_int(
+                "num_images_per_prompt", values["num_images_per_prompt"]
+            ),
+            "image_weight": check_number("image_weight", values["image_weight"], minimum=0.0, maximum=1.0),
+            "seed": None if values["seed"] is None else check_int("seed", values["seed"], **SEED_RANGE),
+        }
+        for name in ("height", "width"):
+            value = values[name]
+            size = self.default_size if value is None else check_positive_int(name, value)
+            if size % 8:
+                raise UsageError(f"{name} must be a positive multiple of 8, got {value}")
+            checked[name] = size
+        return checked
+
+    def _check_image_embeds(self, image_embeds: Any) -> torch.Tensor:
+        """A (N, D) tensor with N >= 1 rows, all finite; UsageError naming ``image_embeds`` otherwise."""
+        dim = self.embedding_dim
+        if not isinstance(image_embeds, torch.Tensor):
+            try:
+                image_embeds = torch.as_tensor(np.asarray(image_embeds, dtype=np.float32))
+            except (TypeError, ValueError) as error:
+                raise UsageError(f"image_embeds must be a (N, {dim}) tensor ({error})") from None
+        if image_embeds.ndim != 2 or image_embeds.shape[0] < 1 or image_embeds.shape[-1] != dim:
+            raise UsageError(
+                f"image_embeds must have shape (N, {dim}) with N >= 1, got {tuple(image_embeds.shape)}"
+            )
+        check_finite_values("image_embeds", image_embeds)
+        return image_embeds
 
     # ------------------------------------------------------------------ saving and loading
 
@@ -416,13 +497,15 @@ class SounDiffPipeline:
         kwargs: dict[str, Any] = {**_dtype_kwarg(dtype), "variant": variant, "revision": revision}
         if not source.is_local:
             kwargs.update(hub_kwargs())
-        try:
-            unclip = StableUnCLIPImg2ImgPipeline.from_pretrained(source.location, **components, **kwargs)
-        except (OSError, ValueError, RuntimeError) as error:
-            raise weights_error(source, "unCLIP pipeline", error) from error
+        with held_library_logs():  # a failed load says so in one line, without the hub's log lines
+            try:
+                unclip = StableUnCLIPImg2ImgPipeline.from_pretrained(source.location, **components, **kwargs)
+            except (OSError, ValueError, RuntimeError) as error:
+                raise weights_error(source, "unCLIP pipeline", error) from error
 
         if audio_encoder is None and load_audio_encoder:
             audio_encoder = _load_audio_encoder(source, audio_encoder_weights)
+            _adopt_training_channel(audio_encoder, info.training_config)
         calibration = calibration or export_calibration
         if calibration is None and source.path is not None:
             calibration = EmbeddingCalibration.load(source.path)
@@ -466,10 +549,11 @@ def _load_unet(
         kwargs["subfolder"] = subfolder
     if not source.is_local:
         kwargs.update(hub_kwargs())
-    try:
-        model = UNet2DConditionModel.from_pretrained(source.location, **kwargs)
-    except (OSError, ValueError, RuntimeError) as error:
-        raise weights_error(source, "fine-tuned U-Net", error) from error
+    with held_library_logs():  # a failed load says so in one line, without the hub's log lines
+        try:
+            model = UNet2DConditionModel.from_pretrained(source.location, **kwargs)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise weights_error(source, "fine-tuned U-Net", error) from error
     training_config, calibration = None, None
     if source.path is not None:
         calibration = EmbeddingCalibration.load(source.path)
@@ -482,6 +566,14 @@ def _load_unet(
         training_config=training_config,
     )
     return model, info, calibration
+
+
+def _adopt_training_channel(encoder: Any, training_record: dict[str, Any] | None) -> None:
+    """A fine-tuned U-Net learned on one channel policy (``audio_channel`` in its training config): the
+    loaded encoder uses the same one, so generation conditions as training did (``--channel`` overrides)."""
+    channel = ((training_record or {}).get("training_config") or {}).get("audio_channel")
+    if channel is not None and encoder is not None and hasattr(encoder, "sampling_config"):
+        encoder.config = encoder.sampling_config(channel=channel)
 
 
 def save_audio_encoder(encoder: Any, directory: Path) -> None:

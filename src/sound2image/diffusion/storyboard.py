@@ -2,6 +2,8 @@
 
 Every window is embedded on its own (ImageBind looks at three 2 s clips inside each window) and every
 image uses the same seed, so the differences between frames come from the sound, not from the noise.
+Windows keep all the channels of the clip; the audio encoder's channel policy (default: their mean)
+applies to each, as for any other input.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import torch
 
 from sound2image.diffusion.conditioning import mix_embeddings
-from sound2image.errors import UsageError
+from sound2image.validation import check_number
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,8 @@ def storyboard_windows(clip: Any, window: float, hop: float | None = None) -> li
     """
     from sound2image.audio.length import iter_windows
 
-    hop = window if hop is None else hop
-    if not (window > 0 and hop > 0):
-        raise UsageError(f"--window and --hop must be positive seconds, got window={window} hop={hop}")
+    window = check_number("window", window, minimum=0.0, min_inclusive=False)  # seconds
+    hop = window if hop is None else check_number("hop", hop, minimum=0.0, min_inclusive=False)
     return [
         StoryboardWindow(index, start, end, piece)
         for index, (start, end, piece) in enumerate(iter_windows(clip, window, hop))

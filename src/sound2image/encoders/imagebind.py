@@ -156,7 +156,9 @@ class ImageBindAudioConfig:
     into a ``num_mel_bins`` x ``target_length`` log-mel image normalised with ``mean``/``std``.
     ``clip_layout`` "imagebind" places window i at i * (duration - clip) / clips (ImageBind's sampler,
     which never reaches the end of a long file); "cover" spreads the windows from the very start to the
-    very end (5 windows tile a 10 s file).
+    very end (5 windows tile a 10 s file). ``channel`` is the channel policy (see
+    :mod:`sound2image.audio.channels`): ``"mean"`` (default) down-mixes, ``"first"`` reads channel 0
+    (ImageBind's reference, exact parity on multichannel files), an integer picks that channel.
     """
 
     embed_dim: int = 768
@@ -176,6 +178,7 @@ class ImageBindAudioConfig:
     clips_per_file: int = 3
     clip_layout: str = "imagebind"
     resampler: str = "sinc"
+    channel: str | int = "mean"
     mean: float = -4.268
     std: float = 9.138
 
@@ -186,6 +189,9 @@ class ImageBindAudioConfig:
             raise ValueError(f"resampler must be 'sinc' or 'polyphase', got {self.resampler!r}")
         if self.clips_per_file < 1:
             raise ValueError(f"clips_per_file must be >= 1, got {self.clips_per_file}")
+        from sound2image.audio.channels import check_channel
+
+        self.channel = check_channel(self.channel, "channel")
 
     @property
     def patch_grid(self) -> tuple[int, int]:
@@ -352,6 +358,7 @@ class ImageBindAudioEncoder(nn.Module):
         clips_per_file: int | None = None,
         clip_layout: str | None = None,
         resampler: str | None = None,
+        channel: str | int | None = None,
     ) -> torch.Tensor:
         """Embed audio: one ``out_embed_dim`` vector per input, float32 on CPU.
 
@@ -364,21 +371,28 @@ class ImageBindAudioEncoder(nn.Module):
                 cast in place and stays so (like ``module.to``): casting back to float32 does not restore
                 the lost precision, so keep a separate instance per precision.
             progress: show a tqdm progress bar over files.
-            clips_per_file, clip_layout, resampler: override the config's preprocessing (see
-                :class:`ImageBindAudioConfig`); default: ImageBind's protocol (3 windows, torchaudio's
-                resampler).
+            clips_per_file, clip_layout, resampler, channel: override the config's preprocessing (see
+                :class:`ImageBindAudioConfig`); default: the config's (ImageBind's 3 windows, torchaudio's
+                resampler, the mean of the channels; ``channel="first"`` reads channel 0 as ImageBind).
         Returns:
             ``(len(inputs), out_embed_dim)`` float32.
         Raises:
             AudioError: for an input that cannot be used (the message names it); nothing is returned then.
+            UsageError: an invalid ``channel``.
+        Warns:
+            SilentChannelWarning: (sound2image.audio.channels) the selected channel, or the mean, is silent
+                while another channel is not.
         """
         from sound2image.encoders.preprocess import as_input_list, preprocess_audio
 
         items = as_input_list(inputs)
         self._move(device, dtype)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        config = self.sampling_config(clips_per_file, clip_layout, resampler)
+        from sound2image.validation import check_positive_int  # issue 11 C: one-line UsageError
+
+        batch_size = check_positive_int("batch_size", batch_size)
+        if clips_per_file is not None:
+            clips_per_file = check_positive_int("clips_per_file", clips_per_file)
+        config = self.sampling_config(clips_per_file, clip_layout, resampler, channel)
         rows = []
         with _progress_bar(len(items), progress) as bar:
             for start in range(0, len(items), batch_size):
@@ -393,15 +407,20 @@ class ImageBindAudioEncoder(nn.Module):
         return torch.cat(rows)
 
     def sampling_config(
-        self, clips_per_file: int | None = None, clip_layout: str | None = None, resampler: str | None = None
+        self,
+        clips_per_file: int | None = None,
+        clip_layout: str | None = None,
+        resampler: str | None = None,
+        channel: str | int | None = None,
     ) -> ImageBindAudioConfig:
-        """The config with the preprocessing overridden where the arguments are not None."""
+        """The config with the preprocessing overridden where the arguments are not None (validated)."""
         changes = {
             key: value
             for key, value in (
                 ("clips_per_file", clips_per_file),
                 ("clip_layout", clip_layout),
                 ("resampler", resampler),
+                ("channel", channel),
             )
             if value is not None
         }

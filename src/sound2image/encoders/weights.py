@@ -9,9 +9,10 @@ Resolution order (:func:`resolve_weights`):
    ``$XDG_CACHE_HOME/sound2image``, else ``~/.cache/sound2image``: first the audio-only
    ``imagebind_huge_audio.safetensors``, then a full ``imagebind_huge.pth`` placed there by hand;
 4. a download of the official ``imagebind_huge.pth`` (4.5 GB) into the cache, with a progress bar and
-   HTTP Range resume of a partial ``.part`` file - unless offline (``local_files_only``,
-   ``HF_HUB_OFFLINE=1`` or ``SOUND2IMAGE_OFFLINE=1``), in which case one :class:`WeightsError` line says
-   where to put the file.
+   HTTP Range resume of a partial ``.part`` file - unless offline (``local_files_only``/``--offline``, or
+   ``SOUND2IMAGE_OFFLINE``, ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE`` true:
+   :func:`sound2image.hub.is_offline`), in which case one :class:`WeightsError` line says where to put
+   the file.
 
 A ``.pth`` is untrusted input: it is read with ``torch.load(weights_only=True, mmap=True)`` (no code
 runs, and only the audio tensors are paged in), its 177 audio tensors are checked by name and shape,
@@ -38,6 +39,7 @@ from typing import Any
 
 import torch
 
+from sound2image import hub
 from sound2image.errors import WeightsError
 
 IMAGEBIND_HUGE_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
@@ -50,7 +52,6 @@ AUDIO_PREFIXES = (
     "modality_heads.audio.",
     "modality_postprocessors.audio.",
 )
-_TRUE = {"1", "true", "yes", "on"}
 
 
 # --- where things are ---------------------------------------------------------------------------
@@ -70,9 +71,10 @@ def weights_cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
 
 
 def is_offline(local_files_only: bool = False) -> bool:
-    """True when downloads are not allowed."""
-    env = (os.environ.get(name, "").strip().lower() for name in ("HF_HUB_OFFLINE", "SOUND2IMAGE_OFFLINE"))
-    return local_files_only or any(value in _TRUE for value in env)
+    """True when downloads are not allowed: the package's one rule, :func:`sound2image.hub.is_offline`
+    (``local_files_only``/``--offline``, ``SOUND2IMAGE_OFFLINE``, ``HF_HUB_OFFLINE``,
+    ``TRANSFORMERS_OFFLINE``, ``DIFFUSERS_OFFLINE``)."""
+    return hub.is_offline(local_files_only)
 
 
 def _missing_weights_message(folder: Path, reason: str) -> str:
@@ -117,8 +119,9 @@ def resolve_weights(
     for name in (HUGE_AUDIO_NAME, HUGE_CHECKPOINT_NAME):
         if (folder / name).is_file():
             return folder / name
-    if is_offline(local_files_only):
-        raise WeightsError(_missing_weights_message(folder, "offline, no download"))
+    reason = hub.offline_reason(local_files_only)
+    if reason is not None:
+        raise WeightsError(_missing_weights_message(folder, f"offline ({reason}), no download"))
     return download(url or IMAGEBIND_HUGE_URL, folder / HUGE_CHECKPOINT_NAME, progress=progress)
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from sound2image.errors import DataError
 from sound2image.metrics.classifier import ClassifierConfig, ImageClassifier, SmallCNN, _to_input
+from sound2image.training.checkpoints import announce_processes
 from sound2image.training.schedules import warmup_cosine
 
 
@@ -39,6 +40,7 @@ def train_classifier(
     if len(labels) == 0:
         raise DataError("classifier: no training images")
     config = config or ClassifierConfig()
+    announce_processes("train classifier", 1, "cpu", config.batch_size, distributed=False, label="classifier")
     classes = sorted({str(label) for label in labels})
     config.classes = classes
     config.image_size = int(images.shape[-1])

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from sound2image.errors import DataError, UsageError
+from sound2image.training.checkpoints import describe_processes
 from sound2image.training.schedules import make_adamw, set_lr, warmup_cosine
 from sound2image.transformer.reranker import AudioImageScorer, RerankerConfig
 
@@ -139,6 +140,8 @@ def train_reranker(
     optimizer = make_adamw(scorer, config.lr, config.weight_decay, betas=(0.9, 0.999))
     batch = min(config.batch_size, count)
     steps_per_epoch = count // batch  # the last partial batch is dropped: InfoNCE wants full batches
+    # Always one process (it runs inside `train transformer`, whose launch check covers it).
+    print(f"scorer: {describe_processes(1, device.type, batch)}", flush=True)
     total = config.epochs * steps_per_epoch
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []

@@ -34,12 +34,13 @@ from typing import Any
 import torch
 
 from sound2image.diffusion.calibration import EmbeddingCalibration
-from sound2image.errors import DataError, MissingExtraError, OutputExistsError, Sound2ImageError, UsageError
+from sound2image.errors import DataError, MissingExtraError, UsageError
 from sound2image.training.checkpoints import (
+    TrainingDivergedError,  # noqa: F401 - raised by the loop; importable from here as before
+    announce_processes,
     atomic_checkpoint,
-    latest_checkpoint,
-    list_checkpoints,
-    resolve_resume,
+    check_finite,
+    check_run_dir,
 )
 
 SATELLITE_PROMPT = "a satellite image with details on the ground"
@@ -69,12 +70,6 @@ RESUMABLE_CHANGES = {
     "cache_dir",
     "cache_batch_size",
 }
-
-
-class TrainingDivergedError(Sound2ImageError):
-    """The loss became NaN or infinite; the run stopped without writing anything after it."""
-
-    exit_code = 1
 
 
 @dataclass
@@ -131,6 +126,7 @@ class SounDiffTrainConfig:
     cache_dir: str | None = None  # None: <output_dir>/cache
     cache_batch_size: int = 8
     cache_dtype: str = "float32"
+    audio_channel: str | int = "mean"  # channel policy of the audio encoder: "mean", "first" or an index
     report_to: str = "tensorboard"  # or "none"
     progress: bool = True
 
@@ -192,6 +188,9 @@ class SounDiffTrainConfig:
         if self.validation_steps is not None and self.validation_steps < 1:
             raise UsageError(f"validation_steps must be at least 1, got {self.validation_steps}")
         self.objective_config()  # checks dropout, noise level and SNR gamma
+        from sound2image.audio.channels import check_channel
+
+        self.audio_channel = check_channel(self.audio_channel, "audio_channel")
 
     def objective_config(self) -> Any:
         from sound2image.training.objective import ObjectiveConfig
@@ -374,6 +373,9 @@ def make_cache_pass(config: SounDiffTrainConfig, pipe: Any, accelerator: Any, ru
     if encoder is None:
         raise UsageError(f"{config.base_model}: the base model has no audio encoder")
     device = accelerator.device
+    # The run's channel policy becomes the encoder's (so it is in the fingerprint, the cache key, and in
+    # the validation pipeline); the export records it in its training config for generation.
+    encoder.config = encoder.sampling_config(channel=config.audio_channel)
 
     def embed(paths: Any) -> torch.Tensor:
         return encoder.embed([str(p) for p in paths], batch_size=config.cache_batch_size, device=device)
@@ -509,24 +511,17 @@ class _Run:
 
 
 def check_output_dir(config: SounDiffTrainConfig, run_dir: Path) -> Path | None:
-    """The checkpoint to resume from, or None; refuse to mix a new run into an old one."""
-    resume = resolve_resume(run_dir, config.resume)
-    existing = list_checkpoints(run_dir) or (run_dir / CONFIG_FILE).exists()
-    if not config.resume and existing:
-        raise OutputExistsError(
-            f"{run_dir}: already holds a training run "
-            "(pass --resume latest to continue it, or choose a new --output)"
-        )
-    if config.resume and (run_dir / CONFIG_FILE).exists():
-        previous = SounDiffTrainConfig.load(run_dir / CONFIG_FILE).to_dict()
-        current = config.to_dict()
-        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and current[k] != previous.get(k))
-        if changed:
-            raise UsageError(
-                f"{run_dir}: cannot resume with different settings ({', '.join(changed)}); "
-                f"see {run_dir / CONFIG_FILE}"
-            )
-    return resume
+    """The checkpoint to resume from, or None; refuse to mix a new run into an old one, or to resume with
+    changed settings (the rule every trainer shares: :func:`sound2image.training.checkpoints.check_run_dir`).
+    """
+    return check_run_dir(
+        run_dir,
+        config.resume,
+        run_dir / CONFIG_FILE,
+        config.to_dict(),
+        lambda path: SounDiffTrainConfig.load(path).to_dict(),
+        RESUMABLE_CHANGES,
+    )
 
 
 def setup_run(
@@ -641,8 +636,7 @@ def train_step(run: _Run, step: int) -> float:
                 run.unet, mean, std, embeds, run.prompt_embeds, run.empty_prompt_embeds, draw
             )
             loss = accelerator.gather(out.loss.detach()[None]).mean().item()  # every process sees every loss
-            if not math.isfinite(loss):
-                _diverged(run, step, f"the loss became {loss}")
+            check_finite(loss, "loss", run.run_dir, step + 1, _DIVERGED_HINT)
             accelerator.backward(out.loss)
             if accelerator.sync_gradients:
                 _clip_and_check(run, step)
@@ -663,17 +657,11 @@ def _clip_and_check(run: _Run, step: int) -> None:
     """
     max_norm = run.config.max_grad_norm if run.config.max_grad_norm > 0 else math.inf
     norm = run.accelerator.clip_grad_norm_(run.params, max_norm)  # accelerate unscales first
-    if run.config.mixed_precision != "fp16" and norm is not None and not math.isfinite(float(norm)):
-        _diverged(run, step, f"the gradient norm became {float(norm)}")
+    if run.config.mixed_precision != "fp16" and norm is not None:
+        check_finite(float(norm), "gradient norm", run.run_dir, step + 1, _DIVERGED_HINT)
 
 
-def _diverged(run: _Run, step: int, what: str) -> None:
-    last = latest_checkpoint(run.run_dir)
-    where = f"last good checkpoint: {last} (--resume latest)" if last else "no checkpoint was written"
-    raise TrainingDivergedError(
-        f"{run.run_dir}: {what} at step {step + 1}; stopped without saving ({where}); "
-        "try a lower --learning-rate or --mixed-precision bf16/no"
-    )
+_DIVERGED_HINT = "try a lower --learning-rate or --mixed-precision bf16/no"
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
@@ -874,6 +862,15 @@ def train(
     run_dir = Path(config.output_dir)
     accelerator = make_accelerator(config, run_dir)
     resume = check_output_dir(config, run_dir)
+    announce_processes(  # refuses a launch whose processes do not form one run
+        "train soundiff",
+        accelerator.num_processes,
+        accelerator.device.type,
+        config.batch_size,
+        accumulation=config.gradient_accumulation_steps,
+        is_main_process=accelerator.is_main_process,
+        label=f"SounDiff-{config.variant}",
+    )
     # Data and weights are checked before anything is written: a failed start leaves no run behind.
     data = select_pairs(config, run_dir)
     pipe = pipeline if pipeline is not None else load_base_pipeline(config)

@@ -23,7 +23,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +41,12 @@ from sound2image.audio.sections import (
 )
 from sound2image.data.images import prepare_image
 from sound2image.errors import DataError, Sound2ImageError, UsageError
-from sound2image.training.checkpoints import atomic_checkpoint, resolve_resume
+from sound2image.training.checkpoints import (
+    announce_processes,
+    atomic_checkpoint,
+    check_finite,
+    check_run_dir,
+)
 from sound2image.training.reranker import RerankerTrainConfig, reranker_record, train_reranker
 from sound2image.training.schedules import make_adamw, run_progress, set_lr, warmup_cosine
 from sound2image.transformer.model import ImageTransformer, ImageTransformerConfig
@@ -49,6 +54,22 @@ from sound2image.transformer.reranker import RERANKER_DIR, read_scorer_record
 from sound2image.transformer.sampling import SamplingConfig, generate, tokens_to_images
 
 TRAINING_CONFIG_NAME = "training_config.json"
+SPLIT_NAME = "split.json"
+#: Settings that may change between a run and its resumption (the rest must match, as for SounDiff):
+#: the step and time budget, the checkpoint/evaluation cadence, reporting, and the device.
+RESUMABLE_CHANGES = {
+    "resume",
+    "max_steps",
+    "epochs",
+    "max_minutes",
+    "eval_every",
+    "checkpoint_every",
+    "checkpoints_total_limit",
+    "num_sample_images",
+    "progress",
+    "device",
+}
+_DIVERGED_HINT = "try a lower --lr or --mixed-precision no"
 
 
 @dataclass
@@ -317,17 +338,52 @@ def _record(config: TransformerTrainConfig, classes: list[str]) -> dict[str, Any
     }
 
 
-def train_transformer(config: TransformerTrainConfig) -> TrainResult:
-    """Run (or resume) a training run; see the module docstring for the steps."""
+def _load_saved_config(path: Path) -> dict[str, Any]:
+    try:
+        return TransformerTrainConfig.from_dict(json.loads(path.read_text())).to_dict()
+    except (OSError, ValueError, TypeError) as error:
+        raise UsageError(f"{path}: not a valid training config ({error})") from error
+
+
+StepHook = Callable[[int, float, ImageTransformer], None]
+
+
+def train_transformer(config: TransformerTrainConfig, *, on_step_end: StepHook | None = None) -> TrainResult:
+    """Run (or resume) a training run; see the module docstring for the steps.
+
+    Args:
+        config: the settings.
+        on_step_end: called as ``hook(step, loss, model)`` after every update (after its checkpoint).
+
+    Raises:
+        OutputExistsError: ``output_dir`` holds a run and ``config.resume`` is not set.
+        UsageError: bad settings, or resuming with settings that differ from the saved ones (checked
+            before anything is written).
+        TrainingDivergedError: the loss or the gradient norm became NaN/Inf (nothing saved after it; the
+            last good checkpoint is kept).
+        DataError: no usable pairs.
+    """
     from tqdm.auto import tqdm
 
     from sound2image.data import scan_pairs, split_pairs
 
     config.check()
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
     device = _device(config.device)
+    # Before anything is written: a new run never lands in an old one, a resumed one keeps its settings,
+    # and a multi-process launch (each process would train alone into the same directory) is refused.
+    resume_from = check_run_dir(
+        out,
+        config.resume,
+        out / TRAINING_CONFIG_NAME,
+        config.to_dict(),
+        _load_saved_config,
+        RESUMABLE_CHANGES,
+    )
+    announce_processes(
+        "train transformer", 1, device.type, config.batch_size, distributed=False, label="transformer"
+    )
+    torch.manual_seed(config.seed)
     amp_dtype = _autocast_dtype(config.mixed_precision, device)
 
     # 1. Pairs and the grouped split.
@@ -336,7 +392,9 @@ def train_transformer(config: TransformerTrainConfig) -> TrainResult:
     if not pairs:
         raise DataError(f"{config.data}: no audio/image pairs found")
     split = split_pairs(pairs, config.val_fraction, config.split_seed)
-    split.save(out / "split.json")
+    out.mkdir(parents=True, exist_ok=True)
+    if not config.resume or not (out / SPLIT_NAME).is_file():  # a resumed run keeps its split file
+        split.save(out / SPLIT_NAME)
     (out / TRAINING_CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
 
     # 2. Pre-compute features and pixels once.
@@ -365,7 +423,6 @@ def train_transformer(config: TransformerTrainConfig) -> TrainResult:
     step, elapsed_before, history = 0, 0.0, []
 
     # Resume: weights, optimiser, step, elapsed time and the data order.
-    resume_from = resolve_resume(out, config.resume)
     if resume_from is not None:
         state = json.loads((resume_from / "trainer_state.json").read_text())
         loaded, _ = ImageTransformer.from_pretrained(resume_from / "model", map_location=device)
@@ -405,20 +462,27 @@ def train_transformer(config: TransformerTrainConfig) -> TrainResult:
         set_lr(optimizer, lr)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             _, loss = model(features, model.decoder_inputs(pixels), pixels)
+        loss_value = loss.item()
+        # NaN/Inf guard (as SounDiff's): stop before the update, so no checkpoint holds bad weights.
+        check_finite(loss_value, "loss", out, step + 1, _DIVERGED_HINT)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        if not scaler.is_enabled():  # fp16's scaler skips overflowing steps by design
+            check_finite(float(norm), "gradient norm", out, step + 1, _DIVERGED_HINT)
         scaler.step(optimizer)
         scaler.update()
         step += 1
-        train_loss = loss.item() if math.isnan(train_loss) else 0.95 * train_loss + 0.05 * loss.item()
+        train_loss = loss_value if math.isnan(train_loss) else 0.95 * train_loss + 0.05 * loss_value
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
         if step % config.eval_every == 0 or step == max_steps:
             history.append(_evaluate(model, val, config, out, step, train_loss, elapsed, device))
         if step % config.checkpoint_every == 0:
             _checkpoint(model, optimizer, config, classes, out, step, elapsed, history)
+        if on_step_end is not None:
+            on_step_end(step, loss_value, model)
     bar.close()
     elapsed = elapsed_before + time.monotonic() - started
     if not history or history[-1]["step"] != step:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sound2image.errors import UsageError, WeightsError
+from sound2image.errors import WeightsError
 from sound2image.transformer.model import (
     WEIGHTS_NAME,
     ImageTransformer,
@@ -34,6 +34,7 @@ from sound2image.transformer.model import (
     save_model_directory,
 )
 from sound2image.transformer.sampling import SamplingConfig, generate
+from sound2image.validation import check_int
 
 FORMAT = "sound2image-audio-image-scorer"
 #: Where a trained Image Transformer directory keeps its scorer.
@@ -202,8 +203,7 @@ def generate_best_of(
     defaults to ``config.seed`` for every row. All B · N draws run as one batch.
     """
     config = config or SamplingConfig()
-    if candidates < 1:
-        raise UsageError(f"--candidates must be at least 1, got {candidates}")
+    candidates = check_int("candidates", candidates, minimum=1)
     batch = audio_features.shape[0]
     seeds = list(seeds) if seeds is not None else [config.seed] * batch
     if len(seeds) != batch:

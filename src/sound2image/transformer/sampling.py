@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from sound2image.errors import UsageError
 from sound2image.transformer.model import ImageTransformer
+from sound2image.validation import check_int, check_number
 
 
 @dataclass
@@ -37,15 +37,18 @@ class SamplingConfig:
     seed: int = 0
 
     def check(self) -> None:
-        """Raise UsageError for values out of range."""
-        if self.temperature < 0:
-            raise UsageError(f"--temperature must be >= 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise UsageError(f"--top-k must be >= 1, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.guidance_scale < 0:
-            raise UsageError(f"--guidance-scale must be >= 0, got {self.guidance_scale}")
+        """Raise UsageError, naming the field, for a value that is not finite or out of range.
+
+        ``temperature`` and ``guidance_scale``: finite and >= 0; ``top_k``: an integer >= 1; ``top_p``:
+        finite and in (0, 1]; ``seed``: an integer in 0 .. 2**63 - 1 (what ``manual_seed`` takes).
+        """
+        check_number("temperature", self.temperature, minimum=0.0)
+        if self.top_k is not None:
+            check_int("top_k", self.top_k, minimum=1)
+        if self.top_p is not None:
+            check_number("top_p", self.top_p, minimum=0.0, maximum=1.0, min_inclusive=False)
+        check_number("guidance_scale", self.guidance_scale, minimum=0.0)
+        check_int("seed", self.seed, minimum=0, maximum=2**63 - 1)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
@@ -118,7 +121,9 @@ def generate(
     config.check()
     model.eval()
     c = model.config
-    steps = c.seq_len if num_steps is None else num_steps
+    steps = c.seq_len
+    if num_steps is not None:
+        steps = check_int("num_steps", num_steps, minimum=1, maximum=c.seq_len)
     if generator is None:
         generator = torch.Generator().manual_seed(config.seed)
     batch = audio_features.shape[0]
