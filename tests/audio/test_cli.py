@@ -76,7 +76,7 @@ def test_info_help_has_an_example(capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["audio", "info", "--help"])
     assert exited.value.code == 0
-    assert "sound2image audio info beach.wav" in capsys.readouterr().out
+    assert "sound2image audio info examples/waves.flac" in capsys.readouterr().out
 
 
 def test_info_without_files_is_a_usage_error(capsys) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from PIL import Image
 
@@ -504,3 +505,30 @@ def test_regeneration_refuses_a_non_finite_recorded_setting(saved_dir, wavs, tmp
     err = capsys.readouterr().err.strip()
     assert err == "error: guidance_scale must be finite and >= 0, got nan"
     assert not (tmp_path / "again").exists() or not any((tmp_path / "again").iterdir())
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--temperature", "0.5"],
+        ["--top-k", "3"],
+        ["--top-p", "0.5"],
+        ["--candidates", "2"],
+        ["--upscale", "2"],
+    ],
+    ids=lambda f: f[0],
+)
+def test_image_transformer_flags_are_refused_by_soundiff_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: list[str]
+) -> None:
+    """One rule for both paths: an option the chosen model family does not apply is an error."""
+    audio = tmp_path / "a.wav"
+    sf.write(audio, np.zeros(1600, dtype=np.float32), 16000)
+    out = tmp_path / "out"
+    assert main(["generate", str(audio), "--model", str(tmp_path / "no-model"), "-o", str(out), *flag]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: {flag[0]}: only for the Image Transformer (--model transformer:DIR), not used by SounDiff; "
+        "leave it out"
+    )
+    assert not out.exists()

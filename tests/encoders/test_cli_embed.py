@@ -119,7 +119,7 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:
         main(["embed", "--help"])
     assert info.value.code == 0
-    assert "sound2image embed beach.wav" in capsys.readouterr().out
+    assert "sound2image embed examples/waves.flac" in capsys.readouterr().out
 
 
 def test_unavailable_device_is_a_usage_error(weights, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

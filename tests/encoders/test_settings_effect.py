@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +41,15 @@ def _tone(freq: float, seconds: float = 2.5, sr: int = 16000) -> np.ndarray:
 def hand_embedding(model: ImageBindAudioEncoder, item, dtype: torch.dtype, **preprocessing) -> torch.Tensor:
     """(D,) one file by hand: features of the named config, a cast copy of the model, L2 x scale, clip mean.
 
-    The scale is ImageBind's exp(log_logit_scale) with the buffer in the model's dtype, as ``.to(dtype)``
-    leaves it: log(20) rounds to 3.0 in bfloat16 and exp(3.0) to 20.125, so bfloat16 vectors have norm
-    20.125, not 20 (float16: exactly 20).
+    The scale is ImageBind's exp(log(20)) in float32 whatever the compute dtype (log(20) rounded to
+    bfloat16 would give norm 20.125): the expected norm is 20 for every dtype.
     """
     config = dataclasses.replace(model.config, **preprocessing)
     features = preprocess_audio(item, config)  # (clips, 1, mel, frames) float32
     cast = copy.deepcopy(model).to(dtype)
     with torch.no_grad():
         heads = cast(features.to(dtype)).float()  # (clips, D)
-    scale = cast.log_logit_scale.exp().float()
+    scale = torch.tensor(math.log(20.0), dtype=torch.float32).exp()
     return (F.normalize(heads, dim=-1) * scale).mean(dim=0)
 
 
@@ -229,3 +229,13 @@ def test_from_pretrained_cache_dir_and_config_keywords(tmp_path: Path, monkeypat
         custom.embed([item])[0],
         hand_embedding(source, item, torch.float32, clips_per_file=5, clip_layout="cover"),
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_embedding_norm_is_twenty_in_every_dtype(dtype: torch.dtype) -> None:
+    """ImageBind vectors have norm exp(log 20) = 20; a cast model must not round the scale (bf16: 20.125)."""
+    model = _model().to(dtype)
+    assert model.log_logit_scale.dtype == torch.float32
+    vector = model.embed([(_tone(440.0), 16000)], clips_per_file=1)[0]
+    # One clip: no averaging, so the norm is the scale itself; float32 normalisation of 1024 terms ~1e-6.
+    assert vector.norm().item() == pytest.approx(20.0, rel=1e-5)

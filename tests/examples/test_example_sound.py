@@ -32,3 +32,18 @@ def test_example_sound_is_reproduced_by_its_script() -> None:
     # PCM-16 quantisation: at most half a step (1/65536) plus one step for a rounding-edge flip that a
     # different libm could cause in the float64 filters (their error is ~1e-15, far below a step).
     np.testing.assert_allclose(shipped, made, rtol=0, atol=1.5 / 32768)
+
+
+def test_help_examples_name_the_shipped_sound(capsys) -> None:
+    """A new user's first commands (README, --help) read a file that exists in the checkout."""
+    import pytest
+
+    from sound2image.cli.main import main
+
+    for command in (["--help"], ["generate", "--help"], ["audio", "info", "--help"], ["embed", "--help"]):
+        with pytest.raises(SystemExit):
+            main(command)
+        assert "examples/waves.flac" in capsys.readouterr().out, command
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    assert "sound2image generate examples/waves.flac" in readme
+    assert (EXAMPLES / "waves.flac").is_file()

@@ -152,6 +152,11 @@ def test_classifier_weights_do_not_depend_on_the_global_random_stream() -> None:
     _ = torch.rand(5)
     second = train_classifier(images, labels, config).model.state_dict()
     assert all(torch.equal(first[key], second[key]) for key in first)
+    # ... and the caller's stream is where it was: training neither reseeds nor advances it.
+    torch.manual_seed(12)
+    before = torch.random.get_rng_state()
+    train_classifier(images, labels, config)
+    assert torch.equal(torch.random.get_rng_state(), before)
 
 
 def test_predict_batch_size_does_not_change_predictions() -> None:

@@ -531,7 +531,8 @@ def test_mix_and_weights_are_refused_not_ignored(
 ) -> None:
     args = ["generate", str(model_dir / "tone0.wav"), "--model", f"transformer:{model_dir / 'model'}"]
     assert main([*args, "--out", str(tmp_path / "out"), *flag]) == 2
-    assert "--mix/--weights are not supported" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{flag[0]}: only for SounDiff, not used by the Image Transformer" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -549,11 +550,6 @@ SOUNDIFF_ONLY = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #11 F, not fixed yet: `generate --model transformer:DIR` accepts these SounDiff-only "
-    "flags, exits 0 and ignores them (only --mix/--weights are refused)",
-)
 @pytest.mark.parametrize("flag", SOUNDIFF_ONLY, ids=lambda f: f[0])
 def test_flags_the_transformer_path_cannot_apply_are_refused(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: list[str]
@@ -566,40 +562,48 @@ def test_flags_the_transformer_path_cannot_apply_are_refused(
 
 @pytest.mark.parametrize("candidates", [2, 4])
 def test_candidates_keep_the_best_scored_of_n_draws_and_draw_zero_is_the_plain_image(
-    model_dir: Path, tmp_path: Path, candidates: int
+    model_dir: Path, tmp_path: Path, candidates: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Independent reference: draw every candidate with the library (candidate 0 with the image's own
-    seed, i.e. the plain draw), score each with the saved scorer; the CLI's recorded scores, kept index
-    and image must be those. Checked for every candidate, whichever wins."""
+    """Every draw the CLI made is captured (a spy on generate_best_of): draw 0 is the plain image of the
+    seed, ALWAYS, whichever candidate wins; draw k is the library's draw with candidate_seed(seed, k);
+    the recorded scores are the saved scorer's, computed here one draw at a time; the kept image is the
+    best-scored draw."""
+    import sound2image.transformer.reranker as reranker_module
+
+    captured = []
+    real = reranker_module.generate_best_of
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        captured.append(real(*args, **kwargs))
+        return captured[-1]
+
+    monkeypatch.setattr(reranker_module, "generate_best_of", spy)
     flags = ["--seed", "2", "--temperature", "1.2", "--guidance-scale", "2"]
     _generate(model_dir, tmp_path / "best", *flags, "--candidates", str(candidates))
     _generate(model_dir, tmp_path / "plain", *flags)
     plain = _png(tmp_path / "plain" / "tone0_seed2.png")
+    assert len(captured) == 1 and captured[0].drawn.shape == (1, candidates, 64)
+    drawn = captured[0].drawn[0].reshape(candidates, 8, 8).to(torch.uint8).numpy()
+    assert np.array_equal(drawn[0], plain)  # unconditional: not only when draw 0 wins
+
     settings = dict(temperature=1.2, top_k=100, guidance_scale=2.0)
+    assert np.array_equal(plain, _library(model_dir, "tone0.wav", 2, **settings))
     model, _ = ImageTransformer.from_pretrained(model_dir / "model")
     scorer, _ = AudioImageScorer.from_pretrained(model_dir / "model" / RERANKER_DIR)
     features = torch.from_numpy(compute_section_features(model_dir / "tone0.wav", FEATURES))[None]
-    draws = [plain] + [
-        generate(
-            model,
-            features,
-            SamplingConfig(**settings),
-            generator=torch.Generator().manual_seed(candidate_seed(2, k)),
-        )
-        .reshape(8, 8)
-        .to(torch.uint8)
-        .numpy()
-        for k in range(1, candidates)
-    ]
-    assert np.array_equal(draws[0], _library(model_dir, "tone0.wav", 2, **settings))
-    assert len({d.tobytes() for d in draws}) == candidates  # distinct draws: the choice is visible
-    scores = [float(scorer.score(features, torch.tensor(d)[None])[0]) for d in draws]
+    for k in range(1, candidates):
+        generator = torch.Generator().manual_seed(candidate_seed(2, k))
+        alone = generate(model, features, SamplingConfig(**settings), generator=generator)
+        assert np.array_equal(drawn[k], alone.reshape(8, 8).numpy()), k
+    assert len({d.tobytes() for d in drawn}) == candidates  # distinct draws: the choice is visible
+    scores = np.array([float(scorer.score(features, torch.tensor(d)[None])[0]) for d in drawn])
     ranking = read_png_metadata(tmp_path / "best" / "tone0_seed2.png")["best_of"]
     assert ranking["candidates"] == candidates
     # the CLI rounds to 4 decimals (5e-5) and scores the draws as one batch (float32 order, ~1e-7)
-    assert ranking["scores"] == pytest.approx(scores, abs=6e-5)
+    assert ranking["scores"] == pytest.approx(scores.tolist(), abs=6e-5)
+    assert np.sort(scores)[-1] - np.sort(scores)[-2] > 1e-6  # a unique best, well above float noise
     assert ranking["kept"] == int(np.argmax(scores))
-    assert np.array_equal(_png(tmp_path / "best" / "tone0_seed2.png"), draws[ranking["kept"]])
+    assert np.array_equal(_png(tmp_path / "best" / "tone0_seed2.png"), drawn[ranking["kept"]])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -607,7 +611,7 @@ def test_candidates_keep_the_best_scored_of_n_draws_and_draw_zero_is_the_plain_i
 
 TRAIN_FLAGS = [
     "--preset", "paper",
-    "--sample-rate", "8000", "--duration", "0.128", "--sections", "8", "--log-magnitude", "--standardize",
+    "--sample-rate", "8000", "--duration", "0.128", "--sections", "8", "--log-magnitude", "--no-standardize",
     "--d-model", "24", "--encoder-layers", "2", "--decoder-layers", "1", "--heads", "3",
     "--query-block", "16", "--memory-length", "4", "--dropout", "0.05", "--cond-dropout", "0.3",
     "--max-steps", "6", "--batch-size", "2", "--lr", "5e-3", "--min-lr", "1e-4", "--warmup-steps", "3",
@@ -670,6 +674,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, _TrainS
     threads = torch.get_num_threads()
     stderr = io.StringIO()
     try:
+        torch.set_num_threads(3)  # neither the machine's default nor the flag: --threads 2 must set it
         with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
             spy.install(patch)
             assert (
@@ -711,11 +716,28 @@ def test_train_feature_flags_set_the_features_and_the_standardisation(
     model, record = ImageTransformer.from_pretrained(run / "model")
     features = record["features"]
     assert (features["sample_rate"], features["duration"], features["num_sections"]) == (8000, 0.128, 8)
-    assert features["log_magnitude"] is True and features["standardize"] is True
-    # --standardize: the model holds the per-bin mean/std of the training features, computed here by hand
-    rows = np.concatenate([compute_section_features(run.parent / f"tone{i}.wav", FEATURES) for i in range(4)])
-    np.testing.assert_allclose(model.feature_mean.numpy(), rows.mean(axis=0), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(model.feature_std.numpy(), rows.std(axis=0), rtol=1e-5, atol=1e-5)
+    assert features["log_magnitude"] is True and features["standardize"] is False
+    # --no-standardize (the preset standardises): the model's input statistics stay the identity
+    assert torch.equal(model.feature_mean, torch.zeros(64)) and torch.equal(model.feature_std, torch.ones(64))
+
+
+def test_train_max_minutes_stops_the_loop_after_the_feature_statistics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-minutes 1e-9: the budget is spent before the first step, so 0 steps; the preset's
+    standardize=True has put the per-bin mean/std of the training features (by hand here) in the model."""
+    make_dataset(tmp_path, count=2)
+    flags = ["--max-steps", "50", "--max-minutes", "1e-9", "--val-fraction", "0", "--no-progress"]
+    run = tmp_path / "r"
+    assert main(["train", "transformer", "--data", str(tmp_path), "--out", str(run), *SMALL, *flags]) == 0
+    assert "trained 0 steps" in capsys.readouterr().out
+    model, record = ImageTransformer.from_pretrained(run / "model")
+    assert record["features"]["standardize"] is True and record["features"]["log_magnitude"] is False
+    plain = dataclasses.replace(FEATURES, log_magnitude=False)
+    rows = np.concatenate([compute_section_features(tmp_path / f"tone{i}.wav", plain) for i in range(2)])
+    # float64 statistics on both sides, stored as float32: relative 1e-6; 1e-5 leaves room
+    np.testing.assert_allclose(model.feature_mean.numpy(), rows.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.feature_std.numpy(), rows.std(axis=0), rtol=1e-5, atol=1e-6)
 
 
 def test_train_optimiser_flags_drive_every_step(trained_run: tuple[Path, _TrainSpy]) -> None:
@@ -812,16 +834,6 @@ def test_train_epochs_val_fraction_and_progress(tmp_path: Path, capsys: pytest.C
     history = json.loads((run / "history.json").read_text())
     assert history[-1]["step"] == 3 and "val_bpp" in history[-1]
     assert (run / "samples" / "step-000003.png").is_file()
-
-
-def test_train_max_minutes_stops_the_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    make_dataset(tmp_path, count=2)
-    flags = ["--max-steps", "50", "--max-minutes", "1e-9", "--val-fraction", "0", "--no-progress"]
-    assert (
-        main(["train", "transformer", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *SMALL, *flags])
-        == 0
-    )
-    assert "trained 0 steps" in capsys.readouterr().out
 
 
 def test_train_resume_continues_from_the_named_checkpoint(tmp_path: Path) -> None:
@@ -942,7 +954,8 @@ def test_scorer_training_neither_reads_nor_moves_the_global_random_stream() -> N
 
 def test_scorer_training_settings_drive_the_optimiser(monkeypatch: pytest.MonkeyPatch) -> None:
     """epochs × (pairs // batch) optimiser steps, each at the hand-computed warm-up + cosine rate from lr to
-    min_lr, with weight_decay on the matrices; embed_dim sets the embedding width."""
+    min_lr, with weight_decay on the matrices; embed_dim sets the embedding width; seed the initial
+    weights."""
     import sound2image.training.reranker as reranker_module
     from sound2image.training.reranker import RerankerTrainConfig
 
@@ -957,8 +970,16 @@ def test_scorer_training_settings_drive_the_optimiser(monkeypatch: pytest.Monkey
         return optimizer
 
     monkeypatch.setattr(reranker_module, "make_adamw", make_adamw)
+    initial: list[dict[str, torch.Tensor]] = []
+
+    class Recorded(AudioImageScorer):
+        def __init__(self, config: RerankerConfig) -> None:
+            super().__init__(config)
+            initial.append({k: v.clone() for k, v in self.state_dict().items()})
+
+    monkeypatch.setattr(reranker_module, "AudioImageScorer", Recorded)
     config = RerankerTrainConfig(
-        epochs=3, batch_size=5, lr=4e-3, min_lr=1e-4, warmup_steps=2, weight_decay=0.3, embed_dim=8
+        epochs=3, batch_size=5, lr=4e-3, min_lr=1e-4, warmup_steps=2, weight_decay=0.3, embed_dim=8, seed=43
     )
     audio, images = _scorer_pairs(12)
     result = reranker_module.train_reranker(audio, images, config)
@@ -970,6 +991,10 @@ def test_scorer_training_settings_drive_the_optimiser(monkeypatch: pytest.Monkey
         assert groups == [(pytest.approx(lr, rel=1e-12), 0.3), (pytest.approx(lr, rel=1e-12), 0.0)], step
     assert result.scorer.config.embed_dim == 8
     assert result.scorer.embed_images(images[:2]).shape == (2, 8)
+    # seed 43: the scorer starts from the weights torch.manual_seed(43) gives its shape
+    torch.manual_seed(43)
+    reference = AudioImageScorer(dataclasses.replace(result.scorer.config)).state_dict()
+    assert len(initial) == 1 and all(torch.equal(initial[0][k], v) for k, v in reference.items())
 
 
 @pytest.mark.parametrize("shift", [{"image_shift": 2}, {"time_shift": 3}])
@@ -1039,3 +1064,15 @@ def test_library_train_settings_grad_clip_max_pairs_split_seed_and_sample_grid(
     assert grid.shape[1] == 4 + 1 * (16 + 4)  # one column: num_sample_images=1
     tile = grid[4 + 16 + 14 + 4 :, 4 : 4 + 16, 0][:16]  # second row: the generated image
     assert np.array_equal(tile[::2, ::2], drawn)
+
+
+def test_transformer_training_leaves_the_callers_random_stream_alone(tmp_path: Path) -> None:
+    """The run is seeded by its config; the caller's global stream is neither reseeded nor advanced."""
+    from sound2image.training.transformer import train_transformer
+    from tests.transformer.test_training import tiny_run
+
+    make_dataset(tmp_path, count=6)
+    torch.manual_seed(12)
+    before = torch.random.get_rng_state()
+    train_transformer(tiny_run(tmp_path, tmp_path / "run", max_steps=1, eval_every=1))
+    assert torch.equal(torch.random.get_rng_state(), before)

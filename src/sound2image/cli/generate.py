@@ -83,7 +83,65 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_generate_arguments(parser)
     add_transformer_arguments(parser)
-    parser.set_defaults(func=handler)
+    parser.set_defaults(func=handler, option_defaults=option_defaults(parser))
+
+
+# Options that only one generation path applies (argparse dest -> flag). Every other option of the
+# command is applied by both paths. An option of the other path set away from its default is refused,
+# never silently ignored.
+SOUNDIFF_ONLY = {
+    "save_embedding": "--save-embedding",
+    "from_metadata": "--from-metadata",
+    "max_duration": "--max-duration",
+    "weights": "--weights",
+    "mix": "--mix",
+    "prompt": "--prompt",
+    "negative_prompt": "--negative-prompt",
+    "image": "--image",
+    "image_weight": "--image-weight",
+    "noise_level": "--noise-level",
+    "calibration": "--calibration",
+    "embedding_norm": "--embedding-norm",
+    "calibrate_images": "--calibrate-images",
+    "steps": "--steps",
+    "scheduler": "--scheduler",
+    "size": "--size",
+    "height": "--height",
+    "width": "--width",
+    "storyboard": "--storyboard",
+    "window": "--window",
+    "hop": "--hop",
+    "unet": "--unet",
+    "imagebind_weights": "--imagebind-weights",
+    "variant": "--variant",
+    "dtype": "--dtype",
+    "cpu_offload": "--cpu-offload",
+    "attention_slicing": "--attention-slicing",
+    "vae_tiling": "--vae-tiling",
+}
+TRANSFORMER_ONLY = {
+    "temperature": "--temperature",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "candidates": "--candidates",
+    "upscale": "--upscale",
+}
+
+
+def option_defaults(parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Each path-specific option's default, to tell which ones the user set."""
+    return {dest: parser.get_default(dest) for dest in (*SOUNDIFF_ONLY, *TRANSFORMER_ONLY)}
+
+
+def refuse_other_path_options(args: argparse.Namespace, other: dict[str, str], owner: str, path: str) -> None:
+    """UsageError naming each of owner's options (``other``) that ``args`` sets away from its default."""
+    defaults = getattr(args, "option_defaults", {})
+    given = [
+        flag for dest, flag in other.items() if dest in defaults and getattr(args, dest) != defaults[dest]
+    ]
+    if given:
+        them = "them" if len(given) > 1 else "it"
+        raise UsageError(f"{', '.join(given)}: only for {owner}, not used by {path}; leave {them} out")
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,7 +241,11 @@ def handler(args: argparse.Namespace) -> int:
     if args.model and args.model.startswith("transformer:"):
         from sound2image.cli.generate_transformer import run_transformer
 
+        refuse_other_path_options(args, SOUNDIFF_ONLY, "SounDiff", "the Image Transformer")
         return run_transformer(args)
+    refuse_other_path_options(
+        args, TRANSFORMER_ONLY, "the Image Transformer (--model transformer:DIR)", "SounDiff"
+    )
     if args.from_metadata:
         return regenerate(args)
     if args.calibrate_images:
@@ -254,6 +316,9 @@ def load_pipeline(
     transformers_logging.disable_progress_bar()
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
+    if args.cpu_offload and not device.startswith("cuda"):
+        # Offloading moves idle models between the GPU and CPU memory; recorded but not applied would lie.
+        raise UsageError(f"--cpu-offload needs a CUDA device (the device is {device}); leave it out")
     pipe = SounDiffPipeline.from_pretrained(
         model,
         unet=unet,
@@ -265,7 +330,7 @@ def load_pipeline(
     )
     if pipe.audio_encoder is not None and getattr(args, "channel", None) is not None:
         pipe.audio_encoder.config = pipe.audio_encoder.sampling_config(channel=args.channel)  # --channel
-    if args.cpu_offload and device.startswith("cuda"):
+    if args.cpu_offload:
         pipe.enable_low_memory(cpu_offload=True)
         if pipe.audio_encoder is not None:
             pipe.audio_encoder.to(device)

@@ -82,8 +82,6 @@ def _check_args(args: argparse.Namespace) -> Path:
         raise UsageError(f"{directory}: no such model directory (expected --model transformer:DIR)")
     if not args.inputs:
         raise UsageError("no audio given; pass audio files or folders")
-    if getattr(args, "mix", False) or getattr(args, "weights", None):
-        raise UsageError("--mix/--weights are not supported by the Image Transformer (one image per sound)")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_flags(args, NUMBER_FLAGS, INT_FLAGS)  # finite and in range, before the model loads
@@ -170,7 +168,20 @@ def run_transformer(args: argparse.Namespace) -> int:
             before = len(tally.written)
             try:
                 sampling = _sampling(args, record, seed)
-                _write(out, job, clip, seed, pixels, sampling, directory, record, args, rank, tally.written)
+                _write(
+                    out,
+                    job,
+                    clip,
+                    seed,
+                    pixels,
+                    sampling,
+                    directory,
+                    record,
+                    args,
+                    rank,
+                    tally.written,
+                    device,
+                )
             except IMAGE_ERRORS as error:
                 tally.image_failed(job.name, seed, error)
             tally.count_input(job.name, before)
@@ -215,6 +226,7 @@ def _write(
     args: argparse.Namespace,
     ranking: dict[str, Any] | None = None,
     written: list[Path] | None = None,
+    device: str | None = None,
 ) -> list[Path]:
     """The 32×32 PNG and, with ``--upscale N``, an N-times larger nearest-neighbour view.
 
@@ -242,7 +254,7 @@ def _write(
         "seed": seed,
         **({"best_of": ranking} if ranking else {}),
         "audio": [audio_record(job.audio[0], clip, None)],
-        "device": str(args.device),
+        "device": device or str(args.device),  # the device used, not the request ("auto")
     }
     image = Image.fromarray(pixels, mode="L")
     paths = [

@@ -291,6 +291,17 @@ class ImageBindAudioEncoder(nn.Module):
         self.weights_source: str | None = None  # where from_pretrained found the weights
         self._init_weights()
 
+    def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        """``.to(dtype)`` and friends, except that the logit scale stays float32 (moved, never cast).
+
+        log 20 rounded to bfloat16 is 3.0, whose exp is 20.09 (20.125 in bfloat16): a bfloat16 encoder
+        would give vectors of norm 20.125 instead of ImageBind's 20.
+        """
+        scale = self.log_logit_scale
+        module = super()._apply(fn, *args, **kwargs)
+        self.log_logit_scale = scale.to(self.log_logit_scale.device, torch.float32)
+        return module
+
     def _init_weights(self) -> None:
         # ImageBind: truncated normal (std 0.02) for positions, cls token and linear layers.
         for tensor in (self.cls_token, self.pos_embed):
@@ -320,7 +331,7 @@ class ImageBindAudioEncoder(nn.Module):
 
     def postprocess(self, head_output: torch.Tensor) -> torch.Tensor:
         """L2-normalise and scale by exp(log_logit_scale) (20, capped at 100 like ImageBind)."""
-        scale = self.log_logit_scale.exp().clamp(max=100.0)
+        scale = self.log_logit_scale.exp().clamp(max=100.0)  # float32 (see _apply)
         return F.normalize(head_output, dim=-1) * scale
 
     @torch.inference_mode()

@@ -34,7 +34,18 @@ def _random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generato
 def train_classifier(
     images: np.ndarray, labels: Sequence[str], config: ClassifierConfig | None = None, progress: bool = False
 ) -> ImageClassifier:
-    """Train a :class:`SmallCNN` on (N, S, S) uint8 images with string labels (AdamW, cosine lr)."""
+    """Train a :class:`SmallCNN` on (N, S, S) uint8 images with string labels (AdamW, cosine lr).
+
+    Seeded by ``config.seed`` (init, dropout, data order); the caller's global random stream is left as
+    it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        return _train(images, labels, config, progress)
+
+
+def _train(
+    images: np.ndarray, labels: Sequence[str], config: ClassifierConfig | None, progress: bool
+) -> ImageClassifier:
     from tqdm.auto import tqdm
 
     if len(labels) == 0:

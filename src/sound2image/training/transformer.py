@@ -363,6 +363,17 @@ def train_transformer(config: TransformerTrainConfig, *, on_step_end: StepHook |
             last good checkpoint is kept).
         DataError: no usable pairs.
     """
+    # The run seeds and draws from torch's global stream (init, dropout); the caller's stream is put back.
+    with torch.random.fork_rng(devices=_rng_devices(config.device)):
+        return _train(config, on_step_end)
+
+
+def _rng_devices(name: str) -> list[int]:
+    """The CUDA devices whose random state :func:`torch.random.fork_rng` must save (none on a CPU)."""
+    return list(range(torch.cuda.device_count())) if name != "cpu" and torch.cuda.is_available() else []
+
+
+def _train(config: TransformerTrainConfig, on_step_end: StepHook | None) -> TrainResult:
     from tqdm.auto import tqdm
 
     from sound2image.data import scan_pairs, split_pairs
