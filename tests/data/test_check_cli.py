@@ -20,6 +20,15 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def test_check_names_the_folder_when_given_as_dot(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(PSEUDO_ADVANCE)
+    code, out, _ = run(capsys, "data", "check", ".")
+    assert code == 0
+    assert out.splitlines()[0] == "pseudo-advance: 132 pairs in 6 classes (advance layout), no problems"
+
+
 def test_check_pseudo_advance(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "data", "check", str(PSEUDO_ADVANCE))
     assert code == 0

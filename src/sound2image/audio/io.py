@@ -53,6 +53,7 @@ from sound2image.errors import (
     NotAudioError,
     UsageError,
 )
+from sound2image.validation import check_int, check_number
 
 AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
@@ -917,10 +918,17 @@ def probe_audio(
     :class:`~sound2image.errors.MissingExtraError` when the format needs PyAV and it is not installed.
     A file object is read to its end (then closed by the caller as usual).
     """
+    _check_max_duration_argument(max_duration)
     src = _resolve(source, name)
     info = _probe(src)
     _check_max_duration(src.name, info, max_duration)
     return info
+
+
+def _check_max_duration_argument(max_duration: float | None) -> None:
+    """UsageError unless ``max_duration`` is None (no limit) or finite positive seconds."""
+    if max_duration is not None:
+        check_number("max_duration", max_duration, minimum=0, min_inclusive=False)
 
 
 def _check_max_duration(name: str, info: AudioInfo, max_duration: float | None) -> None:
@@ -971,10 +979,11 @@ def load_audio(
         MissingExtraError when the format needs the ``av`` extra; UsageError for bad arguments.
     """
     # 1. Check the arguments and the source.
-    if sample_rate is not None and (int(sample_rate) != sample_rate or sample_rate <= 0):
-        raise UsageError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-    if max_duration is not None and not max_duration > 0:
-        raise UsageError(f"max_duration must be positive seconds or None, got {max_duration!r}")
+    if sample_rate is not None:
+        sample_rate = check_int("sample_rate", sample_rate, minimum=1)
+    if duration is not None:
+        check_number("duration", duration, minimum=0, min_inclusive=False)
+    _check_max_duration_argument(max_duration)
     src = _resolve(source, name)
 
     # 2. Read the header; reject what is too long before decoding anything.

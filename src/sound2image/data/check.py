@@ -59,7 +59,8 @@ class CheckReport:
             if self.problems
             else "no problems"
         )
-        name = self.source.name if self.source.is_dir() else f"{self.source.parent.name}/{self.source.name}"
+        source = self.source.resolve()  # "." and ".." have no name of their own
+        name = source.name if source.is_dir() else f"{source.parent.name}/{source.name}"
         return f"{name}: {self.pairs} pairs {classes} ({self.layout} layout), {found}"
 
     def lines(self) -> list[str]:
