@@ -292,3 +292,29 @@ def test_library_log_lines_are_dropped_before_our_error_and_kept_otherwise(monke
     assert all(
         type(h).__name__ == "Collect" for name in LIBRARY_LOGGERS for h in logging.getLogger(name).handlers
     )  # the loggers' own handlers are back
+
+
+def test_an_unreachable_hub_is_named_in_our_words_not_the_librarys() -> None:
+    """diffusers' "not fully cached locally ... see the stacktrace above" becomes one plain line."""
+    from sound2image.diffusion.loading import ModelSource, hub_cache_dir, weights_error
+
+    inner = ConnectionError("Failed to establish a new connection")
+    try:
+        try:
+            raise inner
+        except ConnectionError as cause:
+            raise OSError(
+                "Cannot load model org/name: the model is not fully cached locally (...) and an error "
+                "occurred while trying to fetch metadata from the Hub. Please check out the root cause in "
+                "the stacktrace above."
+            ) from cause
+    except OSError as error:
+        message = str(weights_error(ModelSource("org/name"), "unCLIP pipeline", error))
+    assert message.startswith(
+        f"org/name: unCLIP pipeline weights are not in the Hugging Face cache ({hub_cache_dir()}) "
+        "and the Hub cannot be reached; download it once"
+    )
+    assert "stacktrace" not in message and "\n" not in message
+    # Any other failure keeps the library's first line as the detail.
+    other = weights_error(ModelSource("org/name"), "unCLIP pipeline", ValueError("bad config\nmore"))
+    assert "could not load the unCLIP pipeline (bad config)" in str(other)

@@ -141,8 +141,32 @@ def _check_hub_id(repo_id: str, revision: str | None, filename: str, what: str) 
         )
 
 
+# What diffusers / huggingface_hub say when a model is not cached and the Hub cannot be reached.
+_UNREACHABLE = ("not fully cached locally", "trying to fetch metadata from the hub", "connection")
+
+
+def _hub_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` (or an exception it was raised from) says the Hub could not be reached."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name, text = type(current).__name__, str(current).lower()
+        if name in ("LocalEntryNotFoundError", "ConnectionError", "OfflineModeIsEnabled") or any(
+            phrase in text for phrase in _UNREACHABLE
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def weights_error(source: ModelSource, what: str, error: BaseException) -> WeightsError:
-    """Turn a loader's exception into our one-line error."""
+    """Turn a loader's exception into our one-line error (no network: say so, not the library's text)."""
+    if source.path is None and _hub_unreachable(error):
+        return WeightsError(
+            f"{source.name}: {what} weights are not in the Hugging Face cache ({hub_cache_dir()}) and "
+            f"the Hub cannot be reached; {_HOW_TO_SUPPLY}"
+        )
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return WeightsError(f"{source.name}: could not load the {what} ({detail}); {_HOW_TO_SUPPLY}")
 
