@@ -436,7 +436,7 @@ def _train(config: TransformerTrainConfig, on_step_end: StepHook | None) -> Trai
     # Resume: weights, optimiser, step, elapsed time and the data order.
     if resume_from is not None:
         state = json.loads((resume_from / "trainer_state.json").read_text())
-        loaded, _ = ImageTransformer.from_pretrained(resume_from / "model", map_location=device)
+        loaded = ImageTransformer.from_pretrained(resume_from / "model", map_location=device)
         model.load_state_dict(loaded.state_dict())
         optimizer.load_state_dict(torch.load(resume_from / "optimizer.pt", map_location=device))
         step, elapsed_before, history = state["step"], state["elapsed_s"], state["history"]
