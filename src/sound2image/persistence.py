@@ -106,13 +106,17 @@ def save_model_dir(
     return directory
 
 
-def read_model_config(directory: str | os.PathLike[str], marker: str, what: str) -> dict[str, Any]:
+def read_model_config(
+    directory: str | os.PathLike[str], marker: str, what: str, accept_unmarked: bool = False
+) -> dict[str, Any]:
     """The ``config.json`` of a saved model directory, checked for its format ``marker`` and version.
 
     Args:
         directory: a directory written by :func:`save_model_dir`.
         marker: the expected format marker.
         what: the model's name in messages ("Image Transformer").
+        accept_unmarked: read a ``config.json`` without a ``format`` key as the bare model config (the
+            layout of a model class that saved directories before this contract existed).
     Raises:
         WeightsError: missing or unreadable file, another format, a newer format version.
     """
@@ -123,6 +127,8 @@ def read_model_config(directory: str | os.PathLike[str], marker: str, what: str)
         record = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise WeightsError(f"{path}: cannot read ({error})") from error
+    if accept_unmarked and isinstance(record, dict) and "format" not in record:
+        record = {"format": marker, "format_version": 1, "model": record}
     found = record.get("format") if isinstance(record, dict) else None
     if found != marker or not isinstance(record.get("model"), dict):
         raise WeightsError(f"{path}: not {_article(what)} config (format {found!r}, expected {marker!r})")
@@ -188,6 +194,7 @@ def load_model_dir(
     marker: str,
     build: Callable[[dict[str, Any]], M],
     what: str = "sound2image model",
+    accept_unmarked: bool = False,
 ) -> M:
     """Build a model from a saved directory and load its weights, strictly.
 
@@ -197,6 +204,7 @@ def load_model_dir(
         build: the stored ``"model"`` dict -> a freshly built model (use :func:`config_from_dict` in it,
             so unknown keys are refused).
         what: the model's name in messages.
+        accept_unmarked: see :func:`read_model_config`.
     Returns:
         The model, with the whole ``config.json`` as its ``saved_metadata`` attribute.
     Raises:
@@ -204,7 +212,7 @@ def load_model_dir(
     """
     # 1. The config: marker, version, keys.
     directory = Path(directory)
-    record = read_model_config(directory, marker, what)
+    record = read_model_config(directory, marker, what, accept_unmarked)
     model = build(record["model"])
     # 2. The weights file: present and safetensors, never a pickle.
     weights = directory / WEIGHTS_NAME

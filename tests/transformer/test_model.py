@@ -113,5 +113,6 @@ def test_bad_model_directories_raise_weights_error(tmp_path) -> None:
     (tmp_path / "m" / "model.safetensors").write_bytes(
         (tmp_path / "small" / "model.safetensors").read_bytes()
     )
-    with pytest.raises(WeightsError, match=r"m/model\.safetensors: 61 mis-shaped \(audio_in\.bias: \(16,\) vs \(32,\), "):
+    mis_shaped = r"m/model\.safetensors: 61 mis-shaped \(audio_in\.bias: \(16,\) vs \(32,\), "
+    with pytest.raises(WeightsError, match=mis_shaped):
         ImageTransformer.from_pretrained(tmp_path / "m")
