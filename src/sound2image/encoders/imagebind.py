@@ -291,6 +291,8 @@ class ImageBindAudioEncoder(nn.Module):
     def __init__(self, config: ImageBindAudioConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or ImageBindAudioConfig()
+        #: The whole config.json when loaded with from_pretrained (extra keys included), else empty.
+        self.saved_metadata: dict[str, Any] = {}
         D = config.embed_dim
         self.stem = AudioStem(D, config.kernel_size, config.stride)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))

@@ -72,6 +72,8 @@ class ImageClassifier:
     def __init__(self, model: SmallCNN, config: ClassifierConfig) -> None:
         self.model = model.eval()
         self.config = config
+        #: The whole config.json when loaded with from_pretrained (extra keys included), else empty.
+        self.saved_metadata: dict[str, Any] = {}
 
     @torch.no_grad()
     def predict(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> list[str]:

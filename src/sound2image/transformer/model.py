@@ -155,6 +155,8 @@ class ImageTransformer(nn.Module):
     def __init__(self, config: ImageTransformerConfig) -> None:
         super().__init__()
         self.config = config
+        #: The whole config.json when loaded with from_pretrained (extra keys included), else empty.
+        self.saved_metadata: dict[str, Any] = {}
         c = config
         # Per-bin feature statistics of the training set (identity until the trainer sets them); they
         # live in the state dict so that a saved model standardises its inputs the same way.

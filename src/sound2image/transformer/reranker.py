@@ -103,6 +103,8 @@ class AudioImageScorer(nn.Module):
     def __init__(self, config: RerankerConfig) -> None:
         super().__init__()
         self.config = config
+        #: The whole config.json when loaded with from_pretrained (extra keys included), else empty.
+        self.saved_metadata: dict[str, Any] = {}
         # The training set's per-bin feature statistics (identity until the trainer sets them).
         self.register_buffer("feature_mean", torch.zeros(config.audio_bins))
         self.register_buffer("feature_std", torch.ones(config.audio_bins))
