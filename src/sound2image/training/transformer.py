@@ -105,16 +105,23 @@ class TransformerTrainConfig:
     progress: bool = True
 
     def check(self) -> None:
+        """Raise a one-line UsageError naming the parameter of the first bad setting."""
         if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
+            raise UsageError(f"batch_size must be >= 1, got {self.batch_size}", parameters=["batch_size"])
         if self.lr <= 0 or self.min_lr < 0:
-            raise UsageError(f"learning rates must be positive, got --lr {self.lr} --min-lr {self.min_lr}")
+            raise UsageError(
+                f"learning rates must be positive, got lr={self.lr} min_lr={self.min_lr}",
+                parameters=["lr", "min_lr"],
+            )
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise UsageError(
-                f"--mixed-precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}"
+                f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}",
+                parameters=["mixed_precision"],
             )
         if self.max_minutes is not None and self.max_minutes <= 0:
-            raise UsageError(f"--max-minutes must be positive, got {self.max_minutes}")
+            raise UsageError(
+                f"max_minutes must be positive, got {self.max_minutes}", parameters=["max_minutes"]
+            )
         m, f = self.model, self.features
         if (m.audio_sections, m.audio_bins) != (f.num_sections, f.num_bins):
             raise UsageError(
