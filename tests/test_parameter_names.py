@@ -40,10 +40,13 @@ def test_outputs_name_the_overwrite_parameter(tmp_path: Path) -> None:
     assert error.value.parameters == ("overwrite",)
 
 
-def test_validation_errors_carry_their_parameter() -> None:
+def test_validation_errors_name_no_flag_for_the_cli_to_rewrite() -> None:
+    """A value checked by the library may come from a PNG's metadata, not from a flag (``generate
+    --from-metadata``): the CLI checks its own flags with ``check_flags``, so these carry no parameters."""
     with pytest.raises(UsageError) as error:
         check_number("guidance_scale", float("nan"), minimum=0.0)
-    assert error.value.parameters == ("guidance_scale",)
+    assert str(error.value) == "guidance_scale must be finite and >= 0, got nan"
+    assert error.value.parameters == ()
 
 
 def _parser() -> tuple[argparse.ArgumentParser, argparse.Namespace]:

@@ -102,7 +102,7 @@ def check_number(
     """
     requirement, number = _number_problem(value, minimum, maximum, min_inclusive, max_inclusive)
     if number is None:
-        raise UsageError(f"{name} must be {requirement}, got {_show(value)}", parameters=[name])
+        raise UsageError(f"{name} must be {requirement}, got {_show(value)}")
     return number
 
 
@@ -134,7 +134,7 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
     """
     requirement, number = _int_problem(value, minimum, maximum)
     if number is None:
-        raise UsageError(f"{name} must be {requirement}, got {_show(value)}", parameters=[name])
+        raise UsageError(f"{name} must be {requirement}, got {_show(value)}")
     return number
 
 
@@ -167,12 +167,11 @@ def check_finite_values(name: str, values: Any) -> None:
     if finite.all():
         return
     if array.ndim == 0:
-        raise UsageError(f"{name} must be finite, got {array.item()}", parameters=[name])
+        raise UsageError(f"{name} must be finite, got {array.item()}")
     bad_rows = np.flatnonzero(~finite.reshape(array.shape[0], -1).all(axis=1))
     raise UsageError(
         f"{name} must be finite; row {int(bad_rows[0])} holds NaN or infinity "
-        f"({len(bad_rows)} of {array.shape[0]} rows do)",
-        parameters=[name],
+        f"({len(bad_rows)} of {array.shape[0]} rows do)"
     )
 
 
