@@ -106,10 +106,10 @@ def main() -> int:
     train_x, train_y, _ = load_labelled_images(split.train, 32)
     val_x, val_y, _ = load_labelled_images(split.val, 32)
     if args.classifier:
-        judge = ImageClassifier.load(args.classifier)
+        judge = ImageClassifier.from_pretrained(args.classifier)
     else:
         judge = train_classifier(train_x, train_y)
-        judge.save(run_dir / "classifier")
+        judge.save_pretrained(run_dir / "classifier")
     judge_acc = judge.accuracy(val_x, val_y)
     lines.append(
         f"classifier: {args.classifier or 'trained'} on {len(train_y)} training images "
@@ -153,12 +153,11 @@ def main() -> int:
         for entry in result.history:
             lines.append(f"  history: {entry}")
         lines.append(f"load average after training: {os.getloadavg()}")
-    model, _ = ImageTransformer.from_pretrained(run_dir / "model", map_location=args.device)
+    model = ImageTransformer.from_pretrained(run_dir / "model", map_location=args.device)
     scorer = None
     if (run_dir / "model" / RERANKER_DIR).is_dir():
-        scorer, scorer_record = AudioImageScorer.from_pretrained(
-            run_dir / "model" / RERANKER_DIR, args.device
-        )
+        scorer = AudioImageScorer.from_pretrained(run_dir / "model" / RERANKER_DIR, args.device)
+        scorer_record = scorer.saved_metadata
         lines.append(
             f"reranker (contrastive audio-image scorer, no labels): {scorer_record['train_seconds']:.0f} s "
             f"of the budget; last epoch {scorer_record['history'][-1]}"

@@ -38,7 +38,9 @@ def resolve_output_path(out_dir: str | os.PathLike[str], name: str, overwrite: b
     if root != path and root not in path.parents:
         raise UsageError(f"{name}: output name would be written outside {root}")
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists (pass --overwrite to replace it)")
+        raise OutputExistsError(
+            f"{path}: already exists (pass overwrite=True to replace it)", parameters=["overwrite"]
+        )
     return path
 
 
@@ -51,7 +53,9 @@ def save_png(
     """Write ``image`` as PNG with ``metadata`` (JSON-serialisable) in text chunks, atomically."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists (pass --overwrite to replace it)")
+        raise OutputExistsError(
+            f"{path}: already exists (pass overwrite=True to replace it)", parameters=["overwrite"]
+        )
     record = {"package_version": __version__, **metadata}
     info = PngImagePlugin.PngInfo()
     info.add_text(METADATA_KEY, json.dumps(record, sort_keys=True))

@@ -44,17 +44,17 @@ def test_learns_a_separable_task_and_generalises(judge: ImageClassifier) -> None
 
 def test_save_and_load_give_the_same_predictions(judge: ImageClassifier, tmp_path) -> None:
     images, _ = bars(16, seed=2)
-    loaded = ImageClassifier.load(judge.save(tmp_path / "judge"))
+    loaded = ImageClassifier.from_pretrained(judge.save_pretrained(tmp_path / "judge"))
     assert loaded.predict(images) == judge.predict(images)
     assert loaded.config.classes == judge.config.classes
 
 
 def test_missing_or_broken_classifier_directories(tmp_path) -> None:
-    with pytest.raises(WeightsError, match="classifier.json: missing"):
-        ImageClassifier.load(tmp_path)
-    (tmp_path / "classifier.json").write_text("{not json")
-    with pytest.raises(WeightsError, match="not a sound2image classifier"):
-        ImageClassifier.load(tmp_path)
+    with pytest.raises(WeightsError, match="config.json: missing"):
+        ImageClassifier.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(WeightsError, match=r"config\.json: cannot read"):
+        ImageClassifier.from_pretrained(tmp_path)
 
 
 def test_wrong_image_shape_is_a_usage_error(judge: ImageClassifier) -> None:

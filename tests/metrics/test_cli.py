@@ -41,6 +41,6 @@ def test_train_classifier_command(tmp_path, capsys) -> None:
     assert "held-out real images" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_images"] + metrics["val_images"] == 40
-    assert (out / "classifier.json").is_file() and (out / "classifier.safetensors").is_file()
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
     assert main(args) == 2  # refuses to replace it without --overwrite
     assert "already exists" in capsys.readouterr().err

@@ -55,11 +55,11 @@ def test_train_classifier_flags_give_the_library_result_for_the_same_config(tmp_
     assert train_x.shape[1:] == (8, 8)
     config = ClassifierConfig(epochs=2, batch_size=8, lr=5e-3, seed=5)
     reference = train_classifier(train_x, train_y, config).model.state_dict()
-    saved = load_file(str(out / "classifier.safetensors"))
+    saved = load_file(str(out / "model.safetensors"))
     for key, value in reference.items():  # the same ops in the same order: equal to float32 rounding
         torch.testing.assert_close(saved[key], value, msg=key)
 
-    record = json.loads((out / "classifier.json").read_text())["config"]
+    record = json.loads((out / "config.json").read_text())["model"]
     assert (record["epochs"], record["batch_size"], record["lr"], record["seed"], record["image_size"]) == (
         2, 8, 5e-3, 5, 8,
     )  # fmt: skip
@@ -89,12 +89,12 @@ def test_train_classifier_overwrite_replaces_the_judge(tmp_path: Path) -> None:
         "8",
     ]
     assert main([*args, "--seed", "1"]) == 0
-    first = (out / "classifier.safetensors").read_bytes()
+    first = (out / "model.safetensors").read_bytes()
     assert main([*args, "--seed", "2"]) == 2  # refused without --overwrite, and nothing changed
-    assert (out / "classifier.safetensors").read_bytes() == first
+    assert (out / "model.safetensors").read_bytes() == first
     assert main([*args, "--seed", "2", "--overwrite"]) == 0
-    assert (out / "classifier.safetensors").read_bytes() != first
-    assert json.loads((out / "classifier.json").read_text())["config"]["seed"] == 2
+    assert (out / "model.safetensors").read_bytes() != first
+    assert json.loads((out / "config.json").read_text())["model"]["seed"] == 2
 
 
 @pytest.fixture

@@ -148,17 +148,17 @@ def test_transformer_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path)
     assert info.value.exit_code == 1
     assert [p.name for p in list_checkpoints(run)] == ["checkpoint-2"]  # no NaN checkpoint-3 or later
     assert not (run / "model").exists()  # no export of a diverged run
-    model, _ = ImageTransformer.from_pretrained(run / "checkpoints" / "checkpoint-2" / "model")
+    model = ImageTransformer.from_pretrained(run / "checkpoints" / "checkpoint-2" / "model")
     assert _finite(model.state_dict())
     # The kept checkpoint is the good state: resuming from it ends where an undisturbed run ends.
     resumed = train_transformer(replace(config, resume="latest"))
     straight = train_transformer(replace(config, output_dir=str(tmp_path / "straight")))
     assert resumed.steps == straight.steps == 6
-    ours = ImageTransformer.from_pretrained(resumed.model_dir)[0].state_dict()
+    ours = ImageTransformer.from_pretrained(resumed.model_dir).state_dict()
     # Resume restores weights, optimizer and RNG exactly and replays the same float32 ops in the same order
     # (one thread), so the runs agree bit for bit on one machine; assert_close's float32 defaults (rtol
     # 1.3e-6, atol 1e-5) only absorb a reordered sum. A NaN-poisoned checkpoint could not pass at all.
-    for key, value in ImageTransformer.from_pretrained(straight.model_dir)[0].state_dict().items():
+    for key, value in ImageTransformer.from_pretrained(straight.model_dir).state_dict().items():
         torch.testing.assert_close(ours[key], value, msg=key)
 
 

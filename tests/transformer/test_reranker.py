@@ -70,11 +70,12 @@ def test_save_and_load_keep_the_scores(tmp_path) -> None:
     scorer.feature_mean.fill_(0.5)
     audio, images = torch.randn(2, 6, 10), torch.randint(0, 256, (2, 8, 8), dtype=torch.uint8)
     scorer.save_pretrained(tmp_path / "s", {"train_seconds": 1.0})
-    loaded, record = AudioImageScorer.from_pretrained(tmp_path / "s")
+    loaded = AudioImageScorer.from_pretrained(tmp_path / "s")
+    record = loaded.saved_metadata
     assert record["train_seconds"] == 1.0
     torch.testing.assert_close(loaded.score(audio, images), scorer.score(audio, images))
     (tmp_path / "s" / "model.safetensors").write_bytes(b"damaged")
-    with pytest.raises(WeightsError, match="cannot load the scorer"):
+    with pytest.raises(WeightsError, match=r"s/model\.safetensors: cannot read"):
         AudioImageScorer.from_pretrained(tmp_path / "s")
     (tmp_path / "s" / "config.json").write_text('{"format": "something else"}')
     with pytest.raises(WeightsError, match="not an audio-image scorer"):
@@ -171,10 +172,11 @@ def test_training_run_exports_the_scorer_and_resume_keeps_it(tmp_path) -> None:
     config = tiny_run(tmp_path, tmp_path / "run", max_steps=6, checkpoint_every=3, reranker=reranker)
     result = train_transformer(config)
     exported = result.model_dir / RERANKER_DIR
-    scorer, record = AudioImageScorer.from_pretrained(exported)
+    scorer = AudioImageScorer.from_pretrained(exported)
+    record = scorer.saved_metadata
     assert record["training"]["epochs"] == 2 and len(record["history"]) == 2
     assert scorer.config.audio_sections == 8 and scorer.config.image_size == 8
-    model, _ = ImageTransformer.from_pretrained(result.model_dir)
+    model = ImageTransformer.from_pretrained(result.model_dir)
     # the scorer standardises its audio with the transformer's statistics
     torch.testing.assert_close(scorer.feature_mean, model.feature_mean)
     weights = (exported / "model.safetensors").read_bytes()

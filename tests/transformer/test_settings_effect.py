@@ -428,7 +428,7 @@ def _png(path: Path) -> np.ndarray:
 
 def _library(model_dir: Path, audio: str, seed: int, **settings: Any) -> np.ndarray:
     """The reference: load the model, compute the features with the recorded settings, call generate."""
-    model, _ = ImageTransformer.from_pretrained(model_dir / "model")
+    model = ImageTransformer.from_pretrained(model_dir / "model")
     features = torch.from_numpy(compute_section_features(model_dir / audio, FEATURES))[None]
     config = SamplingConfig(seed=seed, **settings)
     tokens = generate(model, features, config, generator=torch.Generator().manual_seed(seed))
@@ -588,8 +588,8 @@ def test_candidates_keep_the_best_scored_of_n_draws_and_draw_zero_is_the_plain_i
 
     settings = dict(temperature=1.2, top_k=100, guidance_scale=2.0)
     assert np.array_equal(plain, _library(model_dir, "tone0.wav", 2, **settings))
-    model, _ = ImageTransformer.from_pretrained(model_dir / "model")
-    scorer, _ = AudioImageScorer.from_pretrained(model_dir / "model" / RERANKER_DIR)
+    model = ImageTransformer.from_pretrained(model_dir / "model")
+    scorer = AudioImageScorer.from_pretrained(model_dir / "model" / RERANKER_DIR)
     features = torch.from_numpy(compute_section_features(model_dir / "tone0.wav", FEATURES))[None]
     for k in range(1, candidates):
         generator = torch.Generator().manual_seed(candidate_seed(2, k))
@@ -692,7 +692,8 @@ def test_train_model_flags_reach_the_saved_config_and_the_modules(
     trained_run: tuple[Path, _TrainSpy],
 ) -> None:
     run, _ = trained_run
-    model, record = ImageTransformer.from_pretrained(run / "model")
+    model = ImageTransformer.from_pretrained(run / "model")
+    record = model.saved_metadata
     expected = dict(
         d_model=24, n_encoder_layers=2, n_decoder_layers=1, n_heads=3, query_block=16, memory_length=4,
         dropout=0.05, cond_dropout=0.3, audio_sections=8, audio_bins=64,
@@ -713,7 +714,8 @@ def test_train_feature_flags_set_the_features_and_the_standardisation(
     trained_run: tuple[Path, _TrainSpy],
 ) -> None:
     run, _ = trained_run
-    model, record = ImageTransformer.from_pretrained(run / "model")
+    model = ImageTransformer.from_pretrained(run / "model")
+    record = model.saved_metadata
     features = record["features"]
     assert (features["sample_rate"], features["duration"], features["num_sections"]) == (8000, 0.128, 8)
     assert features["log_magnitude"] is True and features["standardize"] is False
@@ -731,7 +733,8 @@ def test_train_max_minutes_stops_the_loop_after_the_feature_statistics(
     run = tmp_path / "r"
     assert main(["train", "transformer", "--data", str(tmp_path), "--out", str(run), *SMALL, *flags]) == 0
     assert "trained 0 steps" in capsys.readouterr().out
-    model, record = ImageTransformer.from_pretrained(run / "model")
+    model = ImageTransformer.from_pretrained(run / "model")
+    record = model.saved_metadata
     assert record["features"]["standardize"] is True and record["features"]["log_magnitude"] is False
     plain = dataclasses.replace(FEATURES, log_magnitude=False)
     rows = np.concatenate([compute_section_features(tmp_path / f"tone{i}.wav", plain) for i in range(2)])
@@ -757,7 +760,7 @@ def test_train_seed_and_batch_size_set_the_initial_weights_and_the_data_order(
     """--seed 7: the model starts from the weights torch.manual_seed(7) gives and visits the pairs in the
     order a generator seeded 7 permutes them, one permutation per epoch; --batch-size 2: 2 pairs a step."""
     run, spy = trained_run
-    _, record = ImageTransformer.from_pretrained(run / "model")
+    record = ImageTransformer.from_pretrained(run / "model").saved_metadata
     torch.manual_seed(7)
     reference = ImageTransformer(ImageTransformerConfig.from_dict(record["model"])).state_dict()
     for key, value in reference.items():
@@ -1053,7 +1056,8 @@ def test_library_train_settings_grad_clip_max_pairs_split_seed_and_sample_grid(
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert split["counts"]["pairs"] == 5 and split["settings"]["seed"] == 3
     assert split["val"] == [p.key for p in expected.val] and len(expected.val) >= 2
-    model, record = ImageTransformer.from_pretrained(result.model_dir)
+    model = ImageTransformer.from_pretrained(result.model_dir)
+    record = model.saved_metadata
     assert record["sampling"] == dataclasses.asdict(sample)
     index = sample_indices([p.label for p in expected.val], 1)
     assert len(index) == 1

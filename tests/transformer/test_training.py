@@ -71,7 +71,8 @@ def tiny_run(data: Path, out: Path, **overrides: object) -> TransformerTrainConf
 def test_overfits_a_handful_of_pairs(tmp_path) -> None:
     images = make_dataset(tmp_path)
     result = train_transformer(tiny_run(tmp_path, tmp_path / "run"))
-    model, record = ImageTransformer.from_pretrained(result.model_dir)
+    model = ImageTransformer.from_pretrained(result.model_dir)
+    record = model.saved_metadata
     assert record["features"]["num_sections"] == 8 and record["classes"] == ["0", "1", "2", "3"]
     from sound2image.audio.sections import compute_section_features
 
@@ -89,12 +90,12 @@ def test_resume_continues_exactly(tmp_path) -> None:
     make_dataset(tmp_path, count=3)
     config = tiny_run(tmp_path, tmp_path / "run", max_steps=12, checkpoint_every=6)
     train_transformer(config)
-    straight = ImageTransformer.from_pretrained(tmp_path / "run" / "model")[0].state_dict()
+    straight = ImageTransformer.from_pretrained(tmp_path / "run" / "model").state_dict()
     resumed = train_transformer(
         dataclasses.replace(config, resume=str(tmp_path / "run" / "checkpoints" / "checkpoint-6"))
     )
     assert resumed.steps == 12
-    again = ImageTransformer.from_pretrained(tmp_path / "run" / "model")[0].state_dict()
+    again = ImageTransformer.from_pretrained(tmp_path / "run" / "model").state_dict()
     for key, value in straight.items():
         torch.testing.assert_close(again[key], value, msg=key)
 

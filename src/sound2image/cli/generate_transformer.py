@@ -127,10 +127,11 @@ def run_transformer(args: argparse.Namespace) -> int:
 
     # 2. Model and features (a bad audio file is reported; the others go on).
     device = pick_device(args.device)
-    model, record = ImageTransformer.from_pretrained(directory, map_location=device)
+    model = ImageTransformer.from_pretrained(directory, map_location=device)
+    record = model.saved_metadata
     scorer = None
     if args.candidates > 1:
-        scorer, _ = AudioImageScorer.from_pretrained(directory / RERANKER_DIR, map_location=device)
+        scorer = AudioImageScorer.from_pretrained(directory / RERANKER_DIR, map_location=device)
     features_config = SectionFeatureConfig.from_dict(record.get("features", {}))
     if getattr(args, "channel", None) is not None:  # --channel overrides the model's channel policy
         overridden = {**features_config.to_dict(), "channel": args.channel}

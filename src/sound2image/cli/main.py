@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Sound2ImageError as error:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {flag_names(str(error), error.parameters, parser, args)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -79,6 +80,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {type(error).__name__}: {error} (run with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def flag_names(
+    message: str, parameters: Sequence[str], parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> str:
+    """A library message with each parameter it names written as the flag of the command that ran.
+
+    ``batch_size must be >= 1`` -> ``--batch-size must be >= 1``; a switch's ``overwrite=True`` ->
+    ``--overwrite``. A parameter the command has no option for stays as it is.
+    """
+    options = _options(_invoked_parser(parser, args))
+    for parameter in parameters:
+        action = options.get(parameter)
+        if action is None:
+            continue
+        flag = max(action.option_strings, key=len)  # the long spelling
+        switch = action.nargs == 0 and action.const is True  # store_true
+        name = re.escape(parameter) + ("=True" if switch else "")
+        message = re.sub(rf"(?<![\w/.-]){name}(?![\w/])", flag, message)  # not inside a word or path
+    return message
+
+
+def _invoked_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command parser that parsed ``args``, following the chosen name at each subcommand level."""
+    while True:
+        chooser = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, chooser.dest, None) if chooser is not None else None
+        if chooser is None or name not in chooser.choices:
+            return parser
+        parser = chooser.choices[name]
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """dest -> the optional argument that sets it."""
+    return {action.dest: action for action in parser._actions if action.option_strings}
 
 
 def _silence_stdout() -> None:

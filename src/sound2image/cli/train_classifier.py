@@ -63,7 +63,7 @@ def handler(args: argparse.Namespace) -> int:
     config = ClassifierConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     classifier = train_classifier(train_x, train_y, config, progress=True)
     accuracy = classifier.accuracy(val_x, val_y) if val_y else float("nan")
-    classifier.save(out)
+    classifier.save_pretrained(out)
     summary = {"train_images": len(train_y), "val_images": len(val_y), "val_accuracy": accuracy}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     print(

@@ -577,29 +577,16 @@ def _adopt_training_channel(encoder: Any, training_record: dict[str, Any] | None
 
 
 def save_audio_encoder(encoder: Any, directory: Path) -> None:
-    """Audio encoder as ``config.json`` (its dataclass config) + ``model.safetensors``."""
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    config = dataclasses.asdict(encoder.config)
-    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    save_file(state, str(directory / "model.safetensors"))
+    """The audio encoder's own :meth:`~sound2image.encoders.ImageBindAudioEncoder.save_pretrained`
+    directory: ``config.json`` (format marker + config) and ``model.safetensors``."""
+    encoder.save_pretrained(directory)
 
 
 def load_saved_audio_encoder(directory: Path) -> Any:
     """The inverse of :func:`save_audio_encoder` (strict: every key and shape must match)."""
-    from safetensors.torch import load_file
+    from sound2image.encoders import ImageBindAudioEncoder
 
-    from sound2image.encoders import ImageBindAudioConfig, ImageBindAudioEncoder
-
-    try:
-        config = ImageBindAudioConfig.from_dict(json.loads((directory / "config.json").read_text()))
-        encoder = ImageBindAudioEncoder(config)
-        encoder.load_state_dict(load_file(str(directory / "model.safetensors")), strict=True)
-    except (OSError, ValueError, TypeError, RuntimeError) as error:
-        raise WeightsError(f"{directory}: cannot load the saved audio encoder ({error})") from error
-    return encoder.eval()
+    return ImageBindAudioEncoder.from_pretrained(directory)
 
 
 def _check_imagebind_available(path: str | os.PathLike[str] | None) -> None:

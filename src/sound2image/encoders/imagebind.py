@@ -23,11 +23,16 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: Format marker of an encoder directory written by :meth:`ImageBindAudioEncoder.save_pretrained`.
+FORMAT = "sound2image-imagebind-audio"
+CONFIG_NAME = "config.json"
 
 # --- modules ------------------------------------------------------------------------------------
 
@@ -210,10 +215,17 @@ class ImageBindAudioConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ImageBindAudioConfig:
-        """Build from a dict, ignoring unknown keys (configs written by newer versions still load)."""
-        names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in names})
+    def from_dict(
+        cls, values: dict[str, Any], source: str = "ImageBind audio config"
+    ) -> ImageBindAudioConfig:
+        """Build from a stored dict, refusing unknown keys (the one policy, :mod:`sound2image.persistence`).
+
+        Raises:
+            WeightsError: unknown keys or invalid values, naming ``source``.
+        """
+        from sound2image.persistence import config_from_dict
+
+        return config_from_dict(cls, values, source)
 
     @classmethod
     def from_reference(cls, values: dict[str, Any]) -> ImageBindAudioConfig:
@@ -228,7 +240,9 @@ class ImageBindAudioConfig:
             "audio_target_len": "target_length",
             "audio_drop_path": "drop_path",
         }
-        return cls.from_dict({renames.get(key, key): value for key, value in values.items()})
+        names = {field.name for field in dataclasses.fields(cls)}
+        renamed = {renames.get(key, key): value for key, value in values.items()}
+        return cls(**{key: value for key, value in renamed.items() if key in names})  # other modalities' keys
 
 
 # --- the one mapping to the official checkpoint's names -------------------------------------------
@@ -277,6 +291,8 @@ class ImageBindAudioEncoder(nn.Module):
     def __init__(self, config: ImageBindAudioConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or ImageBindAudioConfig()
+        #: The whole config.json when loaded with from_pretrained (extra keys included), else empty.
+        self.saved_metadata: dict[str, Any] = {}
         D = config.embed_dim
         self.stem = AudioStem(D, config.kernel_size, config.stride)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
@@ -464,13 +480,25 @@ class ImageBindAudioEncoder(nn.Module):
         ours = check_official_state_dict(state, expected, source)
         self.load_state_dict({from_official_key(key): value for key, value in ours.items()}, assign=assign)
 
-    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
-        """Write the weights (official names, float as they are) and the config to one safetensors file,
-        which :meth:`from_pretrained` reads back with the same architecture."""
+    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
+        """Save the encoder for :meth:`from_pretrained`, in one of two layouts chosen by ``path``:
+
+        - a directory (the package's contract, :mod:`sound2image.persistence`): ``config.json`` (format
+          marker, the whole config, preprocessing included) and ``model.safetensors`` (our tensor names);
+        - a path ending in ``.safetensors``: one file with the official tensor names and the config in its
+          metadata (the layout of the audio-only cache file, see :mod:`sound2image.encoders.weights`).
+        """
+        from sound2image.persistence import save_model_dir
+
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            return save_model_dir(path, self, self.config, FORMAT, {"weights_source": self.weights_source})
         from sound2image.encoders.weights import write_audio_safetensors
 
         state = {key: value.detach().cpu() for key, value in self.official_state_dict().items()}
-        write_audio_safetensors(state, path, self.config, source=self.weights_source or "save_pretrained")
+        return write_audio_safetensors(
+            state, path, self.config, source=self.weights_source or "save_pretrained"
+        )
 
     @classmethod
     def from_pretrained(
@@ -484,10 +512,10 @@ class ImageBindAudioEncoder(nn.Module):
     ) -> ImageBindAudioEncoder:
         """The encoder with pretrained weights (default: the official ``imagebind_huge``), in eval mode.
 
-        Weights are looked up in this order: ``path`` (a ``.pth``/``.pt`` checkpoint or a ``.safetensors``
-        file), the ``SOUND2IMAGE_IMAGEBIND_WEIGHTS`` environment variable, the audio-only file in the
-        cache, then a download of the official checkpoint into the cache (unless offline). See
-        :mod:`sound2image.encoders.weights`.
+        Weights are looked up in this order: ``path`` (a directory written by :meth:`save_pretrained`, a
+        ``.pth``/``.pt`` checkpoint or a ``.safetensors`` file), the ``SOUND2IMAGE_IMAGEBIND_WEIGHTS``
+        environment variable, the audio-only file in the cache, then a download of the official
+        checkpoint into the cache (unless offline). See :mod:`sound2image.encoders.weights`.
 
         Args:
             path: weights file; optional.
@@ -501,6 +529,8 @@ class ImageBindAudioEncoder(nn.Module):
         """
         from sound2image.encoders.weights import load_audio_state_dict
 
+        if path is not None and (Path(path) / CONFIG_NAME).is_file():
+            return cls._from_directory(Path(path), config)
         state, stored_config, source = load_audio_state_dict(
             path, cache_dir=cache_dir, local_files_only=local_files_only, progress=progress
         )
@@ -509,6 +539,23 @@ class ImageBindAudioEncoder(nn.Module):
             model = cls(config or stored_config or infer_config(state))
         model.load_official_state_dict(state, source=source, assign=True)
         model.weights_source = source
+        return model.eval()
+
+    @classmethod
+    def _from_directory(cls, directory: Path, config: ImageBindAudioConfig | None) -> ImageBindAudioEncoder:
+        """A directory of the persistence contract; its ``config.json`` without a format marker is the
+        audio encoder folder that ``SounDiffPipeline.save_pretrained`` wrote before the contract."""
+        from sound2image.persistence import config_from_dict, load_model_dir
+
+        source = str(directory / CONFIG_NAME)
+        model = load_model_dir(
+            directory,
+            FORMAT,
+            lambda values: cls(config or config_from_dict(ImageBindAudioConfig, values, source)),
+            "ImageBind audio encoder",
+            accept_unmarked=True,
+        )
+        model.weights_source = str(directory)
         return model.eval()
 
 

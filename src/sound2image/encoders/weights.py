@@ -427,14 +427,18 @@ def load_audio_state_dict(
     if file.suffix == ".safetensors" or is_safetensors(file):
         tensors, metadata = read_safetensors(file)
         config = (
-            ImageBindAudioConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata else None
+            ImageBindAudioConfig.from_dict(json.loads(metadata["config"]), str(file))
+            if "config" in metadata
+            else None
         )
         return audio_tensors(tensors), config, str(file)
     cached = _cache_name_for(file, folder)
     if cached.is_file():
         tensors, metadata = read_safetensors(cached)
         config = (
-            ImageBindAudioConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata else None
+            ImageBindAudioConfig.from_dict(json.loads(metadata["config"]), str(cached))
+            if "config" in metadata
+            else None
         )
         return audio_tensors(tensors), config, f"{cached} (from {file})"
     audio = audio_tensors(read_checkpoint(file))

@@ -8,11 +8,10 @@ reported beside every AIC so the judge itself can be judged.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from sound2image.errors import Sound2ImageError, UsageError, WeightsError
+from sound2image.errors import Sound2ImageError, UsageError
+from sound2image.persistence import CONFIG_NAME, config_from_dict, load_model_dir, save_model_dir
 
-CONFIG_NAME = "classifier.json"
-WEIGHTS_NAME = "classifier.safetensors"
 FORMAT = "sound2image-image-classifier"
+WHAT = "image classifier"
 
 
 class SmallCNN(nn.Module):
@@ -73,6 +72,8 @@ class ImageClassifier:
     def __init__(self, model: SmallCNN, config: ClassifierConfig) -> None:
         self.model = model.eval()
         self.config = config
+        #: The whole config.json when loaded with from_pretrained (extra keys included), else empty.
+        self.saved_metadata: dict[str, Any] = {}
 
     @torch.no_grad()
     def predict(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> list[str]:
@@ -103,36 +104,37 @@ class ImageClassifier:
             else math.nan
         )
 
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        from safetensors.torch import save_file
+    # --- persistence ------------------------------------------------------------------------------
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        record = {"format": FORMAT, "config": asdict(self.config)}
-        (directory / CONFIG_NAME).write_text(json.dumps(record, indent=2))
-        save_file(
-            {k: v.contiguous() for k, v in self.model.state_dict().items()}, str(directory / WEIGHTS_NAME)
-        )
-        return directory
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The CNN's tensors (what ``model.safetensors`` holds)."""
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> Any:
+        """Load the CNN's tensors."""
+        return self.model.load_state_dict(state, strict=strict)
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``config.json`` (the :class:`ClassifierConfig`, class names included) and
+        ``model.safetensors`` (see :mod:`sound2image.persistence`)."""
+        return save_model_dir(directory, self, self.config, FORMAT)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> ImageClassifier:
-        from safetensors.torch import load_file
+    def from_pretrained(cls, directory: str | os.PathLike[str]) -> ImageClassifier:
+        """Load a saved classifier (CPU, eval mode); the whole config.json is its ``saved_metadata``.
 
-        path = Path(directory) / CONFIG_NAME
-        if not path.is_file():
-            raise WeightsError(f"{path}: missing (not a classifier directory?)")
-        try:
-            record = json.loads(path.read_text())
-            config = ClassifierConfig(**record["config"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise WeightsError(f"{path}: not a sound2image classifier config ({error})") from error
-        model = SmallCNN(len(config.classes), config.width)
-        try:
-            model.load_state_dict(load_file(str(Path(directory) / WEIGHTS_NAME)))
-        except Exception as error:  # missing file, damaged file or mismatched keys
-            raise WeightsError(f"{Path(directory) / WEIGHTS_NAME}: cannot load ({error})") from error
-        return cls(model, config)
+        Raises:
+            WeightsError: one line naming the file and the problem (see :mod:`sound2image.persistence`).
+        """
+        source = str(Path(directory) / CONFIG_NAME)
+
+        def build(values: dict[str, Any]) -> ImageClassifier:
+            config = config_from_dict(ClassifierConfig, values, source)
+            return cls(SmallCNN(len(config.classes), config.width), config)
+
+        classifier = load_model_dir(directory, FORMAT, build, WHAT)
+        classifier.model.eval()
+        return classifier
 
 
 def _to_input(images: torch.Tensor) -> torch.Tensor:

@@ -105,16 +105,23 @@ class TransformerTrainConfig:
     progress: bool = True
 
     def check(self) -> None:
+        """Raise a one-line UsageError naming the parameter of the first bad setting."""
         if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
+            raise UsageError(f"batch_size must be >= 1, got {self.batch_size}", parameters=["batch_size"])
         if self.lr <= 0 or self.min_lr < 0:
-            raise UsageError(f"learning rates must be positive, got --lr {self.lr} --min-lr {self.min_lr}")
+            raise UsageError(
+                f"learning rates must be positive, got lr={self.lr} min_lr={self.min_lr}",
+                parameters=["lr", "min_lr"],
+            )
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise UsageError(
-                f"--mixed-precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}"
+                f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}",
+                parameters=["mixed_precision"],
             )
         if self.max_minutes is not None and self.max_minutes <= 0:
-            raise UsageError(f"--max-minutes must be positive, got {self.max_minutes}")
+            raise UsageError(
+                f"max_minutes must be positive, got {self.max_minutes}", parameters=["max_minutes"]
+            )
         m, f = self.model, self.features
         if (m.audio_sections, m.audio_bins) != (f.num_sections, f.num_bins):
             raise UsageError(
@@ -436,7 +443,7 @@ def _train(config: TransformerTrainConfig, on_step_end: StepHook | None) -> Trai
     # Resume: weights, optimiser, step, elapsed time and the data order.
     if resume_from is not None:
         state = json.loads((resume_from / "trainer_state.json").read_text())
-        loaded, _ = ImageTransformer.from_pretrained(resume_from / "model", map_location=device)
+        loaded = ImageTransformer.from_pretrained(resume_from / "model", map_location=device)
         model.load_state_dict(loaded.state_dict())
         optimizer.load_state_dict(torch.load(resume_from / "optimizer.pt", map_location=device))
         step, elapsed_before, history = state["step"], state["elapsed_s"], state["history"]

@@ -13,10 +13,9 @@ Read top to bottom (nanoGPT style): the blocks, then the config, then the model.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sound2image.errors import WeightsError
 from sound2image.modules import (
     CrossAttention,
     KVCache,
@@ -33,9 +31,13 @@ from sound2image.modules import (
     sinusoidal_positions,
     sinusoidal_positions_2d,
 )
+from sound2image.persistence import (
+    CONFIG_NAME,
+    config_from_dict,
+    load_model_dir,
+    save_model_dir,
+)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT = "sound2image-image-transformer"
 
 
@@ -143,11 +145,8 @@ class ImageTransformerConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ImageTransformerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise WeightsError(f"unknown Image Transformer config keys: {sorted(unknown)}")
-        return cls(**values)
+        """Build from a stored dict, refusing unknown keys (see :mod:`sound2image.persistence`)."""
+        return config_from_dict(cls, values, "Image Transformer config")
 
 
 class ImageTransformer(nn.Module):
@@ -156,6 +155,8 @@ class ImageTransformer(nn.Module):
     def __init__(self, config: ImageTransformerConfig) -> None:
         super().__init__()
         self.config = config
+        #: The whole config.json when loaded with from_pretrained (extra keys included), else empty.
+        self.saved_metadata: dict[str, Any] = {}
         c = config
         # Per-bin feature statistics of the training set (identity until the trainer sets them); they
         # live in the state dict so that a saved model standardises its inputs the same way.
@@ -318,67 +319,24 @@ class ImageTransformer(nn.Module):
     # --- persistence ------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
-        """Write ``config.json`` (model config + ``extra``, e.g. feature settings), ``model.safetensors``."""
-        return save_model_directory(self, directory, FORMAT, extra)
+        """Write ``config.json`` (model config + ``extra``, e.g. feature settings) and ``model.safetensors``
+        (see :mod:`sound2image.persistence`)."""
+        return save_model_dir(directory, self, self.config, FORMAT, extra)
 
     @classmethod
     def from_pretrained(
         cls, directory: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-    ) -> tuple[ImageTransformer, dict[str, Any]]:
-        """Load a saved model; returns ``(model, record)`` where ``record`` is the whole config.json."""
-        from safetensors.torch import load_file
+    ) -> ImageTransformer:
+        """Load a saved model in eval mode; the whole config.json is its ``saved_metadata``.
 
-        record = read_model_record(directory)
-        model = cls(ImageTransformerConfig.from_dict(record["model"]))
-        weights = Path(directory) / WEIGHTS_NAME
-        if not weights.is_file():
-            raise WeightsError(f"{weights}: missing (not an Image Transformer directory?)")
-        try:
-            state = load_file(str(weights))  # to the CPU model built above; moved once, at the end
-        except Exception as error:  # safetensors raises several types for damaged files
-            raise WeightsError(f"{weights}: cannot read weights ({error})") from error
-        expected = model.state_dict()
-        missing, unexpected = set(expected) - set(state), set(state) - set(expected)
-        if missing or unexpected:
-            raise WeightsError(
-                f"{weights}: missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}"
-            )
-        for key, tensor in state.items():
-            if tensor.shape != expected[key].shape:
-                raise WeightsError(
-                    f"{weights}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}"
-                )
-        model.load_state_dict(state)
-        return model.to(map_location).eval(), record
-
-
-def save_model_directory(
-    model: nn.Module, directory: str | os.PathLike[str], marker: str, extra: dict[str, Any] | None = None
-) -> Path:
-    """``config.json`` (format ``marker``, the model's config dataclass, ``extra``) and ``model.safetensors``;
-    shared by the Image Transformer and its best-of-N scorer."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    record = {"format": marker, "model": asdict(model.config), **(extra or {})}
-    (directory / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True))
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_NAME))
-    return directory
-
-
-def read_model_record(
-    directory: str | os.PathLike[str], marker: str = FORMAT, what: str = "Image Transformer"
-) -> dict[str, Any]:
-    """The ``config.json`` of a saved model directory, checked for its format ``marker``."""
-    path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise WeightsError(f"{path}: missing (not an {what} directory?)")
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise WeightsError(f"{path}: cannot read ({error})") from error
-    if not isinstance(record, dict) or record.get("format") != marker or "model" not in record:
-        raise WeightsError(f"{path}: not an {what} config (no format {marker!r})")
-    return record
+        Raises:
+            WeightsError: one line naming the file and the problem (see :mod:`sound2image.persistence`).
+        """
+        source = str(Path(directory) / CONFIG_NAME)
+        model = load_model_dir(
+            directory,
+            FORMAT,
+            lambda values: cls(config_from_dict(ImageTransformerConfig, values, source)),
+            "Image Transformer",
+        )
+        return model.to(map_location).eval()

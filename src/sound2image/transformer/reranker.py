@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sound2image.errors import WeightsError
-from sound2image.transformer.model import (
-    WEIGHTS_NAME,
-    ImageTransformer,
-    read_model_record,
-    save_model_directory,
+from sound2image.persistence import (
+    CONFIG_NAME,
+    config_from_dict,
+    load_model_dir,
+    read_model_config,
+    save_model_dir,
 )
+from sound2image.transformer.model import ImageTransformer
 from sound2image.transformer.sampling import SamplingConfig, generate
 from sound2image.validation import check_int
 
 FORMAT = "sound2image-audio-image-scorer"
+WHAT = "audio-image scorer"
 #: Where a trained Image Transformer directory keeps its scorer.
 RERANKER_DIR = "reranker"
 
@@ -54,11 +56,8 @@ class RerankerConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RerankerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise WeightsError(f"unknown scorer config keys: {sorted(unknown)}")
-        return cls(**values)
+        """Build from a stored dict, refusing unknown keys (see :mod:`sound2image.persistence`)."""
+        return config_from_dict(cls, values, "audio-image scorer config")
 
 
 class AudioTower(nn.Module):
@@ -104,6 +103,8 @@ class AudioImageScorer(nn.Module):
     def __init__(self, config: RerankerConfig) -> None:
         super().__init__()
         self.config = config
+        #: The whole config.json when loaded with from_pretrained (extra keys included), else empty.
+        self.saved_metadata: dict[str, Any] = {}
         # The training set's per-bin feature statistics (identity until the trainer sets them).
         self.register_buffer("feature_mean", torch.zeros(config.audio_bins))
         self.register_buffer("feature_std", torch.ones(config.audio_bins))
@@ -139,29 +140,29 @@ class AudioImageScorer(nn.Module):
     # --- persistence ------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
-        """Write ``config.json`` (shape + ``extra``, e.g. training history) and ``model.safetensors``."""
-        return save_model_directory(self, directory, FORMAT, extra)
+        """Write ``config.json`` (shape + ``extra``, e.g. training history) and ``model.safetensors``
+        (see :mod:`sound2image.persistence`)."""
+        return save_model_dir(directory, self, self.config, FORMAT, extra)
 
     @classmethod
     def from_pretrained(
         cls, directory: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-    ) -> tuple[AudioImageScorer, dict[str, Any]]:
-        """Load a saved scorer; returns ``(scorer, record)`` where ``record`` is the whole config.json."""
-        from safetensors.torch import load_file
+    ) -> AudioImageScorer:
+        """Load a saved scorer in eval mode; the whole config.json is its ``saved_metadata``.
 
-        record = read_scorer_record(directory)
-        model = cls(RerankerConfig.from_dict(record["model"]))
-        weights = Path(directory) / WEIGHTS_NAME
-        try:
-            model.load_state_dict(load_file(str(weights)))
-        except Exception as error:  # safetensors and load_state_dict raise several types
-            raise WeightsError(f"{weights}: cannot load the scorer ({error})") from error
-        return model.to(map_location).eval(), record
+        Raises:
+            WeightsError: one line naming the file and the problem (see :mod:`sound2image.persistence`).
+        """
+        source = str(Path(directory) / CONFIG_NAME)
+        model = load_model_dir(
+            directory, FORMAT, lambda values: cls(config_from_dict(RerankerConfig, values, source)), WHAT
+        )
+        return model.to(map_location).eval()
 
 
 def read_scorer_record(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """A saved scorer's ``config.json`` (shape, training settings and history), without its weights."""
-    return read_model_record(directory, FORMAT, "audio-image scorer")
+    return read_model_config(directory, FORMAT, WHAT)
 
 
 def candidate_seed(seed: int, index: int) -> int:
