@@ -101,13 +101,13 @@ def test_soundiff_resume_with_changed_settings_is_refused_before_writing(
     run = tmp_path / "run"
     config = tiny_config(run, manifest8, shared_cache, max_steps=2, checkpointing_steps=2)
     train(config, pipeline=copy.deepcopy(soundiff))
-    files = ("split.json", "train_config.json")
+    files = ("split.json", "training_config.json")
     before = _snapshot(run, files)
     with pytest.raises(UsageError) as info:
         train(replace(config, resume="latest", learning_rate=5e-4, seed=7), pipeline=soundiff)
     assert str(info.value) == (
         f"{run}: cannot resume with different settings (learning_rate, seed): learning_rate 0.001 -> 0.0005, "
-        f"seed 42 -> 7; see {run / 'train_config.json'}"
+        f"seed 42 -> 7; see {run / 'training_config.json'}"
     )
     assert _snapshot(run, files) == before
 
@@ -204,7 +204,9 @@ def test_soundiff_nan_loss_keeps_a_loadable_checkpoint_that_resumes_to_the_undis
     # Same float operations in the same order on one thread: equal to float32 rounding of a few ulps.
     worst = max(
         float((a - b).abs().max())
-        for a, b in zip(resumed.unet.state_dict().values(), straight.unet.state_dict().values(), strict=True)
+        for a, b in zip(
+            resumed.model.state_dict().values(), straight.model.state_dict().values(), strict=True
+        )
     )
     assert worst <= 1e-6
 
