@@ -54,7 +54,6 @@ from sound2image.training.checkpoints import (
 )
 from sound2image.training.reranker import RerankerTrainConfig, reranker_record, train_reranker
 from sound2image.training.rundir import (
-    CONFIG_FILE,
     SPLIT_FILE,
     TrainResult,
     append_metrics,
@@ -72,8 +71,6 @@ from sound2image.transformer.model import ImageTransformer, ImageTransformerConf
 from sound2image.transformer.reranker import RERANKER_DIR, read_scorer_record
 from sound2image.transformer.sampling import SamplingConfig, generate, tokens_to_images
 
-TRAINING_CONFIG_NAME = CONFIG_FILE  # the shared names (kept under their old names here)
-SPLIT_NAME = SPLIT_FILE
 #: Settings that may change between a run and its resumption (the rest must match, as for SounDiff):
 #: the step and time budget, the checkpoint/evaluation cadence, reporting, and the device.
 RESUMABLE_CHANGES = {
@@ -410,8 +407,8 @@ def _train(config: TransformerTrainConfig, on_step_end: StepHook | None) -> Trai
         raise DataError(f"{config.data}: no audio/image pairs found")
     split = split_pairs(pairs, config.val_fraction, config.split_seed)
     out.mkdir(parents=True, exist_ok=True)
-    if not config.resume or not (out / SPLIT_NAME).is_file():  # a resumed run keeps its split file
-        split.save(out / SPLIT_NAME)
+    if not config.resume or not (out / SPLIT_FILE).is_file():  # a resumed run keeps its split file
+        split.save(out / SPLIT_FILE)
     write_config(out, config.to_dict())
 
     # 2. Pre-compute features and pixels once.
