@@ -32,7 +32,7 @@ def test_soundiff_s_on_one_class_end_to_end(tmp_path, manifest8, shared_cache, s
          "--validation-steps", "2", "--validation-audios", str(audio), "--no-progress"]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    config = json.loads((run / "train_config.json").read_text())
+    config = json.loads((run / "training_config.json").read_text())
     assert config["prompt"] == SATELLITE_PROMPT and config["classes"] == ["beach"]
     assert config["batch_size"] == 1 and config["epochs"] == 280  # given, and the variant's default
     split = json.loads((run / "split.json").read_text())

@@ -69,7 +69,7 @@ def test_two_processes_follow_the_single_process_loss_curve(
     from safetensors.torch import load_file
 
     exported = load_file(str(tmp_path / "double" / "unet" / "diffusion_pytorch_model.safetensors"))
-    trained = single.unet.state_dict()
+    trained = single.model.state_dict()
     start = _base_soundiff.unclip.unet.state_dict()
     # Weights: the runs' difference must be tiny next to how far training moved them. Single entries can
     # differ by up to ~lr (Adam's update of a near-zero gradient flips sign when float sums are reordered;

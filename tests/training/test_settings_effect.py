@@ -204,7 +204,7 @@ def test_run_a_equals_the_replay(tmp_path, manifest8, shared_cache, soundiff, _b
         ),
     )  # fmt: skip
     assert result.losses == pytest.approx(losses, rel=1e-5)
-    assert_weights_equal(result.unet, expected)  # the EMA weights: what the export holds
+    assert_weights_equal(result.model, expected)  # the EMA weights: what the export holds
     metrics = [json.loads(line) for line in (run_dir / sd.METRICS_FILE).read_text().splitlines()]
     assert [m["lr"] for m in metrics] == pytest.approx(lrs)
     # The validation grid of update 4 took one audio from the validation split.
@@ -262,11 +262,11 @@ def test_run_b_equals_the_replay(tmp_path, manifest8, shared_cache, soundiff, _b
         objective_config=ObjectiveConfig(),
     )  # fmt: skip
     assert result.losses == pytest.approx(losses, rel=1e-5)
-    assert_weights_equal(result.unet, expected)
+    assert_weights_equal(result.model, expected)
 
     # Validation: plain diffusers with the trained U-Net, the prompt, size, steps, guidance and seed.
     raw = _base_soundiff.audio_encoder.embed([str(val_audio)])
-    plain = StableUnCLIPImg2ImgPipeline(**{**unclip.components, "unet": copy.deepcopy(result.unet).eval()})
+    plain = StableUnCLIPImg2ImgPipeline(**{**unclip.components, "unet": copy.deepcopy(result.model).eval()})
     plain.set_progress_bar_config(disable=True)
     image = plain(
         image_embeds=raw / raw.norm() * target, prompt=SATELLITE_PROMPT, height=RESOLUTION, width=RESOLUTION,

@@ -14,6 +14,7 @@ from sound2image.errors import OutputExistsError, UsageError
 from sound2image.training import soundiff as sd
 from sound2image.training.checkpoints import list_checkpoints
 from sound2image.training.soundiff import SounDiffTrainConfig, TrainingDivergedError, train
+from sound2image.training.soundiff import checkpoint as sd_checkpoint
 
 pytestmark = pytest.mark.numeric
 
@@ -83,8 +84,8 @@ def test_overfitting_eight_real_pairs_halves_the_loss(tmp_path, manifest8, share
         checkpointing_steps=1000,
     )
     result = train(config, pipeline=soundiff)
-    assert len(result.run.cached) == 8 and result.bad_items == []
-    trained = result.unet.eval()
+    assert len(result.run.cached) == 8 and result.problems == []
+    trained = result.model.eval()
     before = fixed_draw_loss(result, base_unet, range(100, 104))
     after = fixed_draw_loss(result, trained, range(100, 104))
     assert after <= 0.5 * before, (before, after)
@@ -142,7 +143,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(
     assert [p.name for p in list_checkpoints(run_dir)] == ["checkpoint-3"]
     assert not (run_dir / "unet").exists()  # no export from an unfinished run
     resumed = _run(replace(interrupted, resume="latest"), _base_soundiff)
-    _assert_same_weights(unet_state(resumed.unet), unet_state(reference.unet))
+    _assert_same_weights(unet_state(resumed.model), unet_state(reference.model))
     _assert_same_weights(_exported(run_dir), _exported(Path(config.output_dir)))
     assert resumed.losses == pytest.approx(
         reference.losses, abs=1e-6
@@ -155,21 +156,21 @@ def test_crash_while_writing_a_checkpoint_resumes_from_the_previous_one(
     config, reference = reference_run
     run_dir = tmp_path / "run"
     crashing = replace(config, output_dir=str(run_dir))
-    real_write = sd.write_trainer_state
+    real_write = sd_checkpoint.write_trainer_state
 
     def write_then_die(directory: Path, run, step: int) -> None:
         real_write(directory, run, step)
         if step == 6:
             raise OSError("No space left on device")  # inside the atomic write, after most files exist
 
-    monkeypatch.setattr(sd, "write_trainer_state", write_then_die)
+    monkeypatch.setattr(sd_checkpoint, "write_trainer_state", write_then_die)
     with pytest.raises(OSError, match="No space"):
         _run(crashing, _base_soundiff)
     monkeypatch.undo()
     checkpoints = run_dir / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-3"]  # no half-written checkpoint-6
     resumed = _run(replace(crashing, resume="latest"), _base_soundiff)
-    _assert_same_weights(unet_state(resumed.unet), unet_state(reference.unet))
+    _assert_same_weights(unet_state(resumed.model), unet_state(reference.model))
 
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(
@@ -207,7 +208,7 @@ def test_export_loads_into_generation_and_changes_its_output(
     base = SounDiffPipeline.from_pretrained(base_dir)
     tuned = SounDiffPipeline.from_pretrained(base_dir, unet=run_dir)
     assert tuned.calibration == EmbeddingCalibration.load(run_dir)
-    _assert_same_weights(unet_state(tuned.unclip.unet), unet_state(result.unet))
+    _assert_same_weights(unet_state(tuned.unclip.unet), unet_state(result.model))
     embeds = tuned.calibration.apply(torch.randn(1, 1024, generator=torch.Generator().manual_seed(0)))
     kwargs = {
         "image_embeds": embeds,
@@ -328,7 +329,7 @@ def test_bad_pairs_are_skipped_and_reported(tmp_path, manifest8, shared_cache, s
     config = tiny_config(tmp_path / "run", manifest, shared_cache, max_steps=1)
     result = train(config, pipeline=soundiff)
     assert len(result.run.cached) == 8
-    assert len(result.bad_items) == 1 and str(corrupt) in result.bad_items[0]
+    assert len(result.problems) == 1 and str(corrupt) in result.problems[0]
     assert str(corrupt) in (tmp_path / "run" / sd.BAD_ITEMS_FILE).read_text()
 
 
@@ -372,7 +373,7 @@ def test_bf16_checkpointing_snr_and_validation_grid_from_the_split(
     )  # fmt: skip
     result = train(config, pipeline=soundiff)
     assert all(torch.isfinite(torch.tensor(result.losses)))
-    assert next(result.unet.parameters()).dtype == torch.float32  # master weights stay fp32 under autocast
+    assert next(result.model.parameters()).dtype == torch.float32  # master weights stay fp32 under autocast
     from sound2image.outputs import read_png_metadata
 
     meta = read_png_metadata(tmp_path / "run" / "validation" / "step-0000002.png")

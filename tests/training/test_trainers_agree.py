@@ -5,6 +5,8 @@ train at which batch sizes, and refuse or warn when the launcher did not start w
 from __future__ import annotations
 
 import copy
+import json
+import math
 import os
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from sound2image.training.checkpoints import (
     describe_processes,
     list_checkpoints,
 )
+from sound2image.training.rundir import STATE_FILE, check_metrics_schema, read_config, read_metrics
 from sound2image.training.soundiff import train
 from sound2image.training.transformer import train_transformer
 from sound2image.transformer import ImageTransformer
@@ -101,13 +104,13 @@ def test_soundiff_resume_with_changed_settings_is_refused_before_writing(
     run = tmp_path / "run"
     config = tiny_config(run, manifest8, shared_cache, max_steps=2, checkpointing_steps=2)
     train(config, pipeline=copy.deepcopy(soundiff))
-    files = ("split.json", "train_config.json")
+    files = ("split.json", "training_config.json")
     before = _snapshot(run, files)
     with pytest.raises(UsageError) as info:
         train(replace(config, resume="latest", learning_rate=5e-4, seed=7), pipeline=soundiff)
     assert str(info.value) == (
         f"{run}: cannot resume with different settings (learning_rate, seed): learning_rate 0.001 -> 0.0005, "
-        f"seed 42 -> 7; see {run / 'train_config.json'}"
+        f"seed 42 -> 7; see {run / 'training_config.json'}"
     )
     assert _snapshot(run, files) == before
 
@@ -121,6 +124,64 @@ def test_changed_settings_compares_nested_groups_leaf_by_leaf() -> None:
     ]
     assert changed_settings(saved, saved, ()) == []
     assert changed_settings({"sizes": (1, 2)}, {"sizes": [1, 2]}) == []  # JSON turns tuples into lists
+
+
+# --- one set of run-directory files --------------------------------------------------------------------
+
+
+def _tree(root: Path) -> set[str]:
+    return {p.name for p in root.iterdir()}
+
+
+def test_both_trainers_write_the_same_run_directory_files(
+    tmp_path, manifest8, shared_cache, soundiff
+) -> None:
+    s_run, t_run = tmp_path / "s", tmp_path / "run"
+    s_config = tiny_config(s_run, manifest8, shared_cache, max_steps=2, checkpointing_steps=2)
+    s_result = train(s_config, pipeline=soundiff)
+    t_config = _transformer_config(tmp_path, max_steps=2, checkpoint_every=2, eval_every=2)
+    t_result = train_transformer(t_config)
+    shared = {"training_config.json", "split.json", "metrics.jsonl", "checkpoints"}
+    old = {"train_config.json", "log.jsonl", "history.json", "samples"}
+    for run, export in ((s_run, "unet"), (t_run, "model")):
+        names = _tree(run)
+        assert shared <= names and not old & names and export in names, (run, sorted(names))
+    # The checkpoints: both hold the shared trainer state (step, elapsed time, losses, the settings).
+    s_state, t_state = (
+        json.loads((run / "checkpoints" / "checkpoint-2" / STATE_FILE).read_text()) for run in (s_run, t_run)
+    )
+    for state, run, result in ((s_state, s_run, s_result), (t_state, t_run, t_result)):
+        assert {"step", "elapsed_s", "losses", "config"} <= set(state)
+        assert state["step"] == 2 and state["losses"] == result.losses and len(result.losses) == 2
+        assert state["config"] == read_config(run) and 0 < state["elapsed_s"] <= result.elapsed_s
+        assert result.output_dir == run and result.steps == 2 and result.metrics_path == run / "metrics.jsonl"
+    assert s_state["config"] == s_config.resolved().to_dict() and t_state["config"]["lr"] == t_config.lr
+    # The metrics: one schema; a train line per update holding the loss the result reports and the
+    # learning rate of each trainer's schedule, by hand.
+    s_lines, t_lines = read_metrics(s_run), read_metrics(t_run)
+    for line in s_lines + t_lines:
+        check_metrics_schema(line)
+    s_train, t_train = read_metrics(s_run, "train"), read_metrics(t_run, "train")
+    assert {tuple(sorted(line)) for line in s_train + t_train} == {
+        ("elapsed_s", "kind", "loss", "lr", "step")
+    }
+    assert [line["step"] for line in s_train] == [line["step"] for line in t_train] == [1, 2]
+    assert [line["loss"] for line in s_train] == s_result.losses
+    assert [line["loss"] for line in t_train] == t_result.losses
+    # SounDiff: linear from 1e-3 to 1e-4 over updates 0..1; transformer: warm-up x cosine over the run.
+    assert [line["lr"] for line in s_train] == pytest.approx([1e-3, 1e-4], rel=1e-12)
+    warm = [min(1.0, (s + 1) / t_config.warmup_steps) for s in range(2)]
+    cosine = [
+        t_config.min_lr + 0.5 * (t_config.lr - t_config.min_lr) * (1 + math.cos(math.pi * s / 2))
+        for s in range(2)
+    ]
+    assert [line["lr"] for line in t_train] == pytest.approx(
+        [w * c for w, c in zip(warm, cosine, strict=True)], rel=1e-12
+    )
+    assert [line["step"] for line in read_metrics(t_run, "eval")] == [2]  # eval_every 2
+    assert t_result.history == [
+        {k: v for k, v in line.items() if k != "kind"} for line in read_metrics(t_run, "eval")
+    ]
 
 
 # --- the NaN/Inf guard -----------------------------------------------------------------------------
@@ -204,7 +265,9 @@ def test_soundiff_nan_loss_keeps_a_loadable_checkpoint_that_resumes_to_the_undis
     # Same float operations in the same order on one thread: equal to float32 rounding of a few ulps.
     worst = max(
         float((a - b).abs().max())
-        for a, b in zip(resumed.unet.state_dict().values(), straight.unet.state_dict().values(), strict=True)
+        for a, b in zip(
+            resumed.model.state_dict().values(), straight.model.state_dict().values(), strict=True
+        )
     )
     assert worst <= 1e-6
 

@@ -63,7 +63,7 @@ def test_train_writes_a_loadable_model_and_its_settings(trained) -> None:
     for name in (
         "training_config.json",
         "split.json",
-        "log.jsonl",
+        "metrics.jsonl",
         "model/config.json",
         "model/model.safetensors",
         "model/reranker/config.json",

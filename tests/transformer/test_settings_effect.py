@@ -24,6 +24,7 @@ import sound2image.transformer.sampling as sampling_module
 from sound2image.audio.sections import compute_section_features
 from sound2image.cli.main import build_parser, main
 from sound2image.outputs import read_png_metadata
+from sound2image.training.rundir import read_metrics
 from sound2image.training.transformer import preset
 from sound2image.transformer import ImageTransformer, ImageTransformerConfig, SamplingConfig, generate
 from sound2image.transformer.reranker import (
@@ -777,7 +778,7 @@ def test_train_run_flags_set_evaluation_checkpoints_scorer_threads_and_progress(
     trained_run: tuple[Path, _TrainSpy],
 ) -> None:
     run, spy = trained_run
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    log = read_metrics(run, "eval")
     assert [entry["step"] for entry in log if "step" in entry] == [2, 4, 6]  # --eval-every 2
     # --checkpoint-every 2 wrote checkpoints 2, 4 and 6; --checkpoints-total-limit 1 (preset: 2) kept the last
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-6"]
@@ -834,14 +835,14 @@ def test_train_epochs_val_fraction_and_progress(tmp_path: Path, capsys: pytest.C
         == (len(expected.train), len(expected.val))
     )
     assert sorted(split["val"]) == sorted(pair.key for pair in expected.val)
-    history = json.loads((run / "history.json").read_text())
+    history = read_metrics(run, "eval")
     assert history[-1]["step"] == 3 and "val_bpp" in history[-1]
-    assert (run / "samples" / "step-000003.png").is_file()
+    assert (run / "validation" / "step-0000003.png").is_file()
 
 
 def test_train_resume_continues_from_the_named_checkpoint(tmp_path: Path) -> None:
-    """--resume checkpoint-2 runs steps 3 and 4 only (log.jsonl is appended to: 1..4, then 3, 4), and
-    ends where the straight run ended."""
+    """--resume checkpoint-2 runs steps 3 and 4 only (metrics.jsonl drops the lines of 3 and 4 and logs
+    them again, as SounDiff's does: it reads as one run, 1..4), and ends where the straight run ended."""
     make_dataset(tmp_path, count=4)
     run = tmp_path / "run"
     flags = [
@@ -858,9 +859,12 @@ def test_train_resume_continues_from_the_named_checkpoint(tmp_path: Path) -> Non
     base = ["train", "transformer", "--data", str(tmp_path), "--out", str(run), *SMALL, *flags]
     assert main(base) == 0
     straight = (run / "model" / "model.safetensors").read_bytes()
+    kept = read_metrics(run)[:4]  # train and eval lines of steps 1 and 2
     assert main([*base, "--resume", str(run / "checkpoints" / "checkpoint-2")]) == 0
-    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 3, 4]
+    steps = [entry["step"] for entry in read_metrics(run, "eval")]
+    assert steps == [1, 2, 3, 4]
+    assert [entry["step"] for entry in read_metrics(run, "train")] == [1, 2, 3, 4]
+    assert read_metrics(run)[:4] == kept and [e["step"] for e in kept] == [1, 1, 2, 2]
     resumed = (run / "model" / "model.safetensors").read_bytes()
     for key, value in _load_weights(straight).items():
         torch.testing.assert_close(_load_weights(resumed)[key], value, msg=key)
@@ -1063,7 +1067,7 @@ def test_library_train_settings_grad_clip_max_pairs_split_seed_and_sample_grid(
     assert len(index) == 1
     features = torch.from_numpy(compute_section_features(expected.val[index[0]].audio, FEATURES))[None]
     drawn = generate(model, features, sample).reshape(8, 8).numpy()
-    grid = np.asarray(Image.open(tmp_path / "run" / "samples" / "step-000002.png"))
+    grid = np.asarray(Image.open(tmp_path / "run" / "validation" / "step-0000002.png"))
     # make_grid: 16-pixel tiles (8×8 shown twice as large), padding 4, a 14-pixel label under each tile
     assert grid.shape[1] == 4 + 1 * (16 + 4)  # one column: num_sample_images=1
     tile = grid[4 + 16 + 14 + 4 :, 4 : 4 + 16, 0][:16]  # second row: the generated image

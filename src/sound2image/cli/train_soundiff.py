@@ -21,7 +21,7 @@ Examples:
   accelerate launch --num_processes 4 -m sound2image.cli.main train soundiff --data ADVANCE/ --output runs/l4
   sound2image generate beach.wav --unet runs/soundiff-l --out images/      (use the result)
 
-The run directory receives train_config.json, split.json, the cache (unless --cache-dir), checkpoints/,
+The run directory receives training_config.json, split.json, the cache (unless --cache-dir), checkpoints/,
 validation/ grids, logs/ (TensorBoard), metrics.jsonl and, at the end, the export: unet/,
 sound2image_soundiff.json and sound2image_calibration.json.
 """
@@ -145,7 +145,7 @@ def handler(args: argparse.Namespace) -> int:
     from sound2image.training.soundiff import train
 
     result = train(config_from_args(args))
-    if result.export_dir is not None:
-        print(f"exported {result.steps} steps to {result.export_dir}")
-        print(f"generate with: sound2image generate SOUND --unet {result.export_dir} --out images/")
+    if result.model_dir is not None:
+        print(f"exported {result.steps} steps to {result.model_dir}")
+        print(f"generate with: sound2image generate SOUND --unet {result.model_dir} --out images/")
     return 0

@@ -14,9 +14,10 @@ EPILOG = """Examples:
   # evaluation/checkpoint cadence and --device may change, anything else is refused and named)
   sound2image train transformer --data ADVANCE/ --out runs/it-advance --resume latest
 
-The run directory gets training_config.json, split.json, log.jsonl, samples/step-*.png (real images on
-top, generated below), checkpoints/checkpoint-<step>/ (a NaN/Inf loss stops the run and keeps the last
-good one) and, at the end, model/ for
+The run directory gets training_config.json, split.json, metrics.jsonl (one JSON line per update and
+per evaluation), validation/step-*.png (real images on top, generated below), bad_items.txt (skipped
+pairs, if any), checkpoints/checkpoint-<step>/ (a NaN/Inf loss stops the run and keeps the last good
+one) and, at the end, model/ for
 `sound2image generate --model transformer:runs/it-digits/model` (with model/reranker/, the
 best-of-N scorer, when one was trained: `generate ... --candidates 8`).
 """

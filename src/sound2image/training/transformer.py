@@ -3,23 +3,28 @@
 ``train_transformer(config)`` does, in order:
 
 1. scan the pairs (:func:`sound2image.data.scan_pairs`) and split them 90/10
-   (:func:`sound2image.data.split_pairs`, grouped and stratified, saved as ``split.json``);
+   (:func:`sound2image.data.split_pairs`, grouped and stratified, saved as ``split.json``); the pairs
+   that cannot be used are listed in ``bad_items.txt``;
 2. pre-compute every clip's FFT-section features and every image's 32×32 grayscale pixels once (bad
    items are reported and skipped); per-bin feature statistics of the training set go into the model;
 3. train with AdamW, linear warm-up + cosine decay (over steps or over the ``max_minutes`` budget,
    whichever ends first), gradient clipping, conditioning dropout, mixed precision on a GPU;
-4. every ``eval_every`` steps: validation bits per pixel and a grid of samples from validation audio;
-   every ``checkpoint_every`` steps: an atomic checkpoint that ``resume="latest"`` continues from;
+4. every update: a ``train`` line (loss, learning rate) in ``metrics.jsonl``; every ``eval_every``
+   steps: validation bits per pixel (an ``eval`` line) and a grid of samples from validation audio
+   (``validation/step-<step>.png``); every ``checkpoint_every`` steps: an atomic checkpoint that
+   ``resume="latest"`` continues from;
 5. export the final model to ``<output_dir>/model`` (what ``generate --model transformer:DIR`` loads).
 
 With ``reranker`` set (preset ``av-digits``), a small contrastive audio-image scorer is trained first on
 the same training pairs (:mod:`sound2image.training.reranker`, no labels), inside the same time budget,
 and exported to ``<output_dir>/model/reranker`` for best-of-N sampling (``generate --candidates N``).
+
+The run directory's file names, the metrics schema and :class:`~sound2image.training.rundir.TrainResult`
+are the ones SounDiff's trainer uses too (:mod:`sound2image.training.rundir`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -48,13 +53,24 @@ from sound2image.training.checkpoints import (
     check_run_dir,
 )
 from sound2image.training.reranker import RerankerTrainConfig, reranker_record, train_reranker
+from sound2image.training.rundir import (
+    SPLIT_FILE,
+    TrainResult,
+    append_metrics,
+    config_path,
+    read_config,
+    read_state,
+    truncate_metrics,
+    validation_grid_path,
+    write_bad_items,
+    write_config,
+    write_state,
+)
 from sound2image.training.schedules import make_adamw, run_progress, set_lr, warmup_cosine
 from sound2image.transformer.model import ImageTransformer, ImageTransformerConfig
 from sound2image.transformer.reranker import RERANKER_DIR, read_scorer_record
 from sound2image.transformer.sampling import SamplingConfig, generate, tokens_to_images
 
-TRAINING_CONFIG_NAME = "training_config.json"
-SPLIT_NAME = "split.json"
 #: Settings that may change between a run and its resumption (the rest must match, as for SounDiff):
 #: the step and time budget, the checkpoint/evaluation cadence, reporting, and the device.
 RESUMABLE_CHANGES = {
@@ -74,7 +90,7 @@ _DIVERGED_HINT = "try a lower --lr or --mixed-precision no"
 
 @dataclass
 class TransformerTrainConfig:
-    """Everything a run needs; saved as ``training_config.json`` and inside every checkpoint."""
+    """Everything a run needs; saved as ``training_config.json`` and in every checkpoint's trainer state."""
 
     data: str
     output_dir: str
@@ -240,19 +256,6 @@ def load_pair_tensors(
 # --- the run --------------------------------------------------------------------------------------
 
 
-@dataclass
-class TrainResult:
-    """What a finished run reports."""
-
-    model_dir: Path
-    steps: int
-    elapsed_s: float
-    train_loss: float
-    val_bpp: float | None
-    problems: list[str]
-    history: list[dict[str, float]]
-
-
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -347,8 +350,8 @@ def _record(config: TransformerTrainConfig, classes: list[str]) -> dict[str, Any
 
 def _load_saved_config(path: Path) -> dict[str, Any]:
     try:
-        return TransformerTrainConfig.from_dict(json.loads(path.read_text())).to_dict()
-    except (OSError, ValueError, TypeError) as error:
+        return TransformerTrainConfig.from_dict(read_config(path)).to_dict()
+    except TypeError as error:
         raise UsageError(f"{path}: not a valid training config ({error})") from error
 
 
@@ -393,7 +396,7 @@ def _train(config: TransformerTrainConfig, on_step_end: StepHook | None) -> Trai
     resume_from = check_run_dir(
         out,
         config.resume,
-        out / TRAINING_CONFIG_NAME,
+        config_path(out),
         config.to_dict(),
         _load_saved_config,
         RESUMABLE_CHANGES,
@@ -411,15 +414,16 @@ def _train(config: TransformerTrainConfig, on_step_end: StepHook | None) -> Trai
         raise DataError(f"{config.data}: no audio/image pairs found")
     split = split_pairs(pairs, config.val_fraction, config.split_seed)
     out.mkdir(parents=True, exist_ok=True)
-    if not config.resume or not (out / SPLIT_NAME).is_file():  # a resumed run keeps its split file
-        split.save(out / SPLIT_NAME)
-    (out / TRAINING_CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    if not config.resume or not (out / SPLIT_FILE).is_file():  # a resumed run keeps its split file
+        split.save(out / SPLIT_FILE)
+    write_config(out, config.to_dict())
 
     # 2. Pre-compute features and pixels once.
     size = config.model.image_size
     train, problems = load_pair_tensors(split.train, config.features, size, config.progress)
     val, val_problems = load_pair_tensors(split.val, config.features, size, config.progress)
     problems = list(scan.problems) + problems + val_problems
+    write_bad_items(out, problems)
     if len(train) == 0:
         raise DataError(f"{config.data}: none of the {len(split.train)} training pairs could be loaded")
     classes = sorted({label for label in train.labels if label is not None})
@@ -438,16 +442,18 @@ def _train(config: TransformerTrainConfig, on_step_end: StepHook | None) -> Trai
     steps_per_epoch = max(1, len(train) // config.batch_size)
     max_steps = config.max_steps or max(1, int(config.epochs * steps_per_epoch))
     budget_s = max(config.max_minutes * 60 - reranker_s, 0.0) if config.max_minutes else None
-    step, elapsed_before, history = 0, 0.0, []
+    step, elapsed_before, history, losses = 0, 0.0, [], []
 
     # Resume: weights, optimiser, step, elapsed time and the data order.
     if resume_from is not None:
-        state = json.loads((resume_from / "trainer_state.json").read_text())
+        state = read_state(resume_from, "transformer")
         loaded = ImageTransformer.from_pretrained(resume_from / "model", map_location=device)
         model.load_state_dict(loaded.state_dict())
         optimizer.load_state_dict(torch.load(resume_from / "optimizer.pt", map_location=device))
         step, elapsed_before, history = state["step"], state["elapsed_s"], state["history"]
+        losses = list(state.get("losses", []))[:step]  # absent in checkpoints of older runs
         torch.set_rng_state(torch.load(resume_from / "rng.pt")["torch"])
+    truncate_metrics(out, step)  # a resumed run logs the updates after its checkpoint again
 
     # 3. Train.
     generator = torch.Generator().manual_seed(config.seed)
@@ -492,13 +498,15 @@ def _train(config: TransformerTrainConfig, on_step_end: StepHook | None) -> Trai
         scaler.step(optimizer)
         scaler.update()
         step += 1
+        losses.append(loss_value)
         train_loss = loss_value if math.isnan(train_loss) else 0.95 * train_loss + 0.05 * loss_value
+        append_metrics(out, step, "train", elapsed, {"loss": loss_value, "lr": lr})
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
         if step % config.eval_every == 0 or step == max_steps:
             history.append(_evaluate(model, val, config, out, step, train_loss, elapsed, device))
         if step % config.checkpoint_every == 0:
-            _checkpoint(model, optimizer, config, classes, out, step, elapsed, history)
+            _checkpoint(model, optimizer, config, classes, out, step, elapsed, history, losses)
         if on_step_end is not None:
             on_step_end(step, loss_value, model)
     bar.close()
@@ -511,8 +519,18 @@ def _train(config: TransformerTrainConfig, on_step_end: StepHook | None) -> Trai
     model.save_pretrained(model_dir, _record(config, classes))
     if config.reranker is not None:
         shutil.copytree(out / RERANKER_DIR, model_dir / RERANKER_DIR, dirs_exist_ok=True)
-    (out / "history.json").write_text(json.dumps(history, indent=2))
-    return TrainResult(model_dir, step, elapsed, train_loss, history[-1].get("val_bpp"), problems, history)
+    return TrainResult(
+        output_dir=out,
+        model_dir=model_dir,
+        steps=step,
+        elapsed_s=elapsed,
+        losses=losses,
+        train_loss=train_loss,
+        val_bpp=history[-1].get("val_bpp"),
+        history=history,
+        problems=problems,
+        model=model,
+    )
 
 
 def _reranker_stage(
@@ -539,9 +557,8 @@ def _reranker_stage(
         device=device,
     )
     result.scorer.save_pretrained(directory, reranker_record(config.reranker, result))
-    last = result.history[-1]
-    with open(out / "log.jsonl", "a") as handle:
-        handle.write(json.dumps({"reranker": last}) + "\n")
+    last = {name: value for name, value in result.history[-1].items() if name != "elapsed_s"}
+    append_metrics(out, 0, "scorer", result.elapsed_s, last)  # the scorer's last epoch, before update 1
     return result.elapsed_s
 
 
@@ -555,7 +572,7 @@ def _evaluate(
     elapsed: float,
     device: torch.device,
 ) -> dict[str, float]:
-    """Validation bits per pixel and a sample grid; one line appended to ``log.jsonl``."""
+    """Validation bits per pixel and a sample grid; an ``eval`` line appended to ``metrics.jsonl``."""
     entry: dict[str, float] = {
         "step": step,
         "elapsed_s": round(elapsed, 1),
@@ -569,12 +586,12 @@ def _evaluate(
                 model,
                 val,
                 config.sample,
-                out / "samples" / f"step-{step:06d}.png",
+                validation_grid_path(out, step),
                 config.num_sample_images,
                 device,
             )
-    with open(out / "log.jsonl", "a") as handle:
-        handle.write(json.dumps(entry) + "\n")
+    values = {name: value for name, value in entry.items() if name not in ("step", "elapsed_s")}
+    append_metrics(out, step, "eval", elapsed, values)
     return entry
 
 
@@ -587,10 +604,18 @@ def _checkpoint(
     step: int,
     elapsed: float,
     history: list[dict[str, float]],
+    losses: list[float],
 ) -> None:
+    """``checkpoints/checkpoint-<step>``: the model, the optimizer, the RNG and the shared trainer state."""
     with atomic_checkpoint(out, step, config.checkpoints_total_limit) as directory:
         model.save_pretrained(directory / "model", _record(config, classes))
         torch.save(optimizer.state_dict(), directory / "optimizer.pt")
         torch.save({"torch": torch.get_rng_state()}, directory / "rng.pt")  # conditioning-dropout draws
-        state = {"step": step, "elapsed_s": elapsed, "history": history}
-        (directory / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        state = {
+            "step": step,
+            "elapsed_s": elapsed,
+            "losses": losses,
+            "config": config.to_dict(),
+            "history": history,
+        }
+        write_state(directory, state)
