@@ -43,11 +43,12 @@ class StoryboardWindow:
 
 @dataclass(frozen=True)
 class StoryboardFrame:
-    """A generated frame: its window, image and the (1, D) conditioning used."""
+    """A generated frame: its window, image, the (1, D) conditioning used and the image's record."""
 
     window: StoryboardWindow
     image: Any
     image_embeds: torch.Tensor
+    record: Any = None  # GenerationRecord
 
 
 def storyboard_windows(clip: Any, window: float, hop: float | None = None) -> list[StoryboardWindow]:
@@ -83,7 +84,7 @@ def iter_storyboard(
     for window, embed in zip(windows, audio_embeds, strict=True):
         conditioning = mix_embeddings(embed[None, :], pipe.calibration, None, image_embed, image_weight)
         output = pipe(image_embeds=conditioning, seed=seed, **settings)
-        yield StoryboardFrame(window, output.images[0], output.image_embeds)
+        yield StoryboardFrame(window, output.images[0], output.image_embeds, output.records[0])
 
 
 def contact_sheet(frames: Sequence[StoryboardFrame], columns: int | None = None) -> Any:
