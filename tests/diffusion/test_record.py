@@ -273,3 +273,50 @@ def test_readme_python_example(saved_dir, wavs, monkeypatch):
     image, record = out.images[0], out.records[0]
     assert record.seed == 7
     assert np.array_equal(pixels(regenerate(record).images[0]), pixels(image))
+
+
+# ---------------------------------------------------------------------- the one runner
+
+
+def test_iter_images_encodes_once_and_draws_each_seed_as_a_single_call_would(pipe, plain, wavs, monkeypatch):
+    from sound2image.diffusion import iter_images
+
+    calls = []
+    original = type(pipe).encode_audio
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "encode_audio", counted)
+    sounds = [str(wavs[0]), str(wavs[2])]
+    runs = iter_images(pipe, sounds, [3, 4], audio_weights=[0.7, 0.3], num_inference_steps=STEPS)
+    drawn = [(seed, list(draws)) for seed, draws in runs]
+    assert calls == [1]  # two seeds, one audio-encoder pass
+    expected_embeds = pipe.build_image_embeds(sounds, [0.7, 0.3])
+    for seed, (image,) in drawn:
+        assert (image.seed, image.record.seed, image.window) == (seed, seed, None)
+        assert torch.equal(image.record.image_embeds, expected_embeds)
+        assert [a["weight"] for a in image.record.audio] == [0.7, 0.3]
+        reference = plain_draw(plain, expected_embeds, seed, num_inference_steps=STEPS)
+        assert np.array_equal(pixels(image.image), reference)
+
+
+def test_iter_images_a_failing_seed_leaves_the_next_one(pipe, wavs, monkeypatch):
+    from sound2image.diffusion import iter_images
+
+    original = type(pipe).__call__
+
+    def fail_on_seed_2(self, *args, **kwargs):
+        if kwargs.get("seed") == 2:
+            raise RuntimeError("injected")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "__call__", fail_on_seed_2)
+    made, failed = [], []
+    for seed, draws in iter_images(pipe, [str(wavs[0])], [1, 2, 3], num_inference_steps=STEPS):
+        try:
+            made += [d.seed for d in draws]
+        except RuntimeError:
+            failed.append(seed)
+    assert (made, failed) == ([1, 3], [2])

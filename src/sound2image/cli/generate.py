@@ -362,15 +362,16 @@ def generate(args: argparse.Namespace) -> int:
 
     pipe = load_pipeline(args, args.model, args.unet, audio=True, calibration=calibration)
     settings = settings_from_args(args, pipe)
-    image_embed = pipe.encode_image(reference[1]) if reference else None
-    metadata = {"image": {**reference[0], "weight": args.image_weight} if reference else None}
+    image = {}  # the reference image: embedded once, recorded with every image
+    if reference:
+        entry = {**reference[0], "weight": args.image_weight}
+        image = {"image": pipe.encode_image(reference[1]), "image_record": entry}
 
     tally = Tally(input_problems=problems)
-    run = _run_storyboard if args.storyboard else _run_job
     bar = _progress(len(plan.jobs) * len(seeds))
     for job in plan.jobs:
         try:  # a failure before any image (audio, embedding) loses this input only
-            run(pipe, job, seeds, settings, image_embed, metadata, out, args, bar, tally)
+            _run(pipe, job, seeds, settings, image, out, args, bar, tally)
         except Sound2ImageError as error:
             tally.input_problems.append(str(error))
             bar.write(f"skipped: {error}", file=sys.stderr)
@@ -485,107 +486,91 @@ def _load_clip(path: Path, args: argparse.Namespace) -> Any:
     return load_audio(path, max_duration=args.max_duration or None, mono=False)
 
 
-def _run_job(
+def _run(
     pipe: Any,
     job: Job,
     seeds: Sequence[int],
     settings: Any,
-    image_embed: Any,
-    metadata: dict[str, Any],
+    reference: dict[str, Any],
     out: Path,
     args: argparse.Namespace,
     bar: Any,
     tally: Tally,
 ) -> None:
-    """One input's images, one per seed; a failing image is reported and the other seeds go on."""
-    from sound2image.diffusion.conditioning import mix_embeddings
+    """One input's images through the library's :func:`~sound2image.diffusion.iter_images`: one per seed,
+    or with ``--storyboard`` one per window plus a contact sheet per seed. A failing image is reported
+    and the input's other seeds go on."""
+    from sound2image.diffusion import iter_images
+    from sound2image.diffusion.storyboard import storyboard_windows
 
     clips = [_load_clip(path, args) for path in job.audio]
-    audio_embeds = pipe.encode_audio(clips, batch_size=args.batch_size)  # (K, D)
-    conditioning = mix_embeddings(audio_embeds, pipe.calibration, job.weights, image_embed, args.image_weight)
     weights = job.weights or [None] * len(job.audio)
-    metadata = {
-        **metadata,
-        "audio": [audio_record(p, c, w) for p, c, w in zip(job.audio, clips, weights, strict=True)],
-    }
-    for seed in seeds:
-        before = len(tally.written)
-        try:
-            kwargs = {"candidates": args.candidates, **settings.call_kwargs()}
-            output = pipe(image_embeds=conditioning, seed=seed, **kwargs)
-            record = dataclasses.replace(output.records[0], **metadata)
-            write_outputs(out, f"{job.name}_seed{seed}", output.images[0], record, args, tally.written)
-        except IMAGE_ERRORS as error:
-            tally.image_failed(job.name, seed, error, bar)
-        tally.count_input(job.name, before)
-        bar.update(1)
-
-
-def _run_storyboard(
-    pipe: Any,
-    job: Job,
-    seeds: Sequence[int],
-    settings: Any,
-    image_embed: Any,
-    metadata: dict[str, Any],
-    out: Path,
-    args: argparse.Namespace,
-    bar: Any,
-    tally: Tally,
-) -> None:
-    """One input's storyboard per seed (frames + contact sheet); a failing seed does not stop the others."""
-    from sound2image.diffusion.storyboard import contact_sheet, iter_storyboard, storyboard_windows
-    from sound2image.outputs import resolve_output_path, save_png
-
-    if len(job.audio) != 1:
-        raise UsageError(
-            "--storyboard takes one audio per image sequence; do not combine it with --mix/--weights"
-        )
-    path = job.audio[0]
-    clip = _load_clip(path, args)
-    hop = args.hop or args.window
-    windows = storyboard_windows(clip, args.window, hop)
-    names = [f"{job.name}_{w.tag}_seed{s}" for s in seeds for w in windows]
-    _check_free(out, names + [f"{job.name}_storyboard_seed{s}" for s in seeds], args)
-    bar.total += len(seeds) * (len(windows) - 1)
-    bar.refresh()
-    source = audio_record(path, clip, None)
-    for seed in seeds:
+    sources = [audio_record(p, c, w) for p, c, w in zip(job.audio, clips, weights, strict=True)]
+    windows, hop = None, args.hop or args.window
+    if args.storyboard:
+        if len(job.audio) != 1:
+            raise UsageError(
+                "--storyboard takes one audio per image sequence; do not combine it with --mix/--weights"
+            )
+        windows = storyboard_windows(clips[0], args.window, hop)
+        names = [f"{job.name}_{w.tag}_seed{s}" for s in seeds for w in windows]
+        _check_free(out, names + [f"{job.name}_storyboard_seed{s}" for s in seeds], args)
+        bar.total += len(seeds) * (len(windows) - 1)
+        bar.refresh()
+    runs = iter_images(
+        pipe,
+        clips,
+        seeds,
+        audio_weights=job.weights,
+        sources=sources,
+        windows=windows,
+        candidates=args.candidates,
+        batch_size=args.batch_size,
+        image_weight=args.image_weight,
+        **reference,
+        **settings.call_kwargs(),
+    )
+    for seed, draws in runs:
         frames, before = [], len(tally.written)
         try:
-            for frame in iter_storyboard(
-                pipe,
-                windows,
-                seed,
-                image_embed,
-                args.image_weight,
-                args.batch_size,
-                candidates=args.candidates,
-                **settings.call_kwargs(),
-            ):
-                window = frame.window
-                record = dataclasses.replace(
-                    frame.record,
-                    **metadata,
-                    audio=[{**source, "window": [window.start, window.end]}],
-                    extra={"storyboard": window.metadata(args.window, hop)},
-                )
-                name = f"{job.name}_{window.tag}_seed{seed}"
-                write_outputs(out, name, frame.image, record, args, tally.written)
-                frames.append(frame)
+            for drawn in draws:
+                name = f"{job.name}_seed{seed}"
+                if drawn.window is not None:
+                    name = f"{job.name}_{drawn.window.tag}_seed{seed}"
+                    drawn.record.extra["storyboard"] = drawn.window.metadata(args.window, hop)
+                write_outputs(out, name, drawn.image, drawn.record, args, tally.written)
+                frames.append(drawn)
                 bar.update(1)
-            sheet = {"storyboard": {"window": args.window, "hop": hop}}
-            sheet["frames"] = [f"{job.name}_{f.window.tag}_seed{seed}.png" for f in frames]
-            sheet_meta = dataclasses.replace(
-                frames[0].record, **metadata, audio=[source], best_of=None, extra=sheet
-            ).to_metadata()
-            del sheet_meta["embedding"]
-            sheet_path = resolve_output_path(out, f"{job.name}_storyboard_seed{seed}.png", args.overwrite)
-            tally.written.append(save_png(contact_sheet(frames), sheet_path, sheet_meta, args.overwrite))
+            if windows is not None:
+                story = {"window": args.window, "hop": hop}
+                tally.written.append(_write_sheet(out, job.name, seed, frames, sources[0], story, args))
         except IMAGE_ERRORS as error:
             tally.image_failed(job.name, seed, error, bar)
-            bar.update(len(windows) - len(frames))
+            bar.update(len(windows or [None]) - len(frames))
         tally.count_input(job.name, before)
+
+
+def _write_sheet(
+    out: Path,
+    name: str,
+    seed: int,
+    frames: list[Any],
+    source: dict[str, Any],
+    story: dict[str, Any],
+    args: argparse.Namespace,
+) -> Path:
+    """A storyboard's contact sheet: the frames in time order, captioned, with the storyboard's record."""
+    from sound2image.diffusion.storyboard import contact_sheet
+    from sound2image.outputs import resolve_output_path, save_png
+
+    names = [f"{name}_{f.window.tag}_seed{seed}.png" for f in frames]
+    record = dataclasses.replace(
+        frames[0].record, audio=[source], best_of=None, extra={"storyboard": story, "frames": names}
+    )
+    metadata = record.to_metadata()
+    del metadata["embedding"]
+    target = resolve_output_path(out, f"{name}_storyboard_seed{seed}.png", args.overwrite)
+    return save_png(contact_sheet(frames), target, metadata, args.overwrite)
 
 
 #: What one image may fail with and the batch still go on: our own errors (an output that appeared

@@ -18,6 +18,7 @@ from sound2image.diffusion.pipeline import (
     regenerate,
 )
 from sound2image.diffusion.record import GenerationRecord, GenerationSettings
+from sound2image.diffusion.runner import Drawn, iter_images
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_UNCLIP",
     "SCHEDULERS",
     "UNCLIP_ENV",
+    "Drawn",
     "EmbeddingCalibration",
     "GenerationRecord",
     "GenerationSettings",
@@ -33,6 +35,7 @@ __all__ = [
     "SounDiffPipeline",
     "blend",
     "encode_images",
+    "iter_images",
     "load_calibration",
     "measure_calibration",
     "mix_embeddings",
