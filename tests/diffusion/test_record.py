@@ -320,3 +320,16 @@ def test_iter_images_a_failing_seed_leaves_the_next_one(pipe, wavs, monkeypatch)
         except RuntimeError:
             failed.append(seed)
     assert (made, failed) == ([1, 3], [2])
+
+
+def test_cli_names_its_flags_for_the_library_policy(saved_dir, wavs, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["generate", str(wavs[0]), "--model", str(saved_dir), "--device", "cpu", "-o", str(out)]
+    assert main([*base, "--dtype", "fp16"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --dtype fp16 is not supported on CPU; use fp32"
+    assert main([*base, "--cpu-offload"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --cpu-offload needs a CUDA device (the device is cpu); leave it out"
+    assert main([*base, "--candidates", "0"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --candidates must be ")
+    assert not out.exists()

@@ -266,7 +266,10 @@ def load_pipeline(
     # Our own progress bar counts images; the libraries' per-component loading bars are noise here.
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    device = pick_device(args.device)  # checked here so that an error names --device
+    from sound2image.devices import resolve_dtype
+
+    device = pick_device(args.device)  # checked here so that an error names --device (and --dtype:)
+    resolve_dtype(args.dtype, device, "--dtype")
     if args.cpu_offload and not device.startswith("cuda"):
         raise UsageError(f"--cpu-offload needs a CUDA device (the device is {device}); leave it out")
     return SounDiffPipeline.from_pretrained(
