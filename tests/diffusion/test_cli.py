@@ -14,10 +14,10 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from sound2image.cli.generate import pick_dtype
 from sound2image.cli.jobs import expand_seeds, plan_jobs, split_weight
 from sound2image.cli.main import main
 from sound2image.data import load_image
+from sound2image.devices import resolve_dtype
 from sound2image.diffusion.conditioning import embedding_from_record, encode_images
 from sound2image.errors import UsageError
 from sound2image.outputs import read_png_metadata
@@ -258,7 +258,7 @@ def test_input_parsing_weights_seeds_and_names(wavs, tmp_path):
     assert split_weight("C:/sounds/rain.wav") == ("C:/sounds/rain.wav", None)
     assert expand_seeds([5, 20], 2) == [5, 6, 20, 21]
     with pytest.raises(UsageError, match="on CPU"):
-        pick_dtype("fp16", "cpu")
+        resolve_dtype("fp16", "cpu")
     # The same file name in two folders gives two distinct output names.
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
@@ -513,7 +513,6 @@ def test_regeneration_refuses_a_non_finite_recorded_setting(saved_dir, wavs, tmp
         ["--temperature", "0.5"],
         ["--top-k", "3"],
         ["--top-p", "0.5"],
-        ["--candidates", "2"],
         ["--upscale", "2"],
     ],
     ids=lambda f: f[0],

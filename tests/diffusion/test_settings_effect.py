@@ -351,17 +351,16 @@ def test_max_duration_flag_refuses_longer_audio(saved_dir, wavs, tmp_path, capsy
 def test_low_memory_flags_produce_their_state(saved_dir):
     from diffusers.models.attention_processor import AttnProcessor2_0, SlicedAttnProcessor
 
-    from sound2image.cli.generate import load_pipeline
-    from sound2image.cli.main import build_parser
+    from sound2image.diffusion import SounDiffPipeline
 
-    def loaded(*flags: str) -> Any:
-        args = build_parser().parse_args(["generate", "x.wav", "--device", "cpu", *flags])
-        return load_pipeline(args, str(saved_dir), None, audio=False).unclip
+    def loaded(**options: bool) -> Any:
+        pipe = SounDiffPipeline.from_pretrained(saved_dir, device="cpu", load_audio_encoder=False, **options)
+        return pipe.unclip
 
     plain = loaded()
     assert all(isinstance(p, AttnProcessor2_0) for p in plain.unet.attn_processors.values())
     assert plain.vae.use_tiling is False
-    sliced = loaded("--attention-slicing", "--vae-tiling")
+    sliced = loaded(attention_slicing=True, vae_tiling=True)
     assert all(isinstance(p, SlicedAttnProcessor) for p in sliced.unet.attn_processors.values())
     assert sliced.vae.use_tiling is True
 

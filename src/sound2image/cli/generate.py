@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from sound2image.cli.jobs import (
     plan_jobs,
     report_skipped,
 )
+from sound2image.devices import DTYPES
 from sound2image.errors import Sound2ImageError, UsageError
 
 SCHEDULER_NAMES = (
@@ -42,7 +42,6 @@ SCHEDULER_NAMES = (
     "dpm++-karras",
     "unipc",
 )
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 EPILOG = """\
 Examples:
@@ -123,7 +122,6 @@ TRANSFORMER_ONLY = {
     "temperature": "--temperature",
     "top_k": "--top-k",
     "top_p": "--top-p",
-    "candidates": "--candidates",
     "upscale": "--upscale",
 }
 
@@ -256,56 +254,10 @@ def handler(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- model setup
 
 
-def pick_dtype(name: str, device: str) -> Any:
-    import torch
-
-    if name == "auto":
-        name = "fp16" if device.startswith("cuda") else "fp32"
-    if device == "cpu" and name != "fp32":
-        raise UsageError(f"--dtype {name} is not supported on CPU; use fp32")
-    return getattr(torch, DTYPES[name])
-
-
-def load_calibration(args: argparse.Namespace) -> Any:
-    """``--embedding-norm`` beats ``--calibration``; None means "what the model directory stores"."""
-    from sound2image.diffusion.calibration import CALIBRATION_FILE, EmbeddingCalibration
-
-    if args.embedding_norm is not None:
-        return EmbeddingCalibration(target_norm=args.embedding_norm, source="--embedding-norm override")
-    if args.calibration:
-        path = Path(args.calibration)
-        folder = path if path.is_dir() else path.parent
-        if path.is_file() and path.name != CALIBRATION_FILE:
-            raise UsageError(f"{path}: expected a {CALIBRATION_FILE} file or its folder")
-        calibration = EmbeddingCalibration.load(folder)
-        if calibration is None:
-            raise UsageError(f"{path}: no {CALIBRATION_FILE} here")
-        return calibration
-    return None
-
-
-class _TorchvisionNoticeFilter(logging.Filter):
-    """Drops transformers' notice that CLIPImageProcessor falls back to its PIL version without torchvision.
-
-    We do not depend on torchvision and the PIL processor is the one we want, so the notice (printed on
-    every run) is noise; every other transformers warning still shows.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "requires torchvision (not installed)" not in record.getMessage()
-
-
-def _quiet_torchvision_notice() -> None:
-    target = logging.getLogger("transformers.utils.import_utils")
-    if not any(isinstance(f, _TorchvisionNoticeFilter) for f in target.filters):
-        target.addFilter(_TorchvisionNoticeFilter())
-
-
 def load_pipeline(
     args: argparse.Namespace, model: str | None, unet: str | None, audio: bool, calibration: Any = None
 ) -> Any:
-    """Build the pipeline on the chosen device with the low-memory options applied."""
-    _quiet_torchvision_notice()
+    """The library's pipeline with the flags' device, dtype, low-memory options and channel policy."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -314,30 +266,26 @@ def load_pipeline(
     # Our own progress bar counts images; the libraries' per-component loading bars are noise here.
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    device = pick_device(args.device)
-    dtype = pick_dtype(args.dtype, device)
+    from sound2image.devices import resolve_dtype
+
+    device = pick_device(args.device)  # checked here so that an error names --device (and --dtype:)
+    resolve_dtype(args.dtype, device, "--dtype")
     if args.cpu_offload and not device.startswith("cuda"):
-        # Offloading moves idle models between the GPU and CPU memory; recorded but not applied would lie.
         raise UsageError(f"--cpu-offload needs a CUDA device (the device is {device}); leave it out")
-    pipe = SounDiffPipeline.from_pretrained(
+    return SounDiffPipeline.from_pretrained(
         model,
         unet=unet,
-        dtype=dtype,
-        variant=getattr(args, "variant", None),
-        audio_encoder_weights=getattr(args, "imagebind_weights", None),
+        device=device,
+        dtype=args.dtype,
+        variant=args.variant,
+        audio_encoder_weights=args.imagebind_weights,
         calibration=calibration,
         load_audio_encoder=audio,
+        channel=args.channel,
+        cpu_offload=args.cpu_offload,
+        attention_slicing=args.attention_slicing,
+        vae_tiling=args.vae_tiling,
     )
-    if pipe.audio_encoder is not None and getattr(args, "channel", None) is not None:
-        pipe.audio_encoder.config = pipe.audio_encoder.sampling_config(channel=args.channel)  # --channel
-    if args.cpu_offload:
-        pipe.enable_low_memory(cpu_offload=True)
-        if pipe.audio_encoder is not None:
-            pipe.audio_encoder.to(device)
-    else:
-        pipe.to(device)
-    pipe.enable_low_memory(attention_slicing=args.attention_slicing, vae_tiling=args.vae_tiling)
-    return pipe
 
 
 def settings_from_args(args: argparse.Namespace, pipe: Any) -> Any:
@@ -360,66 +308,25 @@ def settings_from_args(args: argparse.Namespace, pipe: Any) -> Any:
 # ---------------------------------------------------------------------- metadata
 
 
-LOW_MEMORY_OPTIONS = ("cpu_offload", "attention_slicing", "vae_tiling")
-
-
-def base_metadata(pipe: Any, settings: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Everything shared by the images of one run: model provenance, settings, calibration, device."""
-    info = pipe.info
-    encoder_config = getattr(pipe.audio_encoder, "config", None)
-    clips = None
-    if encoder_config is not None:
-        clips = {
-            k: getattr(encoder_config, k, None) for k in ("clips_per_file", "clip_duration", "clip_layout")
-        }
-    return {
-        "tool": "sound2image generate",
-        "model": {
-            "pipeline": info.model,
-            "revision": info.revision,
-            "unet": info.unet,
-            "unet_revision": info.unet_revision,
-            "audio_encoder": info.audio_encoder,
-            "training": info.training_config,
-        },
-        **dataclasses.asdict(settings),
-        "calibration": dataclasses.asdict(pipe.calibration),
-        "audio_encoder_clips": clips,
-        "audio_channel": getattr(encoder_config, "channel", None),  # the channel policy (--channel)
-        "device": str(pipe.device),
-        "dtype": str(pipe.dtype).removeprefix("torch."),
-        # On a GPU these change the kernels (so the last bits of the pixels); regeneration reuses them.
-        "low_memory": {name: bool(getattr(args, name, False)) for name in LOW_MEMORY_OPTIONS},
-    }
-
-
 def write_outputs(
-    out: Path,
-    name: str,
-    image: Any,
-    embeds: Any,
-    metadata: dict[str, Any],
-    args: argparse.Namespace,
-    written: list[Path] | None = None,
+    out: Path, name: str, image: Any, record: Any, args: argparse.Namespace, written: list[Path] | None = None
 ) -> list[Path]:
-    """The PNG (+ embedding file), each refused if it exists without ``--overwrite``.
+    """The PNG holding ``record`` (+ the embedding file), each refused if it exists without ``--overwrite``.
 
     Each path is appended to ``written`` (when given) as soon as its file exists, so a failure on the
     embedding file still counts the PNG already on disk. Returns the paths written by this call.
     """
     import numpy as np
 
-    from sound2image.diffusion.conditioning import embedding_to_record
     from sound2image.outputs import resolve_output_path, save_png
 
     written = [] if written is None else written
     start = len(written)
-    record = {**metadata, "embedding": embedding_to_record(embeds)}
     target = resolve_output_path(out, f"{name}.png", args.overwrite)
-    written.append(save_png(image, target, record, args.overwrite))
+    written.append(save_png(image, target, record.to_metadata(), args.overwrite))
     if args.save_embedding:
         target = resolve_output_path(out, f"{name}.npy", args.overwrite)
-        np.save(target, embeds.float().numpy())
+        np.save(target, record.image_embeds.float().numpy())
         written.append(target)
     return written[start:]
 
@@ -448,7 +355,7 @@ def generate(args: argparse.Namespace) -> int:
     if not args.storyboard:  # names are known now: refuse before any work rather than half-way
         _check_free(out, [f"{job.name}_seed{s}" for job in plan.jobs for s in seeds], args)
     reference = _load_reference(args.image)
-    calibration = load_calibration(args)
+    calibration = _calibration(args)
     plan = drop_unreadable(plan, args.max_duration)
     problems = list(plan.problems)
     for problem in problems:
@@ -458,17 +365,16 @@ def generate(args: argparse.Namespace) -> int:
 
     pipe = load_pipeline(args, args.model, args.unet, audio=True, calibration=calibration)
     settings = settings_from_args(args, pipe)
-    image_embed = pipe.encode_image(reference[1]) if reference else None
-    metadata = base_metadata(pipe, settings, args)
+    image = {}  # the reference image: embedded once, recorded with every image
     if reference:
-        metadata["image"] = {**reference[0], "weight": args.image_weight}
+        entry = {**reference[0], "weight": args.image_weight}
+        image = {"image": pipe.encode_image(reference[1]), "image_record": entry}
 
     tally = Tally(input_problems=problems)
-    run = _run_storyboard if args.storyboard else _run_job
     bar = _progress(len(plan.jobs) * len(seeds))
     for job in plan.jobs:
         try:  # a failure before any image (audio, embedding) loses this input only
-            run(pipe, job, seeds, settings, image_embed, metadata, out, args, bar, tally)
+            _run(pipe, job, seeds, settings, image, out, args, bar, tally)
         except Sound2ImageError as error:
             tally.input_problems.append(str(error))
             bar.write(f"skipped: {error}", file=sys.stderr)
@@ -509,6 +415,7 @@ NUMBER_FLAGS: dict[str, dict[str, Any]] = {
 }
 INT_FLAGS: dict[str, dict[str, Any]] = {
     "--batch-size": {"minimum": 1},
+    "--candidates": {"minimum": 1},
     "--steps": {"minimum": 1},
     "--noise-level": {"minimum": 0, "maximum": 999},  # SD 2.1 unCLIP's 1,000 noising timesteps
     "--size": {"minimum": 8},
@@ -556,6 +463,15 @@ def _check_free(out: Path, names: Sequence[str], args: argparse.Namespace) -> No
             resolve_output_path(out, f"{name}.npy", args.overwrite)
 
 
+def _calibration(args: argparse.Namespace) -> Any:
+    """``--embedding-norm`` beats ``--calibration``; None means "what the model directory stores"."""
+    from sound2image.diffusion import EmbeddingCalibration, load_calibration
+
+    if args.embedding_norm is not None:
+        return EmbeddingCalibration(target_norm=args.embedding_norm, source="--embedding-norm override")
+    return load_calibration(args.calibration)
+
+
 def _load_reference(image: str | None) -> tuple[dict[str, Any], Any] | None:
     if not image:
         return None
@@ -573,100 +489,91 @@ def _load_clip(path: Path, args: argparse.Namespace) -> Any:
     return load_audio(path, max_duration=args.max_duration or None, mono=False)
 
 
-def _run_job(
+def _run(
     pipe: Any,
     job: Job,
     seeds: Sequence[int],
     settings: Any,
-    image_embed: Any,
-    metadata: dict[str, Any],
+    reference: dict[str, Any],
     out: Path,
     args: argparse.Namespace,
     bar: Any,
     tally: Tally,
 ) -> None:
-    """One input's images, one per seed; a failing image is reported and the other seeds go on."""
-    from sound2image.diffusion.conditioning import mix_embeddings
+    """One input's images through the library's :func:`~sound2image.diffusion.iter_images`: one per seed,
+    or with ``--storyboard`` one per window plus a contact sheet per seed. A failing image is reported
+    and the input's other seeds go on."""
+    from sound2image.diffusion import iter_images
+    from sound2image.diffusion.storyboard import storyboard_windows
 
     clips = [_load_clip(path, args) for path in job.audio]
-    audio_embeds = pipe.encode_audio(clips, batch_size=args.batch_size)  # (K, D)
-    conditioning = mix_embeddings(audio_embeds, pipe.calibration, job.weights, image_embed, args.image_weight)
     weights = job.weights or [None] * len(job.audio)
-    record = {
-        **metadata,
-        "audio": [audio_record(p, c, w) for p, c, w in zip(job.audio, clips, weights, strict=True)],
-    }
-    for seed in seeds:
-        before = len(tally.written)
-        try:
-            output = pipe(image_embeds=conditioning, seed=seed, **settings.call_kwargs())
-            image, meta = output.images[0], {**record, "seed": seed}
-            write_outputs(out, f"{job.name}_seed{seed}", image, conditioning, meta, args, tally.written)
-        except IMAGE_ERRORS as error:
-            tally.image_failed(job.name, seed, error, bar)
-        tally.count_input(job.name, before)
-        bar.update(1)
-
-
-def _run_storyboard(
-    pipe: Any,
-    job: Job,
-    seeds: Sequence[int],
-    settings: Any,
-    image_embed: Any,
-    metadata: dict[str, Any],
-    out: Path,
-    args: argparse.Namespace,
-    bar: Any,
-    tally: Tally,
-) -> None:
-    """One input's storyboard per seed (frames + contact sheet); a failing seed does not stop the others."""
-    from sound2image.diffusion.storyboard import contact_sheet, iter_storyboard, storyboard_windows
-    from sound2image.outputs import resolve_output_path, save_png
-
-    if len(job.audio) != 1:
-        raise UsageError(
-            "--storyboard takes one audio per image sequence; do not combine it with --mix/--weights"
-        )
-    path = job.audio[0]
-    clip = _load_clip(path, args)
-    hop = args.hop or args.window
-    windows = storyboard_windows(clip, args.window, hop)
-    names = [f"{job.name}_{w.tag}_seed{s}" for s in seeds for w in windows]
-    _check_free(out, names + [f"{job.name}_storyboard_seed{s}" for s in seeds], args)
-    bar.total += len(seeds) * (len(windows) - 1)
-    bar.refresh()
-    source = audio_record(path, clip, None)
-    for seed in seeds:
+    sources = [audio_record(p, c, w) for p, c, w in zip(job.audio, clips, weights, strict=True)]
+    windows, hop = None, args.hop or args.window
+    if args.storyboard:
+        if len(job.audio) != 1:
+            raise UsageError(
+                "--storyboard takes one audio per image sequence; do not combine it with --mix/--weights"
+            )
+        windows = storyboard_windows(clips[0], args.window, hop)
+        names = [f"{job.name}_{w.tag}_seed{s}" for s in seeds for w in windows]
+        _check_free(out, names + [f"{job.name}_storyboard_seed{s}" for s in seeds], args)
+        bar.total += len(seeds) * (len(windows) - 1)
+        bar.refresh()
+    runs = iter_images(
+        pipe,
+        clips,
+        seeds,
+        audio_weights=job.weights,
+        sources=sources,
+        windows=windows,
+        candidates=args.candidates,
+        batch_size=args.batch_size,
+        image_weight=args.image_weight,
+        **reference,
+        **settings.call_kwargs(),
+    )
+    for seed, draws in runs:
         frames, before = [], len(tally.written)
         try:
-            for frame in iter_storyboard(
-                pipe, windows, seed, image_embed, args.image_weight, args.batch_size, **settings.call_kwargs()
-            ):
-                window = frame.window
-                record = {
-                    **metadata,
-                    "seed": seed,
-                    "audio": [{**source, "window": [window.start, window.end]}],
-                    "storyboard": window.metadata(args.window, hop),
-                }
-                name = f"{job.name}_{window.tag}_seed{seed}"
-                write_outputs(out, name, frame.image, frame.image_embeds, record, args, tally.written)
-                frames.append(frame)
+            for drawn in draws:
+                name = f"{job.name}_seed{seed}"
+                if drawn.window is not None:
+                    name = f"{job.name}_{drawn.window.tag}_seed{seed}"
+                    drawn.record.extra["storyboard"] = drawn.window.metadata(args.window, hop)
+                write_outputs(out, name, drawn.image, drawn.record, args, tally.written)
+                frames.append(drawn)
                 bar.update(1)
-            sheet_meta = {
-                **metadata,
-                "seed": seed,
-                "audio": [source],
-                "storyboard": {"window": args.window, "hop": hop},
-            }
-            sheet_meta["frames"] = [f"{job.name}_{f.window.tag}_seed{seed}.png" for f in frames]
-            sheet_path = resolve_output_path(out, f"{job.name}_storyboard_seed{seed}.png", args.overwrite)
-            tally.written.append(save_png(contact_sheet(frames), sheet_path, sheet_meta, args.overwrite))
+            if windows is not None:
+                story = {"window": args.window, "hop": hop}
+                tally.written.append(_write_sheet(out, job.name, seed, frames, sources[0], story, args))
         except IMAGE_ERRORS as error:
             tally.image_failed(job.name, seed, error, bar)
-            bar.update(len(windows) - len(frames))
+            bar.update(len(windows or [None]) - len(frames))
         tally.count_input(job.name, before)
+
+
+def _write_sheet(
+    out: Path,
+    name: str,
+    seed: int,
+    frames: list[Any],
+    source: dict[str, Any],
+    story: dict[str, Any],
+    args: argparse.Namespace,
+) -> Path:
+    """A storyboard's contact sheet: the frames in time order, captioned, with the storyboard's record."""
+    from sound2image.diffusion.storyboard import contact_sheet
+    from sound2image.outputs import resolve_output_path, save_png
+
+    names = [f"{name}_{f.window.tag}_seed{seed}.png" for f in frames]
+    record = dataclasses.replace(
+        frames[0].record, audio=[source], best_of=None, extra={"storyboard": story, "frames": names}
+    )
+    metadata = record.to_metadata()
+    del metadata["embedding"]
+    target = resolve_output_path(out, f"{name}_storyboard_seed{seed}.png", args.overwrite)
+    return save_png(contact_sheet(frames), target, metadata, args.overwrite)
 
 
 #: What one image may fail with and the batch still go on: our own errors (an output that appeared
@@ -722,64 +629,32 @@ class Tally:
 
 
 def regenerate(args: argparse.Namespace) -> int:
-    """Regenerate an image from its PNG metadata alone (the stored conditioning, seed and settings)."""
-    from sound2image.diffusion import GenerationSettings
-    from sound2image.diffusion.conditioning import embedding_from_record
-    from sound2image.outputs import read_png_metadata
+    """``--from-metadata PNG``: the library's :func:`~sound2image.diffusion.regenerate` of the PNG's record
+    (``--model``/``--unet``/``--device``/``--dtype`` and low-memory flags override what it recorded)."""
+    from sound2image.diffusion import GenerationRecord
+    from sound2image.diffusion import regenerate as redraw
 
     source = Path(args.from_metadata)
-    if not source.is_file():
-        raise UsageError(f"{source}: no such PNG file")
-    meta = read_png_metadata(source)
-    if "embedding" not in meta or "seed" not in meta:
-        raise UsageError(f"{source}: metadata has no stored embedding and seed; it cannot be regenerated")
-    embeds = embedding_from_record(meta["embedding"], str(source))
+    record = GenerationRecord.from_png(source)
     out = Path(args.out)
     target_name = f"{source.stem}_regen"
     _check_free(out, [target_name], args)
-    model = meta.get("model", {})
-    _adopt_recorded_device(args, meta)
-    pipe = load_pipeline(
-        args, args.model or model.get("pipeline"), args.unet or model.get("unet"), audio=False
+    output = redraw(
+        record,
+        model=args.model,
+        unet=args.unet,
+        device=args.device if args.device == "auto" else pick_device(args.device),
+        dtype=args.dtype,
+        variant=args.variant,
+        cpu_offload=args.cpu_offload,
+        attention_slicing=args.attention_slicing,
+        vae_tiling=args.vae_tiling,
     )
-    fields = {f.name for f in dataclasses.fields(GenerationSettings)}
-    settings = GenerationSettings(**{k: v for k, v in meta.items() if k in fields})
-    if settings.scheduler and settings.scheduler != pipe.scheduler_name:
-        pipe.set_scheduler(settings.scheduler)
-    output = pipe(image_embeds=embeds, seed=int(meta["seed"]), **settings.call_kwargs())
-    record = {k: v for k, v in meta.items() if k not in ("embedding", "package_version")}
-    record["regenerated_from"] = source.name
-    paths = write_outputs(out, target_name, output.images[0], embeds, record, args)
+    again = output.records[0]
+    again.extra["regenerated_from"] = source.name
+    paths = write_outputs(out, target_name, output.images[0], again, args)
     print(f"wrote {paths[0]}")
     return 0
-
-
-def _adopt_recorded_device(args: argparse.Namespace, meta: dict[str, Any]) -> None:
-    """With ``--device``/``--dtype`` left on auto, regenerate on the recorded kind of device and dtype.
-
-    Different devices, dtypes or low-memory options give (slightly) different pixels; the recorded ones
-    reproduce exactly (checked on CUDA fp16/bf16/fp32 and on CPU). The recorded low-memory options are
-    switched on too.
-    A recorded device that is not available here falls back to auto (and fp32 on CPU).
-    """
-    import torch
-
-    for name, value in (meta.get("low_memory") or {}).items():
-        if name in LOW_MEMORY_OPTIONS and value:
-            setattr(args, name, True)
-    recorded_device = str(meta.get("device", "")).split(":")[0]
-    if args.device == "auto" and recorded_device in ("cuda", "mps", "cpu"):
-        available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
-        if available[recorded_device]:
-            args.device = recorded_device
-    names = {value: key for key, value in DTYPES.items()}
-    recorded_dtype = names.get(str(meta.get("dtype", "")))
-    if (
-        args.dtype == "auto"
-        and recorded_dtype
-        and (pick_device(args.device) != "cpu" or recorded_dtype == "fp32")
-    ):
-        args.dtype = recorded_dtype
 
 
 def calibrate(args: argparse.Namespace) -> int:

@@ -149,35 +149,15 @@ def expand_seeds(seeds: Sequence[int] | None, num_images: int) -> list[int]:
 
 def pick_device(name: str | None) -> str:
     """``--device``: ``auto``/None = cuda, else mps, else cpu; any other name is checked to exist here
-    (a UsageError names it when it is unknown or absent)."""
-    import torch
+    (a UsageError names the flag when it is unknown or absent): :func:`sound2image.devices.resolve_device`."""
+    from sound2image.devices import resolve_device
 
-    if name is None or name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name}: unknown device (use auto, cpu, cuda, cuda:N or mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"--device {name}: Apple MPS is not available on this machine")
-    return name
+    return resolve_device(name, "--device")
 
 
 def audio_record(path: Path, clip: Any, weight: float | None) -> dict[str, Any]:
-    from sound2image.outputs import file_sha256
+    """The metadata entry of one audio file decoded as ``clip`` (see
+    :func:`sound2image.diffusion.record.audio_file_record`)."""
+    from sound2image.diffusion.record import audio_file_record
 
-    return {
-        "file": path.name,
-        "path": str(path),
-        "sha256": file_sha256(path),
-        "weight": weight,
-        "duration": round(float(clip.duration), 6),
-        "window": [0.0, round(float(clip.duration), 6)],
-        "length_action": getattr(clip, "length_action", "none"),
-    }
+    return audio_file_record(path, clip, weight)

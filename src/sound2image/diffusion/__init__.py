@@ -1,7 +1,8 @@
 """SounDiff generation: ImageBind audio embeddings conditioning SD 2.1 unCLIP.
 
 ``SounDiffPipeline`` (the pipeline), ``EmbeddingCalibration`` (the stored embedding scale), the
-conditioning helpers (mixing audio, weights and a reference image) and storyboards for long audio.
+conditioning helpers (mixing audio, weights and a reference image), storyboards for long audio, and
+``GenerationRecord`` (every image's provenance) with ``regenerate`` (the same pixels again from it).
 Importing this package is cheap: torch and diffusers load when a pipeline is built.
 """
 
@@ -10,11 +11,14 @@ from sound2image.diffusion.conditioning import encode_images, measure_calibratio
 from sound2image.diffusion.loading import DEFAULT_AUDIO_ENCODER, DEFAULT_UNCLIP, UNCLIP_ENV
 from sound2image.diffusion.pipeline import (
     SCHEDULERS,
-    GenerationSettings,
     PipelineInfo,
     SounDiffOutput,
     SounDiffPipeline,
+    load_calibration,
+    regenerate,
 )
+from sound2image.diffusion.record import GenerationRecord, GenerationSettings
+from sound2image.diffusion.runner import Drawn, iter_images
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -22,14 +26,19 @@ __all__ = [
     "DEFAULT_UNCLIP",
     "SCHEDULERS",
     "UNCLIP_ENV",
+    "Drawn",
     "EmbeddingCalibration",
+    "GenerationRecord",
     "GenerationSettings",
     "PipelineInfo",
     "SounDiffOutput",
     "SounDiffPipeline",
     "blend",
     "encode_images",
+    "iter_images",
+    "load_calibration",
     "measure_calibration",
     "mix_embeddings",
     "normalize",
+    "regenerate",
 ]

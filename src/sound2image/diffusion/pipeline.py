@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,12 @@ from sound2image.diffusion.loading import (
     resolve_pipeline_source,
     resolve_unet_source,
     weights_error,
+)
+from sound2image.diffusion.record import (
+    LOW_MEMORY_OPTIONS,
+    GenerationRecord,
+    GenerationSettings,
+    describe_audio,
 )
 from sound2image.errors import Sound2ImageError, UsageError, WeightsError
 from sound2image.hub import held_library_logs
@@ -63,39 +70,20 @@ SEED_RANGE = {"minimum": 0, "maximum": 2**63 - 1}
 
 
 @dataclass
-class GenerationSettings:
-    """Every sampling setting of one image besides the conditioning and the seed (stored in metadata).
-
-    ``height``/``width`` None mean the model's native size; ``scheduler`` None keeps the model's own.
-    """
-
-    prompt: str = ""
-    negative_prompt: str | None = None
-    num_inference_steps: int = 20
-    guidance_scale: float = 10.0
-    noise_level: int = 0
-    height: int | None = None
-    width: int | None = None
-    scheduler: str | None = None
-
-    def call_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :meth:`SounDiffPipeline.__call__` these settings stand for."""
-        kwargs = dataclasses.asdict(self)
-        kwargs.pop("scheduler")
-        return kwargs
-
-
-@dataclass
 class SounDiffOutput:
     """What one pipeline call returns.
 
     Attributes:
         images: the generated images (PIL images, or a (B, H, W, 3) float array for ``output_type="np"``).
         image_embeds: (N, D) float32 CPU tensor, the conditioning that was used (N = 1 for audio).
+        records: one :class:`GenerationRecord` per image, in the order of ``images``.
+        candidates: with ``candidates`` > 1, every draw (draw k at index k, in ``images``' type); else None.
     """
 
     images: Any
     image_embeds: torch.Tensor
+    records: list[GenerationRecord] = field(default_factory=list)
+    candidates: list[Any] | None = None
 
 
 @dataclass
@@ -144,6 +132,8 @@ class SounDiffPipeline:
         self.audio_encoder = audio_encoder
         self.calibration = calibration or EmbeddingCalibration()
         self.info = info or PipelineInfo()
+        #: Which low-memory options are on (recorded with every image: on a GPU they change the kernels).
+        self.low_memory = dict.fromkeys(LOW_MEMORY_OPTIONS, False)
         # Our callers show their own progress (per item); the per-step bar would interleave with it.
         self.unclip.set_progress_bar_config(disable=True)
 
@@ -214,6 +204,8 @@ class SounDiffPipeline:
             self.unclip.enable_attention_slicing()
         if vae_tiling:
             self.unclip.vae.enable_tiling()
+        for name, on in zip(LOW_MEMORY_OPTIONS, (cpu_offload, attention_slicing, vae_tiling), strict=True):
+            self.low_memory[name] = self.low_memory[name] or bool(on)
 
     # ------------------------------------------------------------------ conditioning
 
@@ -274,6 +266,7 @@ class SounDiffPipeline:
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
+        candidates: int = 1,
     ) -> SounDiffOutput:
         """Generate images from audio (or from a stored conditioning embedding).
 
@@ -308,9 +301,15 @@ class SounDiffPipeline:
                 depends only on its own generator (diffusers' convention).
             latents (`torch.Tensor`, *optional*, defaults to None): initial latents (finite).
             output_type (`str`, *optional*, defaults to "pil"): "pil", "np" or "latent".
+            candidates (`int`, *optional*, defaults to 1): best-of-N. N > 1 draws N images of the one
+                conditioning row — draw k seeded ``candidate_seed(seed, k)`` (draw 0 is the plain image of
+                ``seed``), each exactly the single image of its own seed — and keeps the one whose
+                embedding through the pipeline's own image encoder has the highest cosine with the
+                conditioning vector. Needs ``seed``, one image per call and no ``generator``/``latents``.
 
         Returns:
-            `SounDiffOutput` with ``images`` and the ``image_embeds`` used.
+            `SounDiffOutput` with ``images``, the ``image_embeds`` used and one ``records`` entry per image
+            (a :class:`GenerationRecord`: settings, seed, model, sounds, conditioning, best-of-N scores).
 
         Raises:
             UsageError: one line naming the parameter, for a value that is not finite or out of range
@@ -332,6 +331,7 @@ class SounDiffPipeline:
         )
         if latents is not None:
             check_finite_values("latents", latents)
+        candidates = check_positive_int("candidates", candidates)
 
         # 2. Build the conditioning: audio embeddings -> weighted mix (+ image) -> calibrated norm
         if image_embeds is None:
@@ -341,11 +341,15 @@ class SounDiffPipeline:
             image_embeds = self._check_image_embeds(image_embeds)
         conditioning = image_embeds.detach().float().cpu()  # (N, D)
         rows = conditioning.shape[0]
+        if candidates > 1:
+            kept = self._best_of(conditioning, candidates, settings, prompt, negative_prompt, output_type)
+            return self._with_records(kept, settings, prompt, negative_prompt, audio, audio_weights, image)
 
         # 3. Cast: diffusers does not move passed embeddings to the pipeline's device/dtype
         embeds = conditioning.to(device=self.device, dtype=self.dtype)
 
         # 4. Random source: a CPU generator gives the same noise on every device
+        generator_given = generator
         if generator is None and seed is not None:
             generator = torch.Generator("cpu").manual_seed(settings["seed"])
         if isinstance(generator, (list, tuple)):
@@ -380,8 +384,116 @@ class SounDiffPipeline:
             output_type=output_type,
         )
 
-        # 7. Package the output with the conditioning that produced it
-        return SounDiffOutput(images=result.images, image_embeds=conditioning)
+        # 7. Package the output with the conditioning that produced it and each image's record
+        output = SounDiffOutput(images=result.images, image_embeds=conditioning)
+        # A seed redraws an image on its own only when it seeded that one image alone.
+        alone = rows * settings["num_images_per_prompt"] == 1 and generator_given is None and latents is None
+        settings = {**settings, "seed": settings["seed"] if alone else None}
+        return self._with_records(output, settings, prompt, negative_prompt, audio, audio_weights, image)
+
+    def _best_of(
+        self,
+        conditioning: torch.Tensor,
+        candidates: int,
+        settings: dict[str, Any],
+        prompt: str,
+        negative_prompt: str | None,
+        output_type: str,
+    ) -> SounDiffOutput:
+        """Draw ``candidates`` images (draw k seeded ``candidate_seed(seed, k)``, each a call of its own,
+        so it is exactly the single image of that seed) and keep the one closest to the conditioning."""
+        from PIL import Image
+
+        from sound2image.transformer.reranker import candidate_seed
+
+        if settings["seed"] is None or settings["num_images_per_prompt"] != 1 or conditioning.shape[0] != 1:
+            raise UsageError(
+                "candidates > 1 needs a seed (each draw's seed derives from it) and one image per call "
+                "(one conditioning row, num_images_per_prompt=1)"
+            )
+        if output_type == "latent":
+            raise UsageError('candidates > 1 scores decoded images; use output_type "pil" or "np"')
+        seeds = [candidate_seed(settings["seed"], k) for k in range(candidates)]
+        keys = ("num_inference_steps", "guidance_scale", "noise_level", "height", "width")
+        kwargs = {k: settings[k] for k in keys}
+        draws = [
+            self(image_embeds=conditioning, prompt=prompt, negative_prompt=negative_prompt, seed=seed,
+                 output_type=output_type, **kwargs).images
+            for seed in seeds
+        ]
+        pictures = [
+            d[0] if output_type == "pil" else Image.fromarray((d[0] * 255).round().astype("uint8"))
+            for d in draws
+        ]
+        embeds = encode_images(self.unclip, pictures)  # (N, D) in the conditioning's space
+        scores = torch.nn.functional.cosine_similarity(embeds, conditioning, dim=-1)  # (N,)
+        kept = int(scores.argmax())
+        best_of = {"candidates": candidates, "seeds": seeds, "scores": [float(v) for v in scores]}
+        best_of["kept"] = kept
+        output = SounDiffOutput(draws[kept], conditioning, candidates=[d[0] for d in draws])
+        output.records = [GenerationRecord(conditioning, best_of=best_of)]  # completed by _with_records
+        return output
+
+    def _with_records(
+        self,
+        output: SounDiffOutput,
+        settings: dict[str, Any],
+        prompt: str,
+        negative_prompt: str | None,
+        audio: Any,
+        audio_weights: Sequence[float] | None,
+        image: Any,
+    ) -> SounDiffOutput:
+        """``output`` with one :class:`GenerationRecord` per image (image i comes from row
+        i // num_images_per_prompt of the conditioning)."""
+        sounds: list[dict[str, Any]] = []
+        if audio is not None:
+            items = [audio] if _is_single_audio(audio) else list(audio)
+            weights = list(audio_weights) if audio_weights is not None else [None] * len(items)
+            sounds = [describe_audio(item, weight) for item, weight in zip(items, weights, strict=True)]
+        encoder_config = getattr(self.audio_encoder, "config", None)
+        clips = None
+        if encoder_config is not None:
+            names = ("clips_per_file", "clip_duration", "clip_layout")
+            clips = {k: getattr(encoder_config, k, None) for k in names}
+        best_of = output.records[0].best_of if output.records else None
+        common = {
+            "seed": settings["seed"],
+            "settings": GenerationSettings(
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                num_inference_steps=settings["num_inference_steps"],
+                guidance_scale=settings["guidance_scale"],
+                noise_level=settings["noise_level"],
+                height=settings["height"],
+                width=settings["width"],
+                scheduler=self.scheduler_name,
+            ),
+            "model": {
+                "pipeline": self.info.model,
+                "revision": self.info.revision,
+                "unet": self.info.unet,
+                "unet_revision": self.info.unet_revision,
+                "audio_encoder": self.info.audio_encoder,
+                "training": self.info.training_config,
+            },
+            "calibration": dataclasses.asdict(self.calibration),
+            "audio": sounds,
+            "image": None if image is None else {"weight": settings["image_weight"]},
+            "audio_encoder_clips": clips,
+            "audio_channel": getattr(encoder_config, "channel", None),
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "low_memory": dict(self.low_memory),
+            "best_of": best_of,
+        }
+        per_row = settings["num_images_per_prompt"]
+        count = len(output.images)
+        output.records = [
+            GenerationRecord(output.image_embeds[i // per_row][None, :].clone(), **common)
+            for i in range(count)
+        ]
+        return output
 
     def _check_call_settings(self, **values: Any) -> dict[str, Any]:
         """The numeric settings of :meth:`__call__`, checked (finite, in range) and converted."""
@@ -443,13 +555,18 @@ class SounDiffPipeline:
         *,
         unet: str | os.PathLike[str] | None = None,
         audio_encoder: Any = None,
-        calibration: EmbeddingCalibration | None = None,
-        dtype: torch.dtype | None = None,
+        calibration: EmbeddingCalibration | str | os.PathLike[str] | None = None,
+        dtype: torch.dtype | str | None = None,
         variant: str | None = None,
         revision: str | None = None,
         unet_revision: str | None = None,
         load_audio_encoder: bool = True,
         audio_encoder_weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device | None = None,
+        cpu_offload: bool = False,
+        attention_slicing: bool = False,
+        vae_tiling: bool = False,
+        channel: str | int | None = None,
     ) -> SounDiffPipeline:
         """Load a pipeline; with no arguments, the zero-shot baseline (ImageBind-huge + SD 2.1 unCLIP).
 
@@ -461,8 +578,11 @@ class SounDiffPipeline:
                 pipeline directory or a hub id; its stored calibration is used (training and generation
                 must agree on the scale).
             audio_encoder (`ImageBindAudioEncoder`, *optional*): use this encoder instead of loading one.
-            calibration (`EmbeddingCalibration`, *optional*): overrides every stored calibration.
-            dtype (`torch.dtype`, *optional*, defaults to float32): weights dtype of the generator.
+            calibration (`EmbeddingCalibration`, or a path to a ``sound2image_calibration.json`` file or its
+                folder, *optional*): overrides every stored calibration.
+            dtype (`torch.dtype` or `str`, *optional*): weights dtype of the generator: "auto" (float16 on
+                CUDA, else float32), "fp32"/"float32", "fp16"/"float16", "bf16"/"bfloat16" or a
+                ``torch.dtype``; None (the default) keeps float32 (or "auto" when ``device`` is given).
             variant (`str`, *optional*): diffusers weight variant (e.g. "fp16").
             revision (`str`, *optional*): hub revision of ``model``.
             unet_revision (`str`, *optional*): hub revision of ``unet``.
@@ -471,8 +591,33 @@ class SounDiffPipeline:
             audio_encoder_weights (`str` or path, *optional*): ImageBind weights file (``imagebind_huge.pth``
                 or its audio-only ``.safetensors``) when ``model`` holds no saved audio encoder; default: the
                 encoder's own lookup (``$SOUND2IMAGE_IMAGEBIND_WEIGHTS``, its cache, a download).
+            device (`str` or `torch.device`, *optional*): where to run: "auto" (CUDA, else MPS, else CPU),
+                "cpu", "cuda", "cuda:1", "mps"; None (the default) leaves the weights on the CPU as loaded.
+            cpu_offload (`bool`, *optional*, defaults to False): keep idle models in CPU memory (CUDA only).
+            attention_slicing (`bool`, *optional*, defaults to False): compute attention in slices.
+            vae_tiling (`bool`, *optional*, defaults to False): decode the image in tiles.
+            channel (`str` or `int`, *optional*): the audio encoder's channel policy ("mean", "first" or
+                an index); default: the encoder's own, or the one a fine-tuned U-Net was trained with.
+
+        Raises:
+            UsageError: an unknown or absent device, a half-precision dtype on the CPU, ``cpu_offload``
+                without a CUDA device, or a calibration path holding no calibration.
         """
         from diffusers import StableUnCLIPImg2ImgPipeline
+
+        from sound2image.devices import resolve_device, resolve_dtype
+
+        target = None if device is None else resolve_device(device)
+        if target is None:  # not placed: the CPU check applies when the pipeline is moved, not here
+            weights_dtype = None if dtype is None else resolve_dtype(dtype, "unplaced")
+        else:
+            weights_dtype = resolve_dtype(dtype, target)
+        if cpu_offload and not str(target).startswith("cuda"):
+            # Offloading moves idle models between the GPU and CPU memory; recorded but not applied would lie.
+            raise UsageError(f"cpu_offload needs a CUDA device (the device is {target or 'cpu'})")
+        calibration = load_calibration(calibration)
+        dtype = weights_dtype
+        _quiet_torchvision_notice()
 
         source = resolve_pipeline_source(None if model is None else str(model), revision)
         saved = _read_saved_config(source)
@@ -509,10 +654,151 @@ class SounDiffPipeline:
         calibration = calibration or export_calibration
         if calibration is None and source.path is not None:
             calibration = EmbeddingCalibration.load(source.path)
-        return cls(unclip, audio_encoder, calibration, info)
+        pipe = cls(unclip, audio_encoder, calibration, info)
+        if pipe.audio_encoder is not None and channel is not None:
+            pipe.audio_encoder.config = pipe.audio_encoder.sampling_config(channel=channel)
+        if cpu_offload:
+            pipe.enable_low_memory(cpu_offload=True)
+            if pipe.audio_encoder is not None:
+                pipe.audio_encoder.to(target)
+        elif target is not None:
+            pipe.to(target)
+        pipe.enable_low_memory(attention_slicing=attention_slicing, vae_tiling=vae_tiling)
+        return pipe
+
+
+# ---------------------------------------------------------------------- regeneration
+
+
+def regenerate(
+    source: GenerationRecord | dict[str, Any] | str | os.PathLike[str],
+    pipe: SounDiffPipeline | None = None,
+    *,
+    model: str | os.PathLike[str] | None = None,
+    unet: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = "auto",
+    dtype: torch.dtype | str | None = "auto",
+    cpu_offload: bool = False,
+    attention_slicing: bool = False,
+    vae_tiling: bool = False,
+    variant: str | None = None,
+) -> SounDiffOutput:
+    """Draw an image again from its record alone: bit-identical pixels on the recorded kind of device.
+
+    Args:
+        source: a :class:`GenerationRecord`, its ``to_metadata()`` dict, or a PNG written by
+            ``sound2image generate`` (its metadata).
+        pipe (`SounDiffPipeline`, *optional*): the pipeline to draw with; default: the recorded model
+            (``model``/``unet`` override it) loaded without an audio encoder.
+        device, dtype: as in :meth:`SounDiffPipeline.from_pretrained`; "auto" (the default) takes the
+            recorded kind of device when this machine has one, and the recorded dtype when it runs there
+            (a half-precision record falls back to float32 on the CPU). Other devices or dtypes give
+            (slightly) different pixels.
+        cpu_offload, attention_slicing, vae_tiling: low-memory options switched on besides the recorded
+            ones (those are always switched on: on a GPU they change the kernels, so the last bits).
+        variant: diffusers weight variant to load.
+
+    Returns:
+        `SounDiffOutput` whose ``records[0]`` is the source record with the device, dtype, low-memory
+        options and model of this draw.
+
+    Raises:
+        UsageError: the source holds no stored conditioning or no seed, or a recorded setting is invalid.
+    """
+    if isinstance(source, GenerationRecord):
+        record = source
+    elif isinstance(source, dict):
+        record = GenerationRecord.from_metadata(source)
+    else:
+        record = GenerationRecord.from_png(source)
+    if record.draw_seed is None:
+        raise UsageError("the record has no seed (its image came from a shared generator); cannot redraw it")
+    if pipe is None:
+        from sound2image.devices import DTYPES, resolve_device
+
+        if device == "auto":
+            kind = record.device.split(":")[0]
+            available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+            if kind == "cpu" or (kind in available and available[kind]()):
+                device = kind
+        recorded = record.dtype in DTYPES.values()
+        if dtype == "auto" and recorded and (resolve_device(device) != "cpu" or record.dtype == "float32"):
+            dtype = record.dtype
+        low = record.low_memory
+        pipe = SounDiffPipeline.from_pretrained(
+            model or record.model.get("pipeline"),
+            unet=unet or record.model.get("unet"),
+            revision=None if model else record.model.get("revision"),
+            unet_revision=None if unet else record.model.get("unet_revision"),
+            dtype=dtype,
+            device=device,
+            variant=variant,
+            load_audio_encoder=False,
+            cpu_offload=cpu_offload or low.get("cpu_offload", False),
+            attention_slicing=attention_slicing or low.get("attention_slicing", False),
+            vae_tiling=vae_tiling or low.get("vae_tiling", False),
+        )
+    previous = pipe.unclip.scheduler
+    try:
+        if record.settings.scheduler and record.settings.scheduler != pipe.scheduler_name:
+            pipe.set_scheduler(record.settings.scheduler)
+        settings = record.settings.call_kwargs()
+        output = pipe(image_embeds=record.image_embeds, seed=record.draw_seed, **settings)
+    finally:
+        pipe.unclip.scheduler = previous
+    drawn = output.records[0]
+    extra = {k: v for k, v in record.extra.items() if k != "package_version"}
+    output.records = [
+        dataclasses.replace(
+            record,
+            model=drawn.model,
+            device=drawn.device,
+            dtype=drawn.dtype,
+            low_memory=drawn.low_memory,
+            extra=extra,
+        )
+    ]
+    return output
 
 
 # ---------------------------------------------------------------------- loading helpers
+
+
+def load_calibration(calibration: EmbeddingCalibration | str | os.PathLike[str] | None) -> Any:
+    """``calibration`` as an :class:`EmbeddingCalibration`: itself, or the one stored at a path (a
+    ``sound2image_calibration.json`` file or its folder); None stays None (the model's own).
+
+    Raises:
+        UsageError: the path is another file, or its folder holds no calibration.
+    """
+    from sound2image.diffusion.calibration import CALIBRATION_FILE
+
+    if calibration is None or isinstance(calibration, EmbeddingCalibration):
+        return calibration
+    path = Path(calibration)
+    if path.is_file() and path.name != CALIBRATION_FILE:
+        raise UsageError(f"{path}: expected a {CALIBRATION_FILE} file or its folder")
+    loaded = EmbeddingCalibration.load(path if path.is_dir() else path.parent)
+    if loaded is None:
+        raise UsageError(f"{path}: no {CALIBRATION_FILE} here")
+    return loaded
+
+
+class _TorchvisionNoticeFilter(logging.Filter):
+    """Drops transformers' notice that CLIPImageProcessor falls back to its PIL version without torchvision.
+
+    We do not depend on torchvision and the PIL processor is the one we want, so the notice (printed on
+    every load) is noise; every other transformers warning still shows.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+def _quiet_torchvision_notice() -> None:
+    target = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _TorchvisionNoticeFilter) for f in target.filters):
+        target.addFilter(_TorchvisionNoticeFilter())
 
 
 def _dtype_kwarg(dtype: torch.dtype | None) -> dict[str, Any]:

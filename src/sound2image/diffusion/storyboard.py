@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from sound2image.diffusion.conditioning import mix_embeddings
 from sound2image.validation import check_number
 
 
@@ -43,11 +42,12 @@ class StoryboardWindow:
 
 @dataclass(frozen=True)
 class StoryboardFrame:
-    """A generated frame: its window, image and the (1, D) conditioning used."""
+    """A generated frame: its window, image, the (1, D) conditioning used and the image's record."""
 
     window: StoryboardWindow
     image: Any
     image_embeds: torch.Tensor
+    record: Any = None  # GenerationRecord
 
 
 def storyboard_windows(clip: Any, window: float, hop: float | None = None) -> list[StoryboardWindow]:
@@ -77,13 +77,19 @@ def iter_storyboard(
 ) -> Iterator[StoryboardFrame]:
     """Generate one frame per window with the same ``seed``; ``settings`` go to ``pipe.__call__``.
 
-    ``image_embed`` (1, D), when given, is mixed into every window with ``image_weight``.
+    ``image_embed`` (1, D), when given, is mixed into every window with ``image_weight``. One seed of
+    :func:`sound2image.diffusion.runner.iter_images`.
     """
-    audio_embeds = pipe.encode_audio([w.clip for w in windows], batch_size=batch_size)  # (W, D)
-    for window, embed in zip(windows, audio_embeds, strict=True):
-        conditioning = mix_embeddings(embed[None, :], pipe.calibration, None, image_embed, image_weight)
-        output = pipe(image_embeds=conditioning, seed=seed, **settings)
-        yield StoryboardFrame(window, output.images[0], output.image_embeds)
+    from sound2image.diffusion.runner import iter_images
+
+    clip = windows[0].clip
+    runs = iter_images(
+        pipe, [clip], [seed], image=image_embed, image_weight=image_weight, windows=windows,
+        batch_size=batch_size, **settings,
+    )
+    for _, draws in runs:
+        for drawn in draws:
+            yield StoryboardFrame(drawn.window, drawn.image, drawn.record.image_embeds, drawn.record)
 
 
 def contact_sheet(frames: Sequence[StoryboardFrame], columns: int | None = None) -> Any:
