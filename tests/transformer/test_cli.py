@@ -233,16 +233,18 @@ def test_repeated_seeds_are_made_once_and_counted(
 
 
 def test_a_failing_batch_keeps_the_other_images(trained, tmp_path, capsys, monkeypatch) -> None:
-    import sound2image.cli.generate_transformer as path
+    from sound2image.transformer import ImageTransformer
 
-    original = path._sample
+    original = ImageTransformer.encode
+    calls = []
 
-    def fail_for_seed_2(model, scorer, features, sampling, seeds, args):
-        if seeds == [2]:
+    def fail_for_the_second_batch(self, features):  # with --batch-size 1 and seeds 1 2 3: seed 2
+        calls.append(features.shape[0])
+        if len(calls) == 2:
             raise RuntimeError("out of memory (injected)")
-        return original(model, scorer, features, sampling, seeds, args)
+        return original(self, features)
 
-    monkeypatch.setattr(path, "_sample", fail_for_seed_2)
+    monkeypatch.setattr(ImageTransformer, "encode", fail_for_the_second_batch)
     model = f"transformer:{trained / 'run' / 'model'}"
     out = tmp_path / "out"
     args = ["generate", str(trained / "tone0.wav"), "--model", model, "--out", str(out), "--batch-size", "1"]

@@ -12,21 +12,13 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sound2image.audio.channels import parse_channel
 from sound2image.cli.generate_transformer import add_transformer_arguments
-from sound2image.cli.jobs import (
-    Job,
-    Plan,
-    audio_record,
-    expand_seeds,
-    pick_device,
-    plan_jobs,
-    report_skipped,
-)
+from sound2image.cli.jobs import Job, Plan, audio_record, pick_device
+from sound2image.cli.run import IMAGE_ERRORS, Tally, begin, check_free, drop_unreadable, progress_bar, start
 from sound2image.devices import DTYPES
 from sound2image.errors import Sound2ImageError, UsageError
 
@@ -334,12 +326,6 @@ def write_outputs(
 # ---------------------------------------------------------------------- commands
 
 
-def _progress(total: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="image", file=sys.stderr, disable=None, leave=False)
-
-
 def generate(args: argparse.Namespace) -> int:
     """The main job: every input -> images in ``--out``; bad items are reported, the rest continue."""
     if not args.inputs:
@@ -347,21 +333,15 @@ def generate(args: argparse.Namespace) -> int:
             "no audio given; pass audio files or folders (or --from-metadata / --calibrate-images)"
         )
     check_settings(args)
-    plan = plan_jobs(args.inputs, args.weights, args.mix)
-    report_skipped(plan)  # files a folder scan left out for their suffix: warnings, not failures
+    plan, seeds = start(args.inputs, args.weights, args.mix, args.seed, args.num_images)
     check_job_weights(plan)
-    seeds = expand_seeds(args.seed, args.num_images)
     out = Path(args.out)
     if not args.storyboard:  # names are known now: refuse before any work rather than half-way
         _check_free(out, [f"{job.name}_seed{s}" for job in plan.jobs for s in seeds], args)
     reference = _load_reference(args.image)
     calibration = _calibration(args)
     plan = drop_unreadable(plan, args.max_duration)
-    problems = list(plan.problems)
-    for problem in problems:
-        print(f"skipped: {problem}", file=sys.stderr)
-    if not plan.jobs:
-        raise UsageError(f"nothing to generate: {problems[0]}" if problems else "nothing to generate")
+    tally = begin(plan)
 
     pipe = load_pipeline(args, args.model, args.unet, audio=True, calibration=calibration)
     settings = settings_from_args(args, pipe)
@@ -370,8 +350,7 @@ def generate(args: argparse.Namespace) -> int:
         entry = {**reference[0], "weight": args.image_weight}
         image = {"image": pipe.encode_image(reference[1]), "image_record": entry}
 
-    tally = Tally(input_problems=problems)
-    bar = _progress(len(plan.jobs) * len(seeds))
+    bar = progress_bar(len(plan.jobs) * len(seeds))
     for job in plan.jobs:
         try:  # a failure before any image (audio, embedding) loses this input only
             _run(pipe, job, seeds, settings, image, out, args, bar, tally)
@@ -380,26 +359,6 @@ def generate(args: argparse.Namespace) -> int:
             bar.write(f"skipped: {error}", file=sys.stderr)
     bar.close()
     return tally.summary(len(plan.jobs) + len(plan.problems), out)
-
-
-def drop_unreadable(plan: Plan, max_duration: float | None) -> Plan:
-    """Move jobs whose audio fails a header check (missing, empty, not audio, too long) to the problems.
-
-    Done before the model loads, so a bad file is reported as such even when weights are missing too,
-    and no one waits minutes for weights to load only to learn that the input was unusable.
-    """
-    from sound2image.audio import probe_audio
-
-    kept = Plan(problems=list(plan.problems))
-    for job in plan.jobs:
-        try:
-            for path in job.audio:
-                probe_audio(path, max_duration=max_duration or None)
-        except Sound2ImageError as error:
-            kept.problems.append(str(error))
-        else:
-            kept.jobs.append(job)
-    return kept
 
 
 #: The numeric flags of the SounDiff path and their bounds (the library checks the same parameters again,
@@ -455,12 +414,7 @@ def check_job_weights(plan: Plan) -> None:
 
 
 def _check_free(out: Path, names: Sequence[str], args: argparse.Namespace) -> None:
-    from sound2image.outputs import resolve_output_path
-
-    for name in names:
-        resolve_output_path(out, f"{name}.png", args.overwrite)
-        if args.save_embedding:
-            resolve_output_path(out, f"{name}.npy", args.overwrite)
+    check_free(out, names, [".png", ".npy"] if args.save_embedding else [".png"], args.overwrite)
 
 
 def _calibration(args: argparse.Namespace) -> Any:
@@ -574,58 +528,6 @@ def _write_sheet(
     del metadata["embedding"]
     target = resolve_output_path(out, f"{name}_storyboard_seed{seed}.png", args.overwrite)
     return save_png(contact_sheet(frames), target, metadata, args.overwrite)
-
-
-#: What one image may fail with and the batch still go on: our own errors (an output that appeared
-#: meanwhile, a bad setting), torch's (e.g. out of memory on one image) and the disk's.
-IMAGE_ERRORS = (Sound2ImageError, RuntimeError, OSError)
-
-
-@dataclass
-class Tally:
-    """What a run wrote and what failed, recorded as it happens (an error never loses the count).
-
-    ``written`` holds every file that exists on disk because of this run (PNGs, contact sheets,
-    ``.npy`` embeddings); ``input_problems`` the inputs that gave no image at all (unreadable audio, ...);
-    ``image_problems`` single images that failed while the input's other images were made.
-    """
-
-    written: list[Path] = field(default_factory=list)
-    inputs_with_images: set[str] = field(default_factory=set)
-    input_problems: list[str] = field(default_factory=list)
-    image_problems: list[str] = field(default_factory=list)
-
-    def image_failed(self, name: str, seed: int, error: BaseException, bar: Any = None) -> None:
-        """Record one failed image and show it on stderr (through the progress ``bar`` when there is one);
-        ``name`` is the input's output name."""
-        text = str(error) if isinstance(error, Sound2ImageError) else f"{type(error).__name__}: {error}"
-        problem = f"{name} seed {seed}: {text}"
-        self.image_problems.append(problem)
-        if bar is not None:
-            bar.write(f"failed: {problem}", file=sys.stderr)
-        else:
-            print(f"failed: {problem}", file=sys.stderr)
-
-    def count_input(self, name: str, before: int) -> None:
-        """Count input ``name`` as one that gave images when a PNG was written since ``len(written)``
-        was ``before``."""
-        if any(p.suffix == ".png" for p in self.written[before:]):
-            self.inputs_with_images.add(name)
-
-    def summary(self, total_inputs: int, out: Path) -> int:
-        """Print what was written (PNG files counted on the list of files written) and what failed.
-
-        Returns the exit status: 0, or 2 when any input or image failed.
-        """
-        images = sum(1 for p in self.written if p.suffix == ".png")
-        made = len(self.inputs_with_images)
-        print(f"wrote {images} image(s) to {out} from {made} of {total_inputs} input(s)")
-        for problems, what in ((self.input_problems, "input(s)"), (self.image_problems, "image(s)")):
-            if problems:
-                print(f"{len(problems)} {what} failed:", file=sys.stderr)
-                for problem in problems:
-                    print(f"  {problem}", file=sys.stderr)
-        return 2 if self.input_problems or self.image_problems else 0
 
 
 def regenerate(args: argparse.Namespace) -> int:

@@ -58,23 +58,6 @@ def add_transformer_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _sampling(args: argparse.Namespace, record: dict[str, Any], seed: int) -> Any:
-    from sound2image.transformer import SamplingConfig
-
-    saved = record.get("sampling", {})
-    config = SamplingConfig(
-        temperature=args.temperature if args.temperature is not None else saved.get("temperature", 1.0),
-        top_k=args.top_k if args.top_k is not None else saved.get("top_k"),
-        top_p=args.top_p if args.top_p is not None else saved.get("top_p"),
-        guidance_scale=args.guidance_scale
-        if args.guidance_scale is not None
-        else saved.get("guidance_scale", 1.0),
-        seed=seed,
-    )
-    config.check()
-    return config
-
-
 def _check_args(args: argparse.Namespace) -> Path:
     """The model directory; UsageError for options this path does not support."""
     directory = Path(args.model[len(PREFIX) :])
@@ -99,175 +82,85 @@ def _check_args(args: argparse.Namespace) -> Path:
 
 
 def run_transformer(args: argparse.Namespace) -> int:
-    """Generate one 32×32 image per (audio, seed); write PNGs with metadata, plus upscaled views."""
-    import torch
-
-    from sound2image.audio.sections import SectionFeatureConfig, load_for_features, section_spectra
-    from sound2image.cli.jobs import expand_seeds, pick_device, plan_jobs, report_skipped
-    from sound2image.outputs import resolve_output_path
+    """Generate one 32×32 image per (audio, seed) through the library's
+    :func:`~sound2image.transformer.runner.iter_images`; write PNGs with metadata, plus upscaled views."""
+    from sound2image.cli.jobs import pick_device
+    from sound2image.cli.run import IMAGE_ERRORS, begin, check_free, start
     from sound2image.transformer import ImageTransformer
     from sound2image.transformer.reranker import RERANKER_DIR, AudioImageScorer
+    from sound2image.transformer.runner import feature_config, iter_images, prepare_audio, sampling_config
 
     # 1. Check inputs and refuse existing outputs before any work.
     directory = _check_args(args)
-    plan = plan_jobs(args.inputs, None, False)
-    report_skipped(plan)  # files a folder scan left out for their suffix: warnings, not failures
-    seeds = expand_seeds(args.seed, args.num_images)
+    plan, seeds = start(args.inputs, None, False, args.seed, args.num_images)
     out = Path(args.out)
-    names = [f"{job.name}_seed{seed}" for job in plan.jobs for seed in seeds]
-    for name in names:
-        resolve_output_path(out, f"{name}.png", args.overwrite)
-        if args.upscale > 1:
-            resolve_output_path(out, f"{name}_x{args.upscale}.png", args.overwrite)
-    problems = list(plan.problems)
-    for problem in problems:
-        print(f"skipped: {problem}", file=sys.stderr)
-    if not plan.jobs:
-        raise UsageError(f"nothing to generate: {problems[0]}" if problems else "nothing to generate")
+    views = [f"_x{args.upscale}.png"] if args.upscale > 1 else []
+    check_free(
+        out, [f"{job.name}_seed{s}" for job in plan.jobs for s in seeds], [".png", *views], args.overwrite
+    )
+    tally = begin(plan)
 
     # 2. Model and features (a bad audio file is reported; the others go on).
     device = pick_device(args.device)
     model = ImageTransformer.from_pretrained(directory, map_location=device)
-    record = model.saved_metadata
     scorer = None
     if args.candidates > 1:
         scorer = AudioImageScorer.from_pretrained(directory / RERANKER_DIR, map_location=device)
-    features_config = SectionFeatureConfig.from_dict(record.get("features", {}))
-    if getattr(args, "channel", None) is not None:  # --channel overrides the model's channel policy
-        overridden = {**features_config.to_dict(), "channel": args.channel}
-        features_config = SectionFeatureConfig.from_dict(overridden)
-        record = {**record, "features": features_config.to_dict()}  # the PNG records what was used
-    items = []
+    channel = getattr(args, "channel", None)  # --channel overrides the model's channel policy
+    features = feature_config(model, channel)
+    jobs, items = [], []
     for job in plan.jobs:
         try:
-            clip = load_for_features(job.audio[0], features_config)
+            items.append(prepare_audio(job.audio[0], features))
+            jobs.append(job)
         except Sound2ImageError as error:
-            problems.append(str(error))
+            tally.input_problems.append(str(error))
             print(f"skipped: {error}", file=sys.stderr)
-            continue
-        items.append((job, clip, torch.from_numpy(section_spectra(clip.samples, features_config))))
+    sampling = sampling_config(
+        model, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        guidance_scale=args.guidance_scale, seed=seeds[0],
+    )  # fmt: skip
 
-    # 3. Sample in batches of (audio, seed) rows, one generator per row (per candidate with --candidates).
-    # A failing batch loses its own rows only, a failing write its own image; the summary counts the
-    # 32×32 images actually written (upscaled views are extra files of the same image).
-    from sound2image.cli.generate import IMAGE_ERRORS, Tally
-
-    _sampling(args, record, seeds[0])  # the model's recorded settings are checked once, up front
-    rows = [(job, clip, feats, seed) for job, clip, feats in items for seed in seeds]
-    tally = Tally(input_problems=problems)
-    for start in range(0, len(rows), args.batch_size):
-        chunk = rows[start : start + args.batch_size]
+    # 3. Sample in batches of (audio, seed) rows: a failing batch loses its own rows only, a failing write
+    # its own image; the summary counts the 32×32 images written (upscaled views are extra files).
+    runs = iter_images(
+        model, items, seeds, sampling, scorer=scorer, candidates=args.candidates, batch_size=args.batch_size,
+        features=features if channel is not None else None, model_path=directory, progress=True,
+    )  # fmt: skip
+    for rows, images in runs:
         try:
-            sampling = _sampling(args, record, chunk[0][3])
-            features = torch.stack([feats for _, _, feats, _ in chunk]).to(device)
-            images, ranking = _sample(model, scorer, features, sampling, [seed for *_, seed in chunk], args)
+            drawn = list(images)
         except IMAGE_ERRORS as error:
-            for job, _, _, seed in chunk:
-                tally.image_failed(job.name, seed, error)
+            for index, seed in rows:
+                tally.image_failed(jobs[index].name, seed, error)
             continue
-        for (job, clip, _, seed), pixels, rank in zip(chunk, images, ranking, strict=True):
-            before = len(tally.written)
+        for image in drawn:
+            name, before = jobs[image.index].name, len(tally.written)
+            image.record.device = device  # the device used, as --device resolved it
             try:
-                sampling = _sampling(args, record, seed)
-                _write(
-                    out,
-                    job,
-                    clip,
-                    seed,
-                    pixels,
-                    sampling,
-                    directory,
-                    record,
-                    args,
-                    rank,
-                    tally.written,
-                    device,
-                )
+                _write(out, f"{name}_seed{image.seed}", image, args, tally.written)
             except IMAGE_ERRORS as error:
-                tally.image_failed(job.name, seed, error)
-            tally.count_input(job.name, before)
+                tally.image_failed(name, image.seed, error)
+            tally.count_input(name, before)
     return tally.summary(len(plan.jobs) + len(plan.problems), out)
 
 
-def _sample(
-    model: Any, scorer: Any, features: Any, sampling: Any, seeds: list[int], args: argparse.Namespace
-) -> tuple[Any, list[dict[str, Any] | None]]:
-    """(B, size, size) uint8 images for the rows of ``features`` (one generator per row), and each
-    row's best-of-N ranking (None without ``--candidates``)."""
-    import torch
-
-    from sound2image.transformer import generate, tokens_to_images
-    from sound2image.transformer.reranker import generate_best_of
-
-    ranking: list[dict[str, Any] | None] = [None] * len(seeds)
-    if scorer is None:
-        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-        tokens = generate(model, features, sampling, generator=generators, progress=True)
-    else:
-        best = generate_best_of(
-            model, scorer, features, sampling, args.candidates, seeds=seeds, progress=True
-        )
-        tokens = best.tokens
-        ranking = [
-            {"candidates": args.candidates, "kept": int(k), "scores": [round(float(v), 4) for v in row]}
-            for k, row in zip(best.chosen, best.scores, strict=True)
-        ]
-    return tokens_to_images(tokens, model.config.image_size).numpy(), ranking
-
-
-def _write(
-    out: Path,
-    job: Any,
-    clip: Any,
-    seed: int,
-    pixels: Any,
-    sampling: Any,
-    directory: Path,
-    record: dict[str, Any],
-    args: argparse.Namespace,
-    ranking: dict[str, Any] | None = None,
-    written: list[Path] | None = None,
-    device: str | None = None,
-) -> list[Path]:
-    """The 32×32 PNG and, with ``--upscale N``, an N-times larger nearest-neighbour view.
-
-    The 32×32 PNG is appended to ``written`` (when given) as soon as it exists; the view is not (it is
-    another file of the same image). Returns both paths.
-    """
-    import dataclasses
-
+def _write(out: Path, name: str, drawn: Any, args: argparse.Namespace, written: list[Path]) -> None:
+    """The 32×32 PNG (appended to ``written`` as soon as it exists) and, with ``--upscale N``, an N-times
+    larger nearest-neighbour view (another file of the same image, not counted)."""
     from PIL import Image
 
-    from sound2image.cli.jobs import audio_record
     from sound2image.outputs import resolve_output_path, save_png
 
-    name = f"{job.name}_seed{seed}"
-    metadata = {
-        "tool": "sound2image generate",
-        "model": {
-            "type": "image-transformer",
-            "path": str(directory),
-            "config": record.get("model"),
-            "features": record.get("features"),
-            "classes": record.get("classes"),
-        },
-        **{k: v for k, v in dataclasses.asdict(sampling).items() if k != "seed"},
-        "seed": seed,
-        **({"best_of": ranking} if ranking else {}),
-        "audio": [audio_record(job.audio[0], clip, None)],
-        "device": device or str(args.device),  # the device used, not the request ("auto")
-    }
-    image = Image.fromarray(pixels, mode="L")
-    paths = [
+    metadata = drawn.record.to_metadata()
+    image = Image.fromarray(drawn.image, mode="L")
+    written.append(
         save_png(image, resolve_output_path(out, f"{name}.png", args.overwrite), metadata, args.overwrite)
-    ]
-    if written is not None:
-        written.append(paths[0])
+    )
     if args.upscale > 1:
         big = image.resize(
             (image.width * args.upscale, image.height * args.upscale), Image.Resampling.NEAREST
         )
         view = {**metadata, "view": f"upscaled x{args.upscale} (nearest) of {name}.png"}
         target = resolve_output_path(out, f"{name}_x{args.upscale}.png", args.overwrite)
-        paths.append(save_png(big, target, view, args.overwrite))
-    return paths
+        save_png(big, target, view, args.overwrite)
