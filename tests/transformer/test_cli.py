@@ -287,3 +287,26 @@ def test_every_numeric_sampling_flag_is_refused_naming_it(tmp_path, capsys, flag
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"error: {flag} must be ") and err.endswith(f"got {value}"), err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------- issue 12: library record
+
+
+@pytest.mark.numeric
+@pytest.mark.parametrize("candidates", [1, 3])
+def test_a_png_holds_its_library_record_and_regenerates_bit_identical(trained, tmp_path, candidates) -> None:
+    from sound2image.transformer.runner import TransformerRecord, regenerate
+
+    model = trained / "run" / "model"
+    out = tmp_path / "out"
+    args = ["generate", str(trained / "tone1.wav"), "--model", f"transformer:{model}", "--out", str(out)]
+    assert main([*args, "--seed", "11", "--temperature", "0.9", "--candidates", str(candidates)]) == 0
+    png = out / "tone1_seed11.png"
+    meta = read_png_metadata(png)
+    record = TransformerRecord.from_png(png)
+    assert {"package_version": meta["package_version"], **record.to_metadata()} == meta
+    assert record.seed == 11 and record.sampling.temperature == 0.9 and record.model["path"] == str(model)
+    assert (record.best_of is not None) == (candidates > 1)
+    again = regenerate(png)
+    assert np.array_equal(again.image, np.asarray(Image.open(png)))
+    assert again.record.to_metadata() == {k: v for k, v in meta.items() if k != "package_version"}
