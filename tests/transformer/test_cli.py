@@ -310,3 +310,9 @@ def test_a_png_holds_its_library_record_and_regenerates_bit_identical(trained, t
     again = regenerate(png)
     assert np.array_equal(again.image, np.asarray(Image.open(png)))
     assert again.record.to_metadata() == {k: v for k, v in meta.items() if k != "package_version"}
+    # ... and through the CLI's --from-metadata
+    assert main(["generate", "--from-metadata", str(png), "--out", str(tmp_path / "again")]) == 0
+    redrawn = tmp_path / "again" / "tone1_seed11_regen.png"
+    assert np.array_equal(np.asarray(Image.open(redrawn)), np.asarray(Image.open(png)))
+    regen_meta = read_png_metadata(redrawn)
+    assert regen_meta.pop("regenerated_from") == png.name and regen_meta == meta

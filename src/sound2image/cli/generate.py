@@ -532,11 +532,15 @@ def _write_sheet(
 
 def regenerate(args: argparse.Namespace) -> int:
     """``--from-metadata PNG``: the library's :func:`~sound2image.diffusion.regenerate` of the PNG's record
-    (``--model``/``--unet``/``--device``/``--dtype`` and low-memory flags override what it recorded)."""
+    (``--model``/``--unet``/``--device``/``--dtype`` and low-memory flags override what it recorded); an
+    Image Transformer PNG is redrawn by its own family's regenerate."""
+    from sound2image.cli.generate_transformer import is_transformer_png, regenerate_transformer
     from sound2image.diffusion import GenerationRecord
     from sound2image.diffusion import regenerate as redraw
 
     source = Path(args.from_metadata)
+    if is_transformer_png(source):
+        return regenerate_transformer(args, source)
     record = GenerationRecord.from_png(source)
     out = Path(args.out)
     target_name = f"{source.stem}_regen"

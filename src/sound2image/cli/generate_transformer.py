@@ -145,6 +145,34 @@ def run_transformer(args: argparse.Namespace) -> int:
     return tally.summary(len(plan.jobs) + len(plan.problems), out)
 
 
+def is_transformer_png(path: Path) -> bool:
+    """Whether the PNG's metadata is an Image Transformer record (``model.type``)."""
+    from sound2image.outputs import read_png_metadata
+
+    model = read_png_metadata(path).get("model")
+    return isinstance(model, dict) and model.get("type") == "image-transformer"  # runner.MODEL_TYPE
+
+
+def regenerate_transformer(args: argparse.Namespace, source: Path) -> int:
+    """``--from-metadata PNG`` of an Image Transformer PNG: the library's
+    :func:`~sound2image.transformer.runner.regenerate` (same model, sound, settings and seed), written as
+    ``--out/STEM_regen.png`` with ``regenerated_from`` in its record."""
+    from sound2image.cli.jobs import pick_device
+    from sound2image.cli.run import check_free
+    from sound2image.transformer.runner import regenerate
+
+    out, name = Path(args.out), f"{source.stem}_regen"
+    check_free(out, [name], [".png"], args.overwrite)
+    device = pick_device(args.device)
+    drawn = regenerate(source, device=device)
+    drawn.record.device = device
+    drawn.record.extra["regenerated_from"] = source.name
+    written: list[Path] = []
+    _write(out, name, drawn, args, written)
+    print(f"wrote {written[0]}")
+    return 0
+
+
 def _write(out: Path, name: str, drawn: Any, args: argparse.Namespace, written: list[Path]) -> None:
     """The 32×32 PNG (appended to ``written`` as soon as it exists) and, with ``--upscale N``, an N-times
     larger nearest-neighbour view (another file of the same image, not counted)."""
