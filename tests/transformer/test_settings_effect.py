@@ -482,7 +482,7 @@ def test_seed_num_images_and_batch_size(
 ) -> None:
     """--seed 3 --num-images 2 and two inputs: four images, each the library's for its own seed, drawn in
     batches of --batch-size rows."""
-    import sound2image.transformer as transformer_package
+    import sound2image.transformer.runner as transformer_package  # the library runner the CLI calls
 
     rows: list[int] = []
     real = transformer_package.generate
