@@ -92,3 +92,23 @@ def test_the_record_round_trips_through_the_png_metadata_keys() -> None:
     assert "best_of" not in plain.to_metadata()
     with pytest.raises(UsageError, match="not an Image Transformer record"):
         TransformerRecord.from_metadata({"tool": "sound2image generate", "seed": 1, "model": {}})
+
+
+def test_a_sound_file_is_prepared_with_its_features_and_its_file_record(tmp_path) -> None:
+    import hashlib
+    import math
+
+    import soundfile as sf
+
+    from sound2image.audio.sections import SectionFeatureConfig, compute_section_features
+    from sound2image.transformer.runner import prepare_audio
+
+    path = tmp_path / "tone.wav"
+    sf.write(path, 0.5 * np.sin(2 * math.pi * 700 * np.arange(2000) / 8000), 8000)
+    config = SectionFeatureConfig(sample_rate=8000, duration=0.128, num_sections=8, log_magnitude=True)
+    prepared = prepare_audio(path, config)
+    assert np.array_equal(prepared.features.numpy(), compute_section_features(path, config))
+    source = prepared.source
+    assert source["file"] == "tone.wav" and source["path"] == str(path)
+    assert source["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert source["duration"] == pytest.approx(0.128) and source["length_action"] == "cropped"
