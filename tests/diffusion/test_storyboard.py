@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sound2image.audio import load_audio
-from sound2image.diffusion.storyboard import contact_sheet, iter_storyboard, storyboard_windows
+from sound2image.diffusion.storyboard import contact_sheet, iter_storyboard, sheet_record, storyboard_windows
 from sound2image.errors import UsageError
 from tests.diffusion.conftest import STEPS
 
@@ -58,6 +58,21 @@ def test_contact_sheet_tiles_frames_in_time_order(pipe, wavs):
     assert sheet.size == (2 * (32 + 4) + 4, 2 * (32 + 14 + 4) + 4)
     top_right = np.asarray(sheet)[4 : 4 + 32, 40 : 40 + 32]
     assert np.array_equal(top_right, np.asarray(frames[1].image.convert("RGB")))
+
+
+def test_frame_and_sheet_records_say_where_in_the_storyboard_they_are(pipe, wavs):
+    windows = storyboard_windows(load_audio(wavs[1]), window=3.0, hop=3.0)  # 0-3, 3-6, 6-9, 7-10
+    frames = list(iter_storyboard(pipe, windows, seed=0, num_inference_steps=1))
+    expected = {"index": 3, "start": 7.0, "end": 10.0, "window": 3.0, "hop": 3.0}
+    assert frames[3].record.extra["storyboard"] == expected
+    assert frames[3].record.audio[0]["window"] == [7.0, 10.0]
+    record = sheet_record(frames, ["a.png", "b.png", "c.png", "d.png"], {"file": "long.wav"})
+    assert record.extra == {
+        "storyboard": {"window": 3.0, "hop": 3.0},
+        "frames": ["a.png", "b.png", "c.png", "d.png"],
+    }
+    assert record.audio == [{"file": "long.wav"}] and record.best_of is None
+    assert record.settings == frames[0].record.settings and record.seed == 0
 
 
 @pytest.mark.parametrize(

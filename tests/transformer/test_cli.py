@@ -316,3 +316,5 @@ def test_a_png_holds_its_library_record_and_regenerates_bit_identical(trained, t
     assert np.array_equal(np.asarray(Image.open(redrawn)), np.asarray(Image.open(png)))
     regen_meta = read_png_metadata(redrawn)
     assert regen_meta.pop("regenerated_from") == png.name and regen_meta == meta
+    assert main(["generate", "--from-metadata", str(png), "--unet", "x", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()

@@ -9,7 +9,6 @@ regenerate an image from the PNG alone.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -494,13 +493,11 @@ def _run(
                 name = f"{job.name}_seed{seed}"
                 if drawn.window is not None:
                     name = f"{job.name}_{drawn.window.tag}_seed{seed}"
-                    drawn.record.extra["storyboard"] = drawn.window.metadata(args.window, hop)
                 write_outputs(out, name, drawn.image, drawn.record, args, tally.written)
                 frames.append(drawn)
                 bar.update(1)
             if windows is not None:
-                story = {"window": args.window, "hop": hop}
-                tally.written.append(_write_sheet(out, job.name, seed, frames, sources[0], story, args))
+                tally.written.append(_write_sheet(out, job.name, seed, frames, sources[0], args))
         except IMAGE_ERRORS as error:
             tally.image_failed(job.name, seed, error, bar)
             bar.update(len(windows or [None]) - len(frames))
@@ -508,24 +505,15 @@ def _run(
 
 
 def _write_sheet(
-    out: Path,
-    name: str,
-    seed: int,
-    frames: list[Any],
-    source: dict[str, Any],
-    story: dict[str, Any],
-    args: argparse.Namespace,
+    out: Path, name: str, seed: int, frames: list[Any], source: dict[str, Any], args: argparse.Namespace
 ) -> Path:
-    """A storyboard's contact sheet: the frames in time order, captioned, with the storyboard's record."""
-    from sound2image.diffusion.storyboard import contact_sheet
+    """A storyboard's contact sheet: the frames in time order, captioned, with the library's sheet record."""
+    from sound2image.diffusion.storyboard import contact_sheet, sheet_record
     from sound2image.outputs import resolve_output_path, save_png
 
     names = [f"{name}_{f.window.tag}_seed{seed}.png" for f in frames]
-    record = dataclasses.replace(
-        frames[0].record, audio=[source], best_of=None, extra={"storyboard": story, "frames": names}
-    )
-    metadata = record.to_metadata()
-    del metadata["embedding"]
+    metadata = sheet_record(frames, names, source).to_metadata()
+    del metadata["embedding"]  # each frame's PNG holds its own
     target = resolve_output_path(out, f"{name}_storyboard_seed{seed}.png", args.overwrite)
     return save_png(contact_sheet(frames), target, metadata, args.overwrite)
 

@@ -161,6 +161,9 @@ def regenerate_transformer(args: argparse.Namespace, source: Path) -> int:
     from sound2image.cli.run import check_free
     from sound2image.transformer.runner import regenerate
 
+    given = [flag for flag, value in (("--model", args.model), ("--unet", args.unet)) if value]
+    if given:
+        raise UsageError(f"{', '.join(given)}: not used for an Image Transformer PNG (it names its model)")
     out, name = Path(args.out), f"{source.stem}_regen"
     check_free(out, [name], [".png"], args.overwrite)
     device = pick_device(args.device)

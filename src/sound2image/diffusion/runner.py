@@ -58,7 +58,8 @@ def iter_images(
             ``{"weight": image_weight}``).
         windows: a storyboard: time windows of the one sound (``storyboard_windows``), each embedded on
             its own and drawn with the seed (so frames differ by their sound, not their noise); a frame's
-            record holds the sound's entry with its ``window``.
+            record holds the sound's entry with its ``window`` and ``extra["storyboard"]`` (index, start,
+            end, window length and hop).
         candidates: best-of-N per image (see ``SounDiffPipeline.__call__``).
         batch_size: sounds (or windows) per audio-encoder pass.
         settings: the other keywords of ``SounDiffPipeline.__call__`` (prompt, steps, size, ...).
@@ -92,10 +93,12 @@ def iter_images(
     def draws(seed: int) -> Iterator[Drawn]:
         for window, conditioning in conditions:
             output = pipe(image_embeds=conditioning, seed=seed, candidates=candidates, **settings)
-            heard = [dict(s) for s in sources]
+            heard, record = [dict(s) for s in sources], output.records[0]
+            extra = dict(record.extra)
             if window is not None:
                 heard = [{**heard[0], "window": [window.start, window.end]}]
-            record = dataclasses.replace(output.records[0], audio=heard, image=entry)
+                extra["storyboard"] = window.metadata()
+            record = dataclasses.replace(record, audio=heard, image=entry, extra=extra)
             yield Drawn(seed, output.images[0], record, window)
 
     for seed in seeds:

@@ -25,6 +25,8 @@ class StoryboardWindow:
     start: float  # seconds
     end: float  # seconds
     clip: Any  # AudioClip holding just this window
+    length: float | None = None  # the storyboard's window length, seconds (as asked for)
+    hop: float | None = None  # the storyboard's hop, seconds
 
     @property
     def tag(self) -> str:
@@ -36,7 +38,10 @@ class StoryboardWindow:
         """Caption for the contact sheet: ``12.5-17.5 s``."""
         return f"{self.start:.1f}-{self.end:.1f} s"
 
-    def metadata(self, window: float, hop: float) -> dict[str, float | int]:
+    def metadata(self, window: float | None = None, hop: float | None = None) -> dict[str, Any]:
+        """The frame's ``storyboard`` record entry (``window``/``hop`` default to the storyboard's)."""
+        window = self.length if window is None else window
+        hop = self.hop if hop is None else hop
         return {"index": self.index, "start": self.start, "end": self.end, "window": window, "hop": hop}
 
 
@@ -61,7 +66,7 @@ def storyboard_windows(clip: Any, window: float, hop: float | None = None) -> li
     window = check_number("window", window, minimum=0.0, min_inclusive=False)  # seconds
     hop = window if hop is None else check_number("hop", hop, minimum=0.0, min_inclusive=False)
     return [
-        StoryboardWindow(index, start, end, piece)
+        StoryboardWindow(index, start, end, piece, window, hop)
         for index, (start, end, piece) in enumerate(iter_windows(clip, window, hop))
     ]
 
@@ -97,3 +102,19 @@ def contact_sheet(frames: Sequence[StoryboardFrame], columns: int | None = None)
     from sound2image.outputs import make_grid
 
     return make_grid([f.image for f in frames], columns=columns, labels=[f.window.label for f in frames])
+
+
+def sheet_record(frames: Sequence[StoryboardFrame], names: Sequence[str], source: dict[str, Any]) -> Any:
+    """The contact sheet's record: the first frame's model and settings, the whole sound (``source``),
+    the storyboard's ``window`` and ``hop`` and the frames' file ``names`` (no best-of-N scores; each
+    frame's PNG keeps its own conditioning vector, so ``to_metadata()`` of this record may drop it)."""
+    import dataclasses
+
+    window = frames[0].window
+    story = {"window": window.length, "hop": window.hop}
+    return dataclasses.replace(
+        frames[0].record,
+        audio=[dict(source)],
+        best_of=None,
+        extra={"storyboard": story, "frames": list(names)},
+    )
