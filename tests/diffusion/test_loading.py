@@ -29,7 +29,7 @@ def test_missing_default_weights_offline_is_one_clear_line(offline_empty_cache):
     assert "\n" not in message
     assert message.startswith("stabilityai/stable-diffusion-2-1-unclip: ")
     assert str(offline_empty_cache / "hub") in message  # where we looked
-    for remedy in ("HF_HUB_OFFLINE", "--model DIR", "SOUND2IMAGE_UNCLIP=DIR"):
+    for remedy in ("HF_HUB_OFFLINE", "pass model=DIR", "SOUND2IMAGE_UNCLIP=DIR"):
         assert remedy in message
     assert info.value.exit_code == 1
 
@@ -174,7 +174,7 @@ def test_each_offline_variable_stops_the_unclip_download_with_one_line(
         "stabilityai/stable-diffusion-2-1-unclip: unCLIP pipeline weights are not in the Hugging Face "
         f"cache ({empty_cache_online}) and downloads are off ({variable}={value}); "
     )
-    assert "--model DIR" in message and "SOUND2IMAGE_UNCLIP=DIR" in message
+    assert "pass model=DIR" in message and "SOUND2IMAGE_UNCLIP=DIR" in message
     assert network_attempts == []
 
 
@@ -226,9 +226,10 @@ def test_diffusers_is_asked_for_local_files_only_whenever_we_are_offline(
     assert seen["local_files_only"] is (variable is not None)
     assert str(info.value) == (
         "someone/unclip: could not load the unCLIP pipeline (some files are not in the cache); "
-        "download it once with network access (it is cached under HF_HOME), pass --model DIR with a local "
+        "download it once with network access (it is cached under HF_HOME), pass model=DIR with a local "
         "diffusers copy, or set SOUND2IMAGE_UNCLIP=DIR"
     )
+    assert info.value.parameters == ("model",)
 
 
 @pytest.mark.parametrize(("variable", "value"), OFFLINE_SETTINGS[:3])
@@ -244,7 +245,7 @@ def test_generate_offline_without_weights_prints_only_our_line(
     assert captured.err == (
         "error: stabilityai/stable-diffusion-2-1-unclip: unCLIP pipeline weights are not in the Hugging "
         f"Face cache ({empty_cache_online}) and downloads are off ({variable}={value}); download it once "
-        "with network access (it is cached under HF_HOME), pass --model DIR with a local diffusers copy, "
+        "with network access (it is cached under HF_HOME), pass --model=DIR with a local diffusers copy, "
         "or set SOUND2IMAGE_UNCLIP=DIR\n"
     )
     assert network_attempts == [] and not (tmp_path / "out").exists()

@@ -313,7 +313,8 @@ def test_unknown_class_and_reused_output_are_refused(
             tiny_config(tmp_path / "a", manifest8, shared_cache, classes=["train station"]), pipeline=soundiff
         )
     config, _ = reference_run
-    with pytest.raises(OutputExistsError, match="--resume latest"):
+    refused = r"a training run \(pass resume='latest' to continue it, or choose a new output_dir\)"
+    with pytest.raises(OutputExistsError, match=refused):
         train(replace(config, resume=None), pipeline=soundiff)
     with pytest.raises(UsageError, match=r"cannot resume with different settings \(learning_rate\)"):
         train(replace(config, resume="latest", learning_rate=5e-4), pipeline=soundiff)

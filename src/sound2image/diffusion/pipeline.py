@@ -876,7 +876,7 @@ def load_saved_audio_encoder(directory: Path) -> Any:
 
 
 def _check_imagebind_available(path: str | os.PathLike[str] | None) -> None:
-    """Offline with no ImageBind weights anywhere: say so in our own terms (options of `generate`)."""
+    """Offline with no ImageBind weights anywhere: say so in our own terms (``from_pretrained``'s)."""
     from sound2image.encoders import weights
 
     if path is not None or os.environ.get(weights.WEIGHTS_ENV):
@@ -887,8 +887,9 @@ def _check_imagebind_available(path: str | os.PathLike[str] | None) -> None:
     if weights.is_offline(is_offline()):
         raise WeightsError(
             f"{DEFAULT_AUDIO_ENCODER}: ImageBind audio weights are not in {folder} and downloads are off; "
-            f"put {weights.HUGE_CHECKPOINT_NAME} there, pass --imagebind-weights FILE, or set "
-            f"{weights.WEIGHTS_ENV}=FILE (one download of 4.5 GB: {weights.IMAGEBIND_HUGE_URL})"
+            f"put {weights.HUGE_CHECKPOINT_NAME} there, pass audio_encoder_weights=FILE, or set "
+            f"{weights.WEIGHTS_ENV}=FILE (one download of 4.5 GB: {weights.IMAGEBIND_HUGE_URL})",
+            parameters=["audio_encoder_weights"],
         )
 
 

@@ -33,7 +33,9 @@ def prepare_unet(config: SounDiffTrainConfig, unet: torch.nn.Module) -> list[tor
         try:
             from peft import LoraConfig
         except ImportError as error:
-            raise MissingExtraError("--lora-rank needs peft: pip install 'sound2image[lora]'") from error
+            raise MissingExtraError(
+                "lora_rank > 0 needs peft: pip install 'sound2image[lora]'", parameters=["lora_rank"]
+            ) from error
         unet.requires_grad_(False)
         # Attention projections (as diffusers' LoRA scripts) plus the class-embedding projection, the
         # layers through which the audio embedding enters the U-Net.
@@ -64,7 +66,8 @@ def make_optimizer(config: SounDiffTrainConfig, params: list[torch.nn.Parameter]
             import bitsandbytes as bnb
         except ImportError as error:
             raise MissingExtraError(
-                "--use-8bit-adam needs bitsandbytes: pip install 'sound2image[bnb]'"
+                "use_8bit_adam=True needs bitsandbytes: pip install 'sound2image[bnb]'",
+                parameters=["use_8bit_adam"],
             ) from error
         return bnb.optim.AdamW8bit(params, **kwargs)
     return torch.optim.AdamW(params, **kwargs)
