@@ -51,7 +51,7 @@ def test_env_variable_pointing_nowhere_names_the_directory(offline_empty_cache, 
 def test_saved_local_pipeline_loads_offline_and_generates_the_same_image(
     saved_dir, pipe, wavs, offline_empty_cache
 ):
-    loaded = SounDiffPipeline.from_pretrained(saved_dir)
+    loaded = SounDiffPipeline.from_pretrained(saved_dir, device="cpu")
     assert (saved_dir / "model_index.json").is_file()  # diffusers format, loadable by diffusers alone
     assert loaded.calibration == EmbeddingCalibration(12.5, "measured in test", 4)
     assert loaded.info.model == str(saved_dir.resolve())
@@ -83,7 +83,9 @@ def _export(directory, pipe, scale: float, norm: float):
 def test_fine_tuned_unet_from_a_training_export(saved_dir, pipe, tmp_path, offline_empty_cache):
     expected_weight = _export(tmp_path / "export", pipe, scale=1.5, norm=9.0)
     assert resolve_unet_source(str(tmp_path / "export"))[1] == "unet"
-    tuned = SounDiffPipeline.from_pretrained(saved_dir, unet=tmp_path / "export", load_audio_encoder=False)
+    tuned = SounDiffPipeline.from_pretrained(
+        saved_dir, device="cpu", unet=tmp_path / "export", load_audio_encoder=False
+    )
     assert torch.equal(tuned.unclip.unet.conv_out.weight, expected_weight)
     assert tuned.calibration.target_norm == 9.0  # training and generation must share the scale
     assert tuned.info.unet == str((tmp_path / "export").resolve())
@@ -108,10 +110,10 @@ def test_uncached_unet_hub_id_offline_is_a_weights_error(offline_empty_cache):
 
 def test_a_saved_fine_tuned_pipeline_is_self_contained(saved_dir, pipe, tmp_path, offline_empty_cache):
     expected_weight = _export(tmp_path / "export", pipe, scale=2.0, norm=6.0)
-    tuned = SounDiffPipeline.from_pretrained(saved_dir, unet=tmp_path / "export")
+    tuned = SounDiffPipeline.from_pretrained(saved_dir, device="cpu", unet=tmp_path / "export")
     tuned.save_pretrained(tmp_path / "tuned-pipeline")
     (tmp_path / "export" / "unet" / "config.json").unlink()  # the export is gone; the saved copy suffices
-    again = SounDiffPipeline.from_pretrained(tmp_path / "tuned-pipeline")
+    again = SounDiffPipeline.from_pretrained(tmp_path / "tuned-pipeline", device="cpu")
     assert torch.equal(again.unclip.unet.conv_out.weight, expected_weight)
     assert again.calibration.target_norm == 6.0
     assert again.info.unet is None and again.info.extra["saved_unet"] == str((tmp_path / "export").resolve())

@@ -205,8 +205,8 @@ def test_export_loads_into_generation_and_changes_its_output(
     result = train(config, pipeline=soundiff)
     assert json.loads((run_dir / "sound2image_soundiff.json").read_text())["variant"] == "L"
 
-    base = SounDiffPipeline.from_pretrained(base_dir)
-    tuned = SounDiffPipeline.from_pretrained(base_dir, unet=run_dir)
+    base = SounDiffPipeline.from_pretrained(base_dir, device="cpu")
+    tuned = SounDiffPipeline.from_pretrained(base_dir, device="cpu", unet=run_dir)
     assert tuned.calibration == EmbeddingCalibration.load(run_dir)
     _assert_same_weights(unet_state(tuned.unclip.unet), unet_state(result.model))
     embeds = tuned.calibration.apply(torch.randn(1, 1024, generator=torch.Generator().manual_seed(0)))

@@ -556,13 +556,13 @@ class SounDiffPipeline:
         unet: str | os.PathLike[str] | None = None,
         audio_encoder: Any = None,
         calibration: EmbeddingCalibration | str | os.PathLike[str] | None = None,
-        dtype: torch.dtype | str | None = None,
+        dtype: torch.dtype | str | None = "auto",
         variant: str | None = None,
         revision: str | None = None,
         unet_revision: str | None = None,
         load_audio_encoder: bool = True,
         audio_encoder_weights: str | os.PathLike[str] | None = None,
-        device: str | torch.device | None = None,
+        device: str | torch.device | None = "auto",
         cpu_offload: bool = False,
         attention_slicing: bool = False,
         vae_tiling: bool = False,
@@ -580,9 +580,9 @@ class SounDiffPipeline:
             audio_encoder (`ImageBindAudioEncoder`, *optional*): use this encoder instead of loading one.
             calibration (`EmbeddingCalibration`, or a path to a ``sound2image_calibration.json`` file or its
                 folder, *optional*): overrides every stored calibration.
-            dtype (`torch.dtype` or `str`, *optional*): weights dtype of the generator: "auto" (float16 on
-                CUDA, else float32), "fp32"/"float32", "fp16"/"float16", "bf16"/"bfloat16" or a
-                ``torch.dtype``; None (the default) keeps float32 (or "auto" when ``device`` is given).
+            dtype (`torch.dtype` or `str`, *optional*, defaults to "auto"): weights dtype of the generator:
+                "auto" (float16 on CUDA, else float32), "fp32"/"float32", "fp16"/"float16", "bf16"/"bfloat16"
+                or a ``torch.dtype``; None keeps the weights' own dtype (or "auto" when ``device`` is given).
             variant (`str`, *optional*): diffusers weight variant (e.g. "fp16").
             revision (`str`, *optional*): hub revision of ``model``.
             unet_revision (`str`, *optional*): hub revision of ``unet``.
@@ -591,8 +591,9 @@ class SounDiffPipeline:
             audio_encoder_weights (`str` or path, *optional*): ImageBind weights file (``imagebind_huge.pth``
                 or its audio-only ``.safetensors``) when ``model`` holds no saved audio encoder; default: the
                 encoder's own lookup (``$SOUND2IMAGE_IMAGEBIND_WEIGHTS``, its cache, a download).
-            device (`str` or `torch.device`, *optional*): where to run: "auto" (CUDA, else MPS, else CPU),
-                "cpu", "cuda", "cuda:1", "mps"; None (the default) leaves the weights on the CPU as loaded.
+            device (`str` or `torch.device`, *optional*, defaults to "auto"): where to run: "auto" (CUDA,
+                else MPS, else CPU), "cpu", "cuda", "cuda:1", "mps"; None leaves the weights on the CPU as
+                loaded (the caller places them, as the trainer does through accelerate).
             cpu_offload (`bool`, *optional*, defaults to False): keep idle models in CPU memory (CUDA only).
             attention_slicing (`bool`, *optional*, defaults to False): compute attention in slices.
             vae_tiling (`bool`, *optional*, defaults to False): decode the image in tiles.

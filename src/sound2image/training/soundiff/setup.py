@@ -88,10 +88,12 @@ def make_accelerator(config: SounDiffTrainConfig, run_dir: Path) -> Any:
 
 
 def load_base_pipeline(config: SounDiffTrainConfig) -> Any:
-    """The base ``SounDiffPipeline`` (unCLIP + audio encoder + any stored calibration)."""
+    """The base ``SounDiffPipeline`` (unCLIP + audio encoder + any stored calibration), in float32 on the
+    CPU: training keeps float32 master weights (``mixed_precision`` autocasts) and :func:`setup_run`
+    moves the models to the accelerator's device itself."""
     from sound2image.diffusion import SounDiffPipeline
 
-    return SounDiffPipeline.from_pretrained(config.base_model)
+    return SounDiffPipeline.from_pretrained(config.base_model, device="cpu", dtype="float32")
 
 
 @dataclass
