@@ -44,6 +44,7 @@ from sound2image.diffusion.record import (
 )
 from sound2image.errors import Sound2ImageError, UsageError, WeightsError
 from sound2image.hub import held_library_logs
+from sound2image.seeds import candidate_seed
 from sound2image.validation import check_finite_values, check_int, check_number, check_positive_int
 
 AUDIO_ENCODER_FOLDER = "audio_encoder"
@@ -403,8 +404,6 @@ class SounDiffPipeline:
         """Draw ``candidates`` images (draw k seeded ``candidate_seed(seed, k)``, each a call of its own,
         so it is exactly the single image of that seed) and keep the one closest to the conditioning."""
         from PIL import Image
-
-        from sound2image.transformer.reranker import candidate_seed
 
         if settings["seed"] is None or settings["num_images_per_prompt"] != 1 or conditioning.shape[0] != 1:
             raise UsageError(
