@@ -10,7 +10,7 @@ bottom modules). ``tests/test_layering.py`` reads this table, so the table and t
     4. encoders modules metrics
     5. data
     6. audio
-    7. outputs errors validation hub persistence devices
+    7. outputs errors validation hub persistence devices seeds
 
 A module may import from its own layer or a lower one, never a higher one; within a layer a module may
 use its neighbours (a trainer uses the system it trains). Nothing outside ``cli`` imports ``cli``, and

@@ -66,7 +66,7 @@ def test_a_unet_trained_on_channel_0_generates_on_channel_0(saved_dir, tmp_path)
     from sound2image.diffusion import EmbeddingCalibration, SounDiffPipeline
     from sound2image.training.export import export_soundiff
 
-    base = SounDiffPipeline.from_pretrained(saved_dir)
+    base = SounDiffPipeline.from_pretrained(saved_dir, device="cpu")
     assert base.audio_encoder.config.channel == "mean"
     export_soundiff(
         base.unclip.unet,
@@ -74,5 +74,5 @@ def test_a_unet_trained_on_channel_0_generates_on_channel_0(saved_dir, tmp_path)
         calibration=EmbeddingCalibration(),
         record={"training_config": {"audio_channel": "first"}},
     )
-    tuned = SounDiffPipeline.from_pretrained(saved_dir, unet=tmp_path / "export")
+    tuned = SounDiffPipeline.from_pretrained(saved_dir, device="cpu", unet=tmp_path / "export")
     assert tuned.audio_encoder.config.channel == "first"

@@ -296,7 +296,7 @@ def test_missing_imagebind_weights_offline_names_the_ways_to_supply_them(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert err.startswith("error: imagebind_huge: ImageBind audio weights are not in ")
-    assert "--imagebind-weights FILE" in err and "SOUND2IMAGE_IMAGEBIND_WEIGHTS=FILE" in err
+    assert "pass --imagebind-weights=FILE, or set SOUND2IMAGE_IMAGEBIND_WEIGHTS=FILE" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -29,7 +29,7 @@ def test_missing_default_weights_offline_is_one_clear_line(offline_empty_cache):
     assert "\n" not in message
     assert message.startswith("stabilityai/stable-diffusion-2-1-unclip: ")
     assert str(offline_empty_cache / "hub") in message  # where we looked
-    for remedy in ("HF_HUB_OFFLINE", "--model DIR", "SOUND2IMAGE_UNCLIP=DIR"):
+    for remedy in ("HF_HUB_OFFLINE", "pass model=DIR", "SOUND2IMAGE_UNCLIP=DIR"):
         assert remedy in message
     assert info.value.exit_code == 1
 
@@ -51,7 +51,7 @@ def test_env_variable_pointing_nowhere_names_the_directory(offline_empty_cache, 
 def test_saved_local_pipeline_loads_offline_and_generates_the_same_image(
     saved_dir, pipe, wavs, offline_empty_cache
 ):
-    loaded = SounDiffPipeline.from_pretrained(saved_dir)
+    loaded = SounDiffPipeline.from_pretrained(saved_dir, device="cpu")
     assert (saved_dir / "model_index.json").is_file()  # diffusers format, loadable by diffusers alone
     assert loaded.calibration == EmbeddingCalibration(12.5, "measured in test", 4)
     assert loaded.info.model == str(saved_dir.resolve())
@@ -83,7 +83,9 @@ def _export(directory, pipe, scale: float, norm: float):
 def test_fine_tuned_unet_from_a_training_export(saved_dir, pipe, tmp_path, offline_empty_cache):
     expected_weight = _export(tmp_path / "export", pipe, scale=1.5, norm=9.0)
     assert resolve_unet_source(str(tmp_path / "export"))[1] == "unet"
-    tuned = SounDiffPipeline.from_pretrained(saved_dir, unet=tmp_path / "export", load_audio_encoder=False)
+    tuned = SounDiffPipeline.from_pretrained(
+        saved_dir, device="cpu", unet=tmp_path / "export", load_audio_encoder=False
+    )
     assert torch.equal(tuned.unclip.unet.conv_out.weight, expected_weight)
     assert tuned.calibration.target_norm == 9.0  # training and generation must share the scale
     assert tuned.info.unet == str((tmp_path / "export").resolve())
@@ -108,10 +110,10 @@ def test_uncached_unet_hub_id_offline_is_a_weights_error(offline_empty_cache):
 
 def test_a_saved_fine_tuned_pipeline_is_self_contained(saved_dir, pipe, tmp_path, offline_empty_cache):
     expected_weight = _export(tmp_path / "export", pipe, scale=2.0, norm=6.0)
-    tuned = SounDiffPipeline.from_pretrained(saved_dir, unet=tmp_path / "export")
+    tuned = SounDiffPipeline.from_pretrained(saved_dir, device="cpu", unet=tmp_path / "export")
     tuned.save_pretrained(tmp_path / "tuned-pipeline")
     (tmp_path / "export" / "unet" / "config.json").unlink()  # the export is gone; the saved copy suffices
-    again = SounDiffPipeline.from_pretrained(tmp_path / "tuned-pipeline")
+    again = SounDiffPipeline.from_pretrained(tmp_path / "tuned-pipeline", device="cpu")
     assert torch.equal(again.unclip.unet.conv_out.weight, expected_weight)
     assert again.calibration.target_norm == 6.0
     assert again.info.unet is None and again.info.extra["saved_unet"] == str((tmp_path / "export").resolve())
@@ -174,7 +176,7 @@ def test_each_offline_variable_stops_the_unclip_download_with_one_line(
         "stabilityai/stable-diffusion-2-1-unclip: unCLIP pipeline weights are not in the Hugging Face "
         f"cache ({empty_cache_online}) and downloads are off ({variable}={value}); "
     )
-    assert "--model DIR" in message and "SOUND2IMAGE_UNCLIP=DIR" in message
+    assert "pass model=DIR" in message and "SOUND2IMAGE_UNCLIP=DIR" in message
     assert network_attempts == []
 
 
@@ -226,9 +228,10 @@ def test_diffusers_is_asked_for_local_files_only_whenever_we_are_offline(
     assert seen["local_files_only"] is (variable is not None)
     assert str(info.value) == (
         "someone/unclip: could not load the unCLIP pipeline (some files are not in the cache); "
-        "download it once with network access (it is cached under HF_HOME), pass --model DIR with a local "
+        "download it once with network access (it is cached under HF_HOME), pass model=DIR with a local "
         "diffusers copy, or set SOUND2IMAGE_UNCLIP=DIR"
     )
+    assert info.value.parameters == ("model",)
 
 
 @pytest.mark.parametrize(("variable", "value"), OFFLINE_SETTINGS[:3])
@@ -244,7 +247,7 @@ def test_generate_offline_without_weights_prints_only_our_line(
     assert captured.err == (
         "error: stabilityai/stable-diffusion-2-1-unclip: unCLIP pipeline weights are not in the Hugging "
         f"Face cache ({empty_cache_online}) and downloads are off ({variable}={value}); download it once "
-        "with network access (it is cached under HF_HOME), pass --model DIR with a local diffusers copy, "
+        "with network access (it is cached under HF_HOME), pass --model=DIR with a local diffusers copy, "
         "or set SOUND2IMAGE_UNCLIP=DIR\n"
     )
     assert network_attempts == [] and not (tmp_path / "out").exists()

@@ -251,18 +251,22 @@ def test_from_pretrained_device_dtype_low_memory_and_calibration_policy(saved_di
     other = EmbeddingCalibration(target_norm=7.5, source="elsewhere", num_images=2)
     path = other.save(tmp_path / "cal")
     for given in (path, path.parent, other):
-        loaded = SounDiffPipeline.from_pretrained(saved_dir, load_audio_encoder=False, calibration=given)
+        loaded = SounDiffPipeline.from_pretrained(
+            saved_dir, device="cpu", load_audio_encoder=False, calibration=given
+        )
         assert loaded.calibration == other
-    stored = SounDiffPipeline.from_pretrained(saved_dir, load_audio_encoder=False).calibration
+    stored = SounDiffPipeline.from_pretrained(saved_dir, device="cpu", load_audio_encoder=False).calibration
     assert stored == SAVED_CALIBRATION
     stray = tmp_path / "notes.json"
     stray.write_text("{}")
     with pytest.raises(UsageError, match="expected a sound2image_calibration.json file or its folder"):
-        SounDiffPipeline.from_pretrained(saved_dir, load_audio_encoder=False, calibration=stray)
+        SounDiffPipeline.from_pretrained(saved_dir, device="cpu", load_audio_encoder=False, calibration=stray)
     shutil.rmtree(tmp_path / "cal")
     (tmp_path / "cal").mkdir()
     with pytest.raises(UsageError, match="no sound2image_calibration.json here"):
-        SounDiffPipeline.from_pretrained(saved_dir, load_audio_encoder=False, calibration=tmp_path / "cal")
+        SounDiffPipeline.from_pretrained(
+            saved_dir, device="cpu", load_audio_encoder=False, calibration=tmp_path / "cal"
+        )
 
 
 def test_readme_python_example(saved_dir, wavs, monkeypatch):

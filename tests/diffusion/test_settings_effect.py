@@ -455,13 +455,21 @@ def test_every_scheduler_name_builds_its_class_with_v_prediction(name, reference
 
 def test_from_pretrained_keywords_take_effect(saved_dir, reference, tmp_path):
     given = EmbeddingCalibration(target_norm=3.0, source="given", num_images=1)
-    pipe = SounDiffPipeline.from_pretrained(saved_dir, calibration=given)
+    pipe = SounDiffPipeline.from_pretrained(saved_dir, device="cpu", calibration=given)
     assert pipe.calibration == given  # beats the directory's stored 12.5
-    assert SounDiffPipeline.from_pretrained(saved_dir).calibration == SAVED_CALIBRATION
-    assert SounDiffPipeline.from_pretrained(saved_dir, load_audio_encoder=False).audio_encoder is None
+    assert SounDiffPipeline.from_pretrained(saved_dir, device="cpu").calibration == SAVED_CALIBRATION
+    assert (
+        SounDiffPipeline.from_pretrained(saved_dir, device="cpu", load_audio_encoder=False).audio_encoder
+        is None
+    )
     encoder = get_dummy_audio_encoder()
-    assert SounDiffPipeline.from_pretrained(saved_dir, audio_encoder=encoder).audio_encoder is encoder
-    half = SounDiffPipeline.from_pretrained(saved_dir, dtype=torch.bfloat16, load_audio_encoder=False)
+    assert (
+        SounDiffPipeline.from_pretrained(saved_dir, device="cpu", audio_encoder=encoder).audio_encoder
+        is encoder
+    )
+    half = SounDiffPipeline.from_pretrained(  # device=None: left unplaced, so bfloat16 may load on the CPU
+        saved_dir, device=None, dtype=torch.bfloat16, load_audio_encoder=False
+    )
     for part in ("unet", "vae", "text_encoder", "image_encoder"):
         assert {p.dtype for p in getattr(half.unclip, part).parameters()} == {torch.bfloat16}, part
     # unet= and audio_encoder_weights=: the given weights, exactly.
@@ -476,6 +484,7 @@ def test_from_pretrained_keywords_take_effect(saved_dir, reference, tmp_path):
     reference.save_pretrained(tmp_path / "plain-unclip")
     loaded = SounDiffPipeline.from_pretrained(
         tmp_path / "plain-unclip",
+        device="cpu",
         unet=tmp_path / "export",
         audio_encoder_weights=tmp_path / "audio.safetensors",
     )

@@ -182,7 +182,7 @@ def test_offline_without_weights_says_where_to_put_them(
     message = str(info.value)
     assert "\n" not in message
     assert str(tmp_path / "cache" / "imagebind") in message
-    assert "--weights PATH" in message and WEIGHTS_ENV in message
+    assert "pass path=PATH, or set" in message and WEIGHTS_ENV in message
 
 
 # --- download from a loopback server ----------------------------------------------------------------
@@ -319,9 +319,10 @@ def test_every_offline_variable_stops_the_imagebind_download(
     folder = tmp_path / "cache" / "imagebind"
     assert str(info.value) == (
         f"ImageBind weights not found (offline ({variable}={value}), no download): put imagebind_huge.pth "
-        f"(or {HUGE_AUDIO_NAME}) in {folder}, pass --weights PATH, or set {WEIGHTS_ENV}=PATH "
+        f"(or {HUGE_AUDIO_NAME}) in {folder}, pass path=PATH, or set {WEIGHTS_ENV}=PATH "
         f"(download: {served.url})"
     )
+    assert info.value.parameters == ("path",)
     assert served.ranges == []  # no request reached the server
     assert not folder.exists() or list(folder.iterdir()) == []
 
@@ -350,7 +351,7 @@ def test_the_offline_flag_of_embed_stops_the_download(
     folder = tmp_path / "cache" / "imagebind"
     assert capfd.readouterr().err == (
         f"error: ImageBind weights not found (offline (--offline), no download): put imagebind_huge.pth "
-        f"(or {HUGE_AUDIO_NAME}) in {folder}, pass --weights PATH, or set {WEIGHTS_ENV}=PATH "
+        f"(or {HUGE_AUDIO_NAME}) in {folder}, pass --weights=PATH, or set {WEIGHTS_ENV}=PATH "
         f"(download: {served.url})\n"
     )
     assert served.ranges == []

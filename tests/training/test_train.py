@@ -205,8 +205,8 @@ def test_export_loads_into_generation_and_changes_its_output(
     result = train(config, pipeline=soundiff)
     assert json.loads((run_dir / "sound2image_soundiff.json").read_text())["variant"] == "L"
 
-    base = SounDiffPipeline.from_pretrained(base_dir)
-    tuned = SounDiffPipeline.from_pretrained(base_dir, unet=run_dir)
+    base = SounDiffPipeline.from_pretrained(base_dir, device="cpu")
+    tuned = SounDiffPipeline.from_pretrained(base_dir, device="cpu", unet=run_dir)
     assert tuned.calibration == EmbeddingCalibration.load(run_dir)
     _assert_same_weights(unet_state(tuned.unclip.unet), unet_state(result.model))
     embeds = tuned.calibration.apply(torch.randn(1, 1024, generator=torch.Generator().manual_seed(0)))
@@ -313,7 +313,8 @@ def test_unknown_class_and_reused_output_are_refused(
             tiny_config(tmp_path / "a", manifest8, shared_cache, classes=["train station"]), pipeline=soundiff
         )
     config, _ = reference_run
-    with pytest.raises(OutputExistsError, match="--resume latest"):
+    refused = r"a training run \(pass resume='latest' to continue it, or choose a new output_dir\)"
+    with pytest.raises(OutputExistsError, match=refused):
         train(replace(config, resume=None), pipeline=soundiff)
     with pytest.raises(UsageError, match=r"cannot resume with different settings \(learning_rate\)"):
         train(replace(config, resume="latest", learning_rate=5e-4), pipeline=soundiff)

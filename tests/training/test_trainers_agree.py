@@ -88,8 +88,13 @@ def test_transformer_resume_with_changed_settings_is_refused_before_writing(tmp_
     assert _snapshot(run, files) == before  # neither rewritten nor touched
     assert [p.name for p in list_checkpoints(run)] == checkpoints
     # A new run into the old directory is refused too (as SounDiff does), still writing nothing.
-    with pytest.raises(OutputExistsError, match=r"already holds a training run \(pass --resume latest"):
+    with pytest.raises(OutputExistsError) as refused:
         train_transformer(replace(config, lr=1e-3))
+    assert str(refused.value) == (
+        f"{run}: already holds a training run "
+        "(pass resume='latest' to continue it, or choose a new output_dir)"
+    )
+    assert refused.value.parameters == ("resume", "output_dir")
     assert _snapshot(run, files) == before
     # What may change on resume (the step budget) is accepted and recorded.
     resumed = train_transformer(replace(config, resume="latest", max_steps=6))
@@ -204,8 +209,9 @@ def test_transformer_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path)
         train_transformer(config, on_step_end=_poison_at(2))
     assert str(info.value) == (
         f"{run}: the loss became nan at step 3; stopped without saving (last good checkpoint: "
-        f"{run / 'checkpoints' / 'checkpoint-2'} (--resume latest)); try a lower --lr or --mixed-precision no"
+        f"{run / 'checkpoints' / 'checkpoint-2'} (resume='latest')); try a lower lr or mixed_precision 'no'"
     )
+    assert info.value.parameters == ("resume", "lr", "mixed_precision")
     assert info.value.exit_code == 1
     assert [p.name for p in list_checkpoints(run)] == ["checkpoint-2"]  # no NaN checkpoint-3 or later
     assert not (run / "model").exists()  # no export of a diverged run
@@ -252,9 +258,10 @@ def test_soundiff_nan_loss_keeps_a_loadable_checkpoint_that_resumes_to_the_undis
         train(config, pipeline=copy.deepcopy(_base_soundiff), on_step_end=poison)
     assert str(info.value) == (
         f"{run}: the loss became nan at step 3; stopped without saving (last good checkpoint: "
-        f"{run / 'checkpoints' / 'checkpoint-2'} (--resume latest)); "
-        "try a lower --learning-rate or --mixed-precision bf16/no"
+        f"{run / 'checkpoints' / 'checkpoint-2'} (resume='latest')); "
+        "try a lower learning_rate or mixed_precision 'bf16' or 'no'"
     )
+    assert info.value.parameters == ("resume", "learning_rate", "mixed_precision")
     assert [p.name for p in list_checkpoints(run)] == ["checkpoint-2"]
     kept = load_file(str(run / "checkpoints" / "checkpoint-2" / "model.safetensors"))
     assert len(kept) > 0 and _finite(kept)

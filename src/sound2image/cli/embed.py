@@ -45,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", "-o", dest="out", required=True, help="output .safetensors file")
     parser.add_argument(
-        "--weights", default=None, metavar="PATH", help="imagebind_huge.pth or audio .safetensors"
+        "--weights",
+        dest="path",  # the encoder's parameter, so that its errors name this flag
+        default=None,
+        metavar="PATH",
+        help="imagebind_huge.pth or audio .safetensors",
     )
     parser.add_argument(
         "--batch-size", dest="batch_size", type=int, default=8, help="files per batch (default 8)"
@@ -154,7 +158,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
     dtype = resolve_dtype(args.dtype)
     device = torch.device(pick_device(args.device))
-    encoder = ImageBindAudioEncoder.from_pretrained(args.weights, local_files_only=args.offline)
+    encoder = ImageBindAudioEncoder.from_pretrained(args.path, local_files_only=args.offline)
     encoder.to(device=device, dtype=dtype).eval()
     config = encoder.sampling_config(
         args.clips_per_file, "cover" if args.clips_per_file else None, channel=args.channel

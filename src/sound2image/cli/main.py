@@ -24,6 +24,12 @@ COMMAND_GROUPS = ("audio", "data", "embed", "generate", "train")
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
+#: Library parameters that a command's option sets under another name: parameter -> that option's dest
+#: (``generate --imagebind-weights`` is ``from_pretrained(audio_encoder_weights=...)``, ``train soundiff
+#: --model`` is the base pipeline's ``model``). Used only where the command has no option of the
+#: parameter's own name.
+PARAMETER_DESTS = {"audio_encoder_weights": "imagebind_weights", "model": "base_model"}
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse exits with 2 on usage errors, which matches our convention; keep its message short."""
@@ -92,7 +98,7 @@ def flag_names(
     """
     options = _options(_invoked_parser(parser, args))
     for parameter in parameters:
-        action = options.get(parameter)
+        action = options.get(parameter) or options.get(PARAMETER_DESTS.get(parameter, ""))
         if action is None:
             continue
         flag = max(action.option_strings, key=len)  # the long spelling

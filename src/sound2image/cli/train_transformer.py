@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--data", required=True, help="dataset folder or manifest (see `sound2image data check`)"
     )
-    parser.add_argument("--out", "--output", "-o", required=True, dest="out", help="run directory")
+    parser.add_argument("--out", "--output", "-o", required=True, dest="output_dir", help="run directory")
     parser.add_argument(
         "--preset", choices=("paper", "av-digits"), default="paper", help="starting configuration"
     )
@@ -138,7 +138,7 @@ def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (import
     from sound2image.training.reranker import RerankerTrainConfig
     from sound2image.training.transformer import preset
 
-    config = preset(args.preset, args.data, args.out)
+    config = preset(args.preset, args.data, args.output_dir)
     features = dataclasses.replace(
         config.features, **{f: getattr(args, a) for a, f in _FEATURES.items() if getattr(args, a) is not None}
     )

@@ -29,9 +29,11 @@ TRAINING_CONFIG = "sound2image_soundiff.json"  # a fine-tuning export (unet/ + c
 MODEL_INDEX = "model_index.json"  # any diffusers pipeline directory
 
 _HOW_TO_SUPPLY = (
-    "download it once with network access (it is cached under HF_HOME), pass --model DIR with a local "
+    "download it once with network access (it is cached under HF_HOME), pass model=DIR with a local "
     f"diffusers copy, or set {UNCLIP_ENV}=DIR"
 )
+#: The parameters ``_HOW_TO_SUPPLY`` names.
+_SUPPLY_PARAMETERS = ("model",)
 
 
 @dataclass(frozen=True)
@@ -86,10 +88,13 @@ def resolve_pipeline_source(model: str | None = None, revision: str | None = Non
     if _looks_like_path(name):
         path = Path(name).expanduser()
         if not path.is_dir():
-            raise WeightsError(f"{path}: pipeline directory not found; {_HOW_TO_SUPPLY}")
+            raise WeightsError(
+                f"{path}: pipeline directory not found; {_HOW_TO_SUPPLY}", parameters=_SUPPLY_PARAMETERS
+            )
         if not (path / MODEL_INDEX).is_file():
             raise WeightsError(
-                f"{path}: not a diffusers pipeline directory (no {MODEL_INDEX}); {_HOW_TO_SUPPLY}"
+                f"{path}: not a diffusers pipeline directory (no {MODEL_INDEX}); {_HOW_TO_SUPPLY}",
+                parameters=_SUPPLY_PARAMETERS,
             )
         return ModelSource(name=str(path.resolve()), path=path.resolve())
     _check_hub_id(name, revision, MODEL_INDEX, what="unCLIP pipeline")
@@ -137,7 +142,8 @@ def _check_hub_id(repo_id: str, revision: str | None, filename: str, what: str) 
     if not isinstance(cached, str):
         raise WeightsError(
             f"{repo_id}: {what} weights are not in the Hugging Face cache ({hub_cache_dir()}) and "
-            f"downloads are off ({reason}); {_HOW_TO_SUPPLY}"
+            f"downloads are off ({reason}); {_HOW_TO_SUPPLY}",
+            parameters=_SUPPLY_PARAMETERS,
         )
 
 
@@ -165,10 +171,14 @@ def weights_error(source: ModelSource, what: str, error: BaseException) -> Weigh
     if source.path is None and _hub_unreachable(error):
         return WeightsError(
             f"{source.name}: {what} weights are not in the Hugging Face cache ({hub_cache_dir()}) and "
-            f"the Hub cannot be reached; {_HOW_TO_SUPPLY}"
+            f"the Hub cannot be reached; {_HOW_TO_SUPPLY}",
+            parameters=_SUPPLY_PARAMETERS,
         )
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return WeightsError(f"{source.name}: could not load the {what} ({detail}); {_HOW_TO_SUPPLY}")
+    return WeightsError(
+        f"{source.name}: could not load the {what} ({detail}); {_HOW_TO_SUPPLY}",
+        parameters=_SUPPLY_PARAMETERS,
+    )
 
 
 def hub_kwargs() -> dict[str, object]:

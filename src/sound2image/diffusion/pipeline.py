@@ -44,6 +44,7 @@ from sound2image.diffusion.record import (
 )
 from sound2image.errors import Sound2ImageError, UsageError, WeightsError
 from sound2image.hub import held_library_logs
+from sound2image.seeds import candidate_seed
 from sound2image.validation import check_finite_values, check_int, check_number, check_positive_int
 
 AUDIO_ENCODER_FOLDER = "audio_encoder"
@@ -404,8 +405,6 @@ class SounDiffPipeline:
         so it is exactly the single image of that seed) and keep the one closest to the conditioning."""
         from PIL import Image
 
-        from sound2image.transformer.reranker import candidate_seed
-
         if settings["seed"] is None or settings["num_images_per_prompt"] != 1 or conditioning.shape[0] != 1:
             raise UsageError(
                 "candidates > 1 needs a seed (each draw's seed derives from it) and one image per call "
@@ -556,13 +555,13 @@ class SounDiffPipeline:
         unet: str | os.PathLike[str] | None = None,
         audio_encoder: Any = None,
         calibration: EmbeddingCalibration | str | os.PathLike[str] | None = None,
-        dtype: torch.dtype | str | None = None,
+        dtype: torch.dtype | str | None = "auto",
         variant: str | None = None,
         revision: str | None = None,
         unet_revision: str | None = None,
         load_audio_encoder: bool = True,
         audio_encoder_weights: str | os.PathLike[str] | None = None,
-        device: str | torch.device | None = None,
+        device: str | torch.device | None = "auto",
         cpu_offload: bool = False,
         attention_slicing: bool = False,
         vae_tiling: bool = False,
@@ -580,9 +579,9 @@ class SounDiffPipeline:
             audio_encoder (`ImageBindAudioEncoder`, *optional*): use this encoder instead of loading one.
             calibration (`EmbeddingCalibration`, or a path to a ``sound2image_calibration.json`` file or its
                 folder, *optional*): overrides every stored calibration.
-            dtype (`torch.dtype` or `str`, *optional*): weights dtype of the generator: "auto" (float16 on
-                CUDA, else float32), "fp32"/"float32", "fp16"/"float16", "bf16"/"bfloat16" or a
-                ``torch.dtype``; None (the default) keeps float32 (or "auto" when ``device`` is given).
+            dtype (`torch.dtype` or `str`, *optional*, defaults to "auto"): weights dtype of the generator:
+                "auto" (float16 on CUDA, else float32), "fp32"/"float32", "fp16"/"float16", "bf16"/"bfloat16"
+                or a ``torch.dtype``; None keeps the weights' own dtype (or "auto" when ``device`` is given).
             variant (`str`, *optional*): diffusers weight variant (e.g. "fp16").
             revision (`str`, *optional*): hub revision of ``model``.
             unet_revision (`str`, *optional*): hub revision of ``unet``.
@@ -591,8 +590,9 @@ class SounDiffPipeline:
             audio_encoder_weights (`str` or path, *optional*): ImageBind weights file (``imagebind_huge.pth``
                 or its audio-only ``.safetensors``) when ``model`` holds no saved audio encoder; default: the
                 encoder's own lookup (``$SOUND2IMAGE_IMAGEBIND_WEIGHTS``, its cache, a download).
-            device (`str` or `torch.device`, *optional*): where to run: "auto" (CUDA, else MPS, else CPU),
-                "cpu", "cuda", "cuda:1", "mps"; None (the default) leaves the weights on the CPU as loaded.
+            device (`str` or `torch.device`, *optional*, defaults to "auto"): where to run: "auto" (CUDA,
+                else MPS, else CPU), "cpu", "cuda", "cuda:1", "mps"; None leaves the weights on the CPU as
+                loaded (the caller places them, as the trainer does through accelerate).
             cpu_offload (`bool`, *optional*, defaults to False): keep idle models in CPU memory (CUDA only).
             attention_slicing (`bool`, *optional*, defaults to False): compute attention in slices.
             vae_tiling (`bool`, *optional*, defaults to False): decode the image in tiles.
@@ -876,7 +876,7 @@ def load_saved_audio_encoder(directory: Path) -> Any:
 
 
 def _check_imagebind_available(path: str | os.PathLike[str] | None) -> None:
-    """Offline with no ImageBind weights anywhere: say so in our own terms (options of `generate`)."""
+    """Offline with no ImageBind weights anywhere: say so in our own terms (``from_pretrained``'s)."""
     from sound2image.encoders import weights
 
     if path is not None or os.environ.get(weights.WEIGHTS_ENV):
@@ -887,8 +887,9 @@ def _check_imagebind_available(path: str | os.PathLike[str] | None) -> None:
     if weights.is_offline(is_offline()):
         raise WeightsError(
             f"{DEFAULT_AUDIO_ENCODER}: ImageBind audio weights are not in {folder} and downloads are off; "
-            f"put {weights.HUGE_CHECKPOINT_NAME} there, pass --imagebind-weights FILE, or set "
-            f"{weights.WEIGHTS_ENV}=FILE (one download of 4.5 GB: {weights.IMAGEBIND_HUGE_URL})"
+            f"put {weights.HUGE_CHECKPOINT_NAME} there, pass audio_encoder_weights=FILE, or set "
+            f"{weights.WEIGHTS_ENV}=FILE (one download of 4.5 GB: {weights.IMAGEBIND_HUGE_URL})",
+            parameters=["audio_encoder_weights"],
         )
 
 

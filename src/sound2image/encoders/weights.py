@@ -2,7 +2,7 @@
 
 Resolution order (:func:`resolve_weights`):
 
-1. an explicit path (``--weights PATH`` / ``from_pretrained(path)``): a ``.pth``/``.pt`` checkpoint or a
+1. an explicit path (``from_pretrained(path)``; ``embed --weights PATH``): a ``.pth``/``.pt`` checkpoint or a
    ``.safetensors`` file;
 2. the ``SOUND2IMAGE_IMAGEBIND_WEIGHTS`` environment variable (same kinds of file);
 3. the cache folder ``<cache>/imagebind/`` where ``<cache>`` is ``$SOUND2IMAGE_CACHE``, else
@@ -80,7 +80,7 @@ def is_offline(local_files_only: bool = False) -> bool:
 def _missing_weights_message(folder: Path, reason: str) -> str:
     return (
         f"ImageBind weights not found ({reason}): put {HUGE_CHECKPOINT_NAME} (or {HUGE_AUDIO_NAME}) in "
-        f"{folder}, pass --weights PATH, or set {WEIGHTS_ENV}=PATH (download: {IMAGEBIND_HUGE_URL})"
+        f"{folder}, pass path=PATH, or set {WEIGHTS_ENV}=PATH (download: {IMAGEBIND_HUGE_URL})"
     )
 
 
@@ -121,7 +121,9 @@ def resolve_weights(
             return folder / name
     reason = hub.offline_reason(local_files_only)
     if reason is not None:
-        raise WeightsError(_missing_weights_message(folder, f"offline ({reason}), no download"))
+        raise WeightsError(
+            _missing_weights_message(folder, f"offline ({reason}), no download"), parameters=["path"]
+        )
     return download(url or IMAGEBIND_HUGE_URL, folder / HUGE_CHECKPOINT_NAME, progress=progress)
 
 

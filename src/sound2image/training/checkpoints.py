@@ -11,7 +11,7 @@ here so that they cannot drift apart:
   settings that differ from the saved ones (naming each), *before* anything is written;
 * :func:`check_finite` - a NaN/Inf loss or gradient norm stops the run with
   :class:`TrainingDivergedError` before the optimizer step, so no checkpoint holds bad weights and the
-  last good one stays what ``--resume latest`` continues from;
+  last good one stays what ``resume='latest'`` continues from;
 * :func:`announce_processes` - the one line saying how many processes train and at which batch sizes,
   and a check that the launcher started the processes it was asked for.
 """
@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -178,7 +178,8 @@ def check_run_dir(
     if not resume and (list_checkpoints(run_dir) or config_file.exists()):
         raise OutputExistsError(
             f"{run_dir}: already holds a training run "
-            "(pass --resume latest to continue it, or choose a new --output)"
+            "(pass resume='latest' to continue it, or choose a new output_dir)",
+            parameters=["resume", "output_dir"],
         )
     if resume and config_file.exists():
         changed = changed_settings(load_previous(config_file), current, resumable)
@@ -201,25 +202,33 @@ class TrainingDivergedError(Sound2ImageError):
 
 
 def divergence_error(
-    run_dir: str | os.PathLike[str], step: int, what: str, hint: str
+    run_dir: str | os.PathLike[str], step: int, what: str, hint: str, hint_parameters: Sequence[str] = ()
 ) -> TrainingDivergedError:
     """The one-line error for a run that diverged at update ``step`` (1-based), naming the last good
-    checkpoint (or saying that none was written)."""
+    checkpoint (or saying that none was written); ``hint_parameters`` are the parameters ``hint`` names."""
     last = latest_checkpoint(run_dir)
-    where = f"last good checkpoint: {last} (--resume latest)" if last else "no checkpoint was written"
+    where = f"last good checkpoint: {last} (resume='latest')" if last else "no checkpoint was written"
     return TrainingDivergedError(
-        f"{run_dir}: {what} at step {step}; stopped without saving ({where}); {hint}"
+        f"{run_dir}: {what} at step {step}; stopped without saving ({where}); {hint}",
+        parameters=[*(["resume"] if last else []), *hint_parameters],
     )
 
 
-def check_finite(value: float, what: str, run_dir: str | os.PathLike[str], step: int, hint: str) -> None:
+def check_finite(
+    value: float,
+    what: str,
+    run_dir: str | os.PathLike[str],
+    step: int,
+    hint: str,
+    hint_parameters: Sequence[str] = (),
+) -> None:
     """Raise :func:`divergence_error` when ``value`` (a loss or a gradient norm) is NaN or infinite.
 
     Call it before the optimizer step of update ``step`` (1-based): the weights then never take a
     non-finite update and no later checkpoint is written.
     """
     if not math.isfinite(value):
-        raise divergence_error(run_dir, step, f"the {what} became {value}", hint)
+        raise divergence_error(run_dir, step, f"the {what} became {value}", hint, hint_parameters)
 
 
 # --- processes and batch sizes ----------------------------------------------------------------------------

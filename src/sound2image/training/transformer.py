@@ -85,7 +85,8 @@ RESUMABLE_CHANGES = {
     "progress",
     "device",
 }
-_DIVERGED_HINT = "try a lower --lr or --mixed-precision no"
+_DIVERGED_HINT = "try a lower lr or mixed_precision 'no'"
+_DIVERGED_PARAMETERS = ("lr", "mixed_precision")
 
 
 @dataclass
@@ -488,13 +489,13 @@ def _train(config: TransformerTrainConfig, on_step_end: StepHook | None) -> Trai
             _, loss = model(features, model.decoder_inputs(pixels), pixels)
         loss_value = loss.item()
         # NaN/Inf guard (as SounDiff's): stop before the update, so no checkpoint holds bad weights.
-        check_finite(loss_value, "loss", out, step + 1, _DIVERGED_HINT)
+        check_finite(loss_value, "loss", out, step + 1, _DIVERGED_HINT, _DIVERGED_PARAMETERS)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         if not scaler.is_enabled():  # fp16's scaler skips overflowing steps by design
-            check_finite(float(norm), "gradient norm", out, step + 1, _DIVERGED_HINT)
+            check_finite(float(norm), "gradient norm", out, step + 1, _DIVERGED_HINT, _DIVERGED_PARAMETERS)
         scaler.step(optimizer)
         scaler.update()
         step += 1

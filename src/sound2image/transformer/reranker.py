@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +32,7 @@ from sound2image.persistence import (
     read_model_config,
     save_model_dir,
 )
+from sound2image.seeds import candidate_seed  # re-exported: it lived here before sound2image.seeds
 from sound2image.transformer.model import ImageTransformer
 from sound2image.transformer.sampling import SamplingConfig, generate
 from sound2image.validation import check_int
@@ -163,16 +163,6 @@ class AudioImageScorer(nn.Module):
 def read_scorer_record(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """A saved scorer's ``config.json`` (shape, training settings and history), without its weights."""
     return read_model_config(directory, FORMAT, WHAT)
-
-
-def candidate_seed(seed: int, index: int) -> int:
-    """The seed of candidate ``index`` for an image seeded ``seed``: the seed itself for candidate 0
-    (so best-of-1 is plain sampling), else a hash of both that no other (seed, index) shares in
-    practice (``seed + index`` would make seed 1's first candidate seed 0's second)."""
-    if index == 0:
-        return seed
-    state = np.random.SeedSequence([seed % 2**63, index]).generate_state(2, np.uint32)
-    return int(state[0]) << 31 | int(state[1]) >> 1
 
 
 @dataclass

@@ -122,11 +122,11 @@ class SounDiffTrainConfig:
         }
         for name, value in positive.items():
             if value is not None and value < 1:
-                raise UsageError(f"{name} must be at least 1, got {value}")
+                raise UsageError(f"{name} must be at least 1, got {value}", parameters=[name])
         if not self.data:
-            raise UsageError("no training data given (--data ROOT_OR_MANIFEST)")
+            raise UsageError("no training data given (pass data=ROOT_OR_MANIFEST)", parameters=["data"])
         if not self.output_dir:
-            raise UsageError("no output directory given (--output DIR)")
+            raise UsageError("no output directory given (pass output_dir=DIR)", parameters=["output_dir"])
         if self.resolution % 8:
             raise UsageError(f"resolution must be a multiple of 8, got {self.resolution}")
         if self.max_steps is not None and self.max_steps < 1:

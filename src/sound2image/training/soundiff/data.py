@@ -191,7 +191,7 @@ def validation_inputs(
     if not paths:
         if cache.rank == 0:
             print(
-                "warning: no validation images (the validation split is empty and no --validation-audios)",
+                "warning: no validation images (the validation split and validation_audios are empty)",
                 file=sys.stderr,
             )
         return None, []

@@ -33,7 +33,9 @@ def prepare_unet(config: SounDiffTrainConfig, unet: torch.nn.Module) -> list[tor
         try:
             from peft import LoraConfig
         except ImportError as error:
-            raise MissingExtraError("--lora-rank needs peft: pip install 'sound2image[lora]'") from error
+            raise MissingExtraError(
+                "lora_rank > 0 needs peft: pip install 'sound2image[lora]'", parameters=["lora_rank"]
+            ) from error
         unet.requires_grad_(False)
         # Attention projections (as diffusers' LoRA scripts) plus the class-embedding projection, the
         # layers through which the audio embedding enters the U-Net.
@@ -64,7 +66,8 @@ def make_optimizer(config: SounDiffTrainConfig, params: list[torch.nn.Parameter]
             import bitsandbytes as bnb
         except ImportError as error:
             raise MissingExtraError(
-                "--use-8bit-adam needs bitsandbytes: pip install 'sound2image[bnb]'"
+                "use_8bit_adam=True needs bitsandbytes: pip install 'sound2image[bnb]'",
+                parameters=["use_8bit_adam"],
             ) from error
         return bnb.optim.AdamW8bit(params, **kwargs)
     return torch.optim.AdamW(params, **kwargs)
@@ -85,10 +88,12 @@ def make_accelerator(config: SounDiffTrainConfig, run_dir: Path) -> Any:
 
 
 def load_base_pipeline(config: SounDiffTrainConfig) -> Any:
-    """The base ``SounDiffPipeline`` (unCLIP + audio encoder + any stored calibration)."""
+    """The base ``SounDiffPipeline`` (unCLIP + audio encoder + any stored calibration), in float32 on the
+    CPU: training keeps float32 master weights (``mixed_precision`` autocasts) and :func:`setup_run`
+    moves the models to the accelerator's device itself."""
     from sound2image.diffusion import SounDiffPipeline
 
-    return SounDiffPipeline.from_pretrained(config.base_model)
+    return SounDiffPipeline.from_pretrained(config.base_model, device="cpu", dtype="float32")
 
 
 @dataclass

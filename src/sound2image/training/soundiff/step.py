@@ -62,7 +62,7 @@ def train_step(run: Run, step: int) -> float:
                 run.unet, mean, std, embeds, run.prompt_embeds, run.empty_prompt_embeds, draw
             )
             loss = accelerator.gather(out.loss.detach()[None]).mean().item()  # every process sees every loss
-            check_finite(loss, "loss", run.run_dir, step + 1, _DIVERGED_HINT)
+            check_finite(loss, "loss", run.run_dir, step + 1, _DIVERGED_HINT, _DIVERGED_PARAMETERS)
             accelerator.backward(out.loss)
             if accelerator.sync_gradients:
                 _clip_and_check(run, step)
@@ -84,7 +84,10 @@ def _clip_and_check(run: Run, step: int) -> None:
     max_norm = run.config.max_grad_norm if run.config.max_grad_norm > 0 else math.inf
     norm = run.accelerator.clip_grad_norm_(run.params, max_norm)  # accelerate unscales first
     if run.config.mixed_precision != "fp16" and norm is not None:
-        check_finite(float(norm), "gradient norm", run.run_dir, step + 1, _DIVERGED_HINT)
+        check_finite(
+            float(norm), "gradient norm", run.run_dir, step + 1, _DIVERGED_HINT, _DIVERGED_PARAMETERS
+        )
 
 
-_DIVERGED_HINT = "try a lower --learning-rate or --mixed-precision bf16/no"
+_DIVERGED_HINT = "try a lower learning_rate or mixed_precision 'bf16' or 'no'"
+_DIVERGED_PARAMETERS = ("learning_rate", "mixed_precision")
