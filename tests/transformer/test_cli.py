@@ -318,3 +318,19 @@ def test_a_png_holds_its_library_record_and_regenerates_bit_identical(trained, t
     assert regen_meta.pop("regenerated_from") == png.name and regen_meta == meta
     assert main(["generate", "--from-metadata", str(png), "--unet", "x", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_regenerate_refuses_a_sound_that_changed_since(trained, tmp_path) -> None:
+    import shutil
+
+    from sound2image.errors import UsageError
+    from sound2image.transformer.runner import regenerate
+
+    sound = tmp_path / "tone0.wav"
+    shutil.copy(trained / "tone0.wav", sound)
+    out = tmp_path / "out"
+    model = f"transformer:{trained / 'run' / 'model'}"
+    assert main(["generate", str(sound), "--model", model, "--out", str(out), "--seed", "1"]) == 0
+    shutil.copy(trained / "tone1.wav", sound)
+    with pytest.raises(UsageError, match="changed since the image was made"):
+        regenerate(out / "tone0_seed1.png")

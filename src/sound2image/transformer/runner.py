@@ -220,7 +220,10 @@ def iter_images(
     check_int("candidates", candidates, minimum=1)
     check_int("batch_size", batch_size, minimum=1)
     if candidates > 1 and scorer is None:
-        raise UsageError(f"candidates={candidates} needs a scorer (an AudioImageScorer)")
+        raise UsageError(
+            f"candidates={candidates} needs a scorer (an AudioImageScorer)",
+            parameters=["candidates", "scorer"],
+        )
     saved = model.saved_metadata
     config = features if features is not None else feature_config(model)
     entry = {
@@ -294,11 +297,11 @@ def regenerate(
         record = TransformerRecord.from_png(record)
     directory = model if model is not None else record.model.get("path")
     if not directory:
-        raise UsageError("the record names no model directory; pass model=DIR")
+        raise UsageError("the record names no model directory; pass model=DIR", parameters=["model"])
     if audio is None:
         entry = record.audio[0] if record.audio else {}
         if not entry.get("path"):
-            raise UsageError("the record names no audio file; pass audio=")
+            raise UsageError("the record names no audio file; pass audio=", parameters=["audio"])
         audio = entry["path"]
         if entry.get("sha256") and file_sha256(audio) != entry["sha256"]:
             raise UsageError(f"{audio}: the audio file changed since the image was made (SHA-256 differs)")
