@@ -213,6 +213,8 @@ def iter_images(
 
     Raises:
         UsageError: ``candidates`` below 1, or above 1 without a scorer; ``batch_size`` below 1.
+        AudioError: a sound given as a path cannot be decoded (all sounds are prepared before the first
+            batch; prepare them with :func:`prepare_audio` to skip a bad one and go on).
     """
     from sound2image.transformer.reranker import generate_best_of
     from sound2image.validation import check_int
