@@ -1,8 +1,7 @@
 """`sound2image generate --model transformer:DIR AUDIO...`: the Image Transformer path of `generate`.
 
-The common options (inputs, ``--out``, ``--seed``, ``--num-images``, ``--overwrite``, ``--device``,
-``--guidance-scale``, ``--batch-size``) belong to ``cli/generate.py``; this module adds the sampling
-options and runs the generation. Every image is reproducible from its own seed alone: each row of a
+The options (the common ones and this path's sampling options) are defined in ``cli/options.py``;
+this module runs the generation. Every image is reproducible from its own seed alone: each row of a
 batch draws from its own generator, so batching does not change the pixels.
 """
 
@@ -13,49 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sound2image.cli.options import TRANSFORMER_INT_FLAGS, TRANSFORMER_NUMBER_FLAGS
 from sound2image.errors import Sound2ImageError, UsageError
 from sound2image.validation import check_flags
 
 PREFIX = "transformer:"
-
-#: The numeric flags this path reads and their bounds (SamplingConfig checks the same fields again,
-#: naming them; here they are refused before the model loads, naming the flag).
-NUMBER_FLAGS: dict[str, dict[str, Any]] = {
-    "--temperature": {"minimum": 0.0},
-    "--top-p": {"minimum": 0.0, "maximum": 1.0, "min_inclusive": False},
-    "--guidance-scale": {"minimum": 0.0},
-}
-INT_FLAGS: dict[str, dict[str, Any]] = {"--top-k": {"minimum": 1}}
-
-
-def add_transformer_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the Image Transformer's sampling options to the `generate` parser."""
-    group = parser.add_argument_group("Image Transformer (--model transformer:DIR)")
-    group.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        help="softmax temperature; 0 = greedy (default: the model's)",
-    )
-    group.add_argument(
-        "--top-k", dest="top_k", type=int, default=None, help="sample among the k likeliest pixels"
-    )
-    group.add_argument("--top-p", dest="top_p", type=float, default=None, help="nucleus sampling mass, 0..1")
-    group.add_argument(
-        "--candidates",
-        type=int,
-        default=1,
-        metavar="N",
-        help="draw N images per sound and keep the one the model's audio-image scorer ranks first "
-        "(needs DIR/reranker; N times the sampling time)",
-    )
-    group.add_argument(
-        "--upscale",
-        type=int,
-        default=0,
-        metavar="N",
-        help="also write an N-times larger view (nearest pixels)",
-    )
 
 
 def _check_args(args: argparse.Namespace) -> Path:
@@ -67,7 +28,8 @@ def _check_args(args: argparse.Namespace) -> Path:
         raise UsageError("no audio given; pass audio files or folders")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    check_flags(args, NUMBER_FLAGS, INT_FLAGS)  # finite and in range, before the model loads
+    # Finite and in range, before the model loads.
+    check_flags(args, TRANSFORMER_NUMBER_FLAGS, TRANSFORMER_INT_FLAGS)
     if args.upscale < 0 or args.upscale > 64:
         raise UsageError(f"--upscale must be between 0 and 64, got {args.upscale}")
     if args.candidates < 1:
