@@ -226,18 +226,37 @@ def test_missing_weights_error_through_the_cli(wavs, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_transformer_model_dispatches_to_the_transformer_path(monkeypatch, tmp_path):
-    seen = {}
+def test_transformer_model_dispatches_to_the_transformer_path(tmp_path, capsys):
+    """``--model transformer:DIR`` runs the Image Transformer: driven through the entry point only, it
+    writes the tiny model's image (its size, not SounDiff's) whose record names the transformer."""
+    from tests.transformer.test_training import FEATURES
+    from tests.transformer.tiny import tiny_model
 
-    def fake_run(args):
-        seen.update(vars(args))
-        return 0
-
-    monkeypatch.setattr("sound2image.cli.generate_transformer.run_transformer", fake_run)
-    assert (
-        main(["generate", "a.wav", "--model", "transformer:runs/t", "--seed", "3", "-o", str(tmp_path)]) == 0
-    )
-    assert seen["model"] == "transformer:runs/t" and seen["seed"] == [3] and seen["inputs"] == ["a.wav"]
+    missing = tmp_path / "no-model"
+    assert main(["generate", "a.wav", "--model", f"transformer:{missing}", "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {missing}: no such model directory (expected --model transformer:DIR)"
+    model = tiny_model(seed=5, audio_sections=8, audio_bins=64)
+    model.save_pretrained(tmp_path / "model", {"features": FEATURES.to_dict(), "classes": ["0"]})
+    wav = tmp_path / "tone.wav"
+    t = np.arange(int(0.2 * FEATURES.sample_rate)) / FEATURES.sample_rate
+    sf.write(wav, 0.5 * np.sin(2 * np.pi * 900 * t), FEATURES.sample_rate)
+    out = tmp_path / "out"
+    args = [
+        "generate",
+        str(wav),
+        "--model",
+        f"transformer:{tmp_path / 'model'}",
+        "--seed",
+        "3",
+        "-o",
+        str(out),
+    ]
+    assert main(args) == 0
+    png = out / "tone_seed3.png"
+    assert Image.open(png).size == (8, 8)  # the tiny model's image_size
+    meta = read_png_metadata(png)
+    assert meta["model"]["type"] == "image-transformer" and meta["seed"] == 3
 
 
 def test_usage_errors_exit_2(saved_dir, wavs, tmp_path, capsys):
