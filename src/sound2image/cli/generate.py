@@ -149,7 +149,9 @@ def generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.storyboard:  # names are known now: refuse before any work rather than half-way
         _check_free(out, [f"{job.name}_seed{s}" for job in plan.jobs for s in seeds], args)
-    reference = _load_reference(args.image)
+    from sound2image.diffusion.record import load_reference_image
+
+    reference = None if not args.image else load_reference_image(args.image, args.image_weight)
     calibration = _calibration(args)
     plan = drop_unreadable(plan, args.max_duration)
     tally = begin(plan)
@@ -158,8 +160,7 @@ def generate(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, pipe)
     image = {}  # the reference image: embedded once, recorded with every image
     if reference:
-        entry = {**reference[0], "weight": args.image_weight}
-        image = {"image": pipe.encode_image(reference[1]), "image_record": entry}
+        image = {"image": pipe.encode_image(reference[0]), "image_record": reference[1]}
 
     bar = progress_bar(len(plan.jobs) * len(seeds))
     for job in plan.jobs:
@@ -183,16 +184,6 @@ def _calibration(args: argparse.Namespace) -> Any:
     if args.embedding_norm is not None:
         return EmbeddingCalibration(target_norm=args.embedding_norm, source="--embedding-norm override")
     return load_calibration(args.calibration)
-
-
-def _load_reference(image: str | None) -> tuple[dict[str, Any], Any] | None:
-    if not image:
-        return None
-    from sound2image.data import load_image
-    from sound2image.outputs import file_sha256
-
-    picture = load_image(image)
-    return {"file": Path(image).name, "path": str(image), "sha256": file_sha256(image)}, picture
 
 
 def _load_clip(path: Path, args: argparse.Namespace) -> Any:

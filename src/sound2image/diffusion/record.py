@@ -184,14 +184,32 @@ class GenerationRecord:
         return cls.from_metadata(read_png_metadata(path), str(path))
 
 
+def describe_file(path: str | os.PathLike[str], weight: float | None = None) -> dict[str, Any]:
+    """The record entry of an input file: its name, path, SHA-256 and weight."""
+    from sound2image.outputs import file_sha256
+
+    path = Path(path)
+    return {"file": path.name, "path": str(path), "sha256": file_sha256(path), "weight": weight}
+
+
+def load_reference_image(path: str | os.PathLike[str], weight: float = 0.5) -> tuple[Any, dict[str, Any]]:
+    """A reference image file and its record entry (:func:`describe_file` with ``weight``), for the
+    ``image`` and ``image_record`` of :func:`~sound2image.diffusion.iter_images`.
+
+    Raises:
+        ImageError: the file is missing or not a readable image.
+    """
+    from sound2image.data import load_image
+
+    picture = load_image(path)
+    return picture, describe_file(path, weight)
+
+
 def describe_audio(item: Any, weight: float | None = None) -> dict[str, Any]:
     """The record entry of one audio input: file name, path and SHA-256 for a file path; name, duration
     and length action for a decoded clip; only the weight for raw samples or bytes."""
-    from sound2image.outputs import file_sha256
-
     if isinstance(item, (str, os.PathLike)):
-        path = Path(item)
-        return {"file": path.name, "path": str(path), "sha256": file_sha256(path), "weight": weight}
+        return describe_file(item, weight)
     if hasattr(item, "sample_rate") and hasattr(item, "duration"):  # an AudioClip
         duration = round(float(item.duration), 6)
         return {
