@@ -18,6 +18,7 @@ from sound2image.cli.jobs import Job, audio_record, pick_device
 from sound2image.cli.options import (
     SOUNDIFF_ONLY,
     TRANSFORMER_ONLY,
+    TRANSFORMER_PREFIX,
     check_job_weights,
     check_settings,
     generate_parser,
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Dispatch: transformer path, regeneration, calibration, or SounDiff generation."""
-    if args.model and args.model.startswith("transformer:"):
+    if args.model and args.model.startswith(TRANSFORMER_PREFIX):
         from sound2image.cli.generate_transformer import run_transformer
 
         refuse_other_path_options(args, SOUNDIFF_ONLY, "SounDiff", "the Image Transformer")

@@ -12,35 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sound2image.cli.options import TRANSFORMER_INT_FLAGS, TRANSFORMER_NUMBER_FLAGS
+from sound2image.cli.options import check_transformer_args
 from sound2image.errors import Sound2ImageError, UsageError
-from sound2image.validation import check_flags
-
-PREFIX = "transformer:"
-
-
-def _check_args(args: argparse.Namespace) -> Path:
-    """The model directory; UsageError for options this path does not support."""
-    directory = Path(args.model[len(PREFIX) :])
-    if not str(directory) or not directory.is_dir():
-        raise UsageError(f"{directory}: no such model directory (expected --model transformer:DIR)")
-    if not args.inputs:
-        raise UsageError("no audio given; pass audio files or folders")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    # Finite and in range, before the model loads.
-    check_flags(args, TRANSFORMER_NUMBER_FLAGS, TRANSFORMER_INT_FLAGS)
-    if args.upscale < 0 or args.upscale > 64:
-        raise UsageError(f"--upscale must be between 0 and 64, got {args.upscale}")
-    if args.candidates < 1:
-        raise UsageError(f"--candidates must be at least 1, got {args.candidates}")
-    # "reranker" is transformer.reranker.RERANKER_DIR, spelled out: this module must not import torch.
-    if args.candidates > 1 and not (directory / "reranker" / "config.json").is_file():
-        raise UsageError(
-            f"--candidates {args.candidates}: {directory} has no reranker/ scorer "
-            "(train with --preset av-digits or --reranker-epochs N)"
-        )
-    return directory
 
 
 def run_transformer(args: argparse.Namespace) -> int:
@@ -53,7 +26,7 @@ def run_transformer(args: argparse.Namespace) -> int:
     from sound2image.transformer.runner import feature_config, iter_images, prepare_audio, sampling_config
 
     # 1. Check inputs and refuse existing outputs before any work.
-    directory = _check_args(args)
+    directory = check_transformer_args(args)
     plan, seeds = start(args.inputs, None, False, args.seed, args.num_images)
     out = Path(args.out)
     views = [f"_x{args.upscale}.png"] if args.upscale > 1 else []

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sound2image.audio.channels import parse_channel
 from sound2image.cli.jobs import Plan
 from sound2image.devices import DTYPES
 from sound2image.errors import UsageError
+from sound2image.validation import check_flags, check_number
+
+#: ``--model transformer:DIR`` selects the Image Transformer path.
+TRANSFORMER_PREFIX = "transformer:"
 
 SCHEDULER_NAMES = (
     "ddim",
@@ -277,8 +282,6 @@ def check_settings(args: argparse.Namespace) -> None:
     Raises:
         UsageError: one line naming the flag (``--guidance-scale must be finite and >= 0, got nan``).
     """
-    from sound2image.validation import check_flags
-
     check_flags(args, NUMBER_FLAGS, INT_FLAGS)
     for name in ("size", "height", "width"):
         value = getattr(args, name)
@@ -288,8 +291,6 @@ def check_settings(args: argparse.Namespace) -> None:
 
 def check_job_weights(plan: Plan) -> None:
     """Each blend's weights (``--weights`` or ``FILE:W``): each finite and >= 0, with a positive sum."""
-    from sound2image.validation import check_number
-
     for job in plan.jobs:
         if job.weights is None:
             continue
@@ -309,3 +310,28 @@ TRANSFORMER_NUMBER_FLAGS: dict[str, dict[str, Any]] = {
     "--guidance-scale": {"minimum": 0.0},
 }
 TRANSFORMER_INT_FLAGS: dict[str, dict[str, Any]] = {"--top-k": {"minimum": 1}}
+
+
+def check_transformer_args(args: argparse.Namespace) -> Path:
+    """The Image Transformer path's checks, before the model loads: the model directory (``--model
+    transformer:DIR``), or a UsageError naming the flag out of range or not supported."""
+    directory = Path(args.model[len(TRANSFORMER_PREFIX) :])
+    if not str(directory) or not directory.is_dir():
+        raise UsageError(f"{directory}: no such model directory (expected --model transformer:DIR)")
+    if not args.inputs:
+        raise UsageError("no audio given; pass audio files or folders")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    # Finite and in range, before the model loads.
+    check_flags(args, TRANSFORMER_NUMBER_FLAGS, TRANSFORMER_INT_FLAGS)
+    if args.upscale < 0 or args.upscale > 64:
+        raise UsageError(f"--upscale must be between 0 and 64, got {args.upscale}")
+    if args.candidates < 1:
+        raise UsageError(f"--candidates must be at least 1, got {args.candidates}")
+    # "reranker" is transformer.reranker.RERANKER_DIR, spelled out: this module must not import torch.
+    if args.candidates > 1 and not (directory / "reranker" / "config.json").is_file():
+        raise UsageError(
+            f"--candidates {args.candidates}: {directory} has no reranker/ scorer "
+            "(train with --preset av-digits or --reranker-epochs N)"
+        )
+    return directory
