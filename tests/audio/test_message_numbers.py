@@ -26,8 +26,7 @@ def test_one_frame_over_the_duration_limit(tmp_path: Path) -> None:
     with pytest.raises(AudioTooLongError) as caught:
         probe_audio(path, max_duration=1.0)
     assert str(caught.value) == (
-        f"{path}: 1.0 s long (16001 frames at 16000 Hz), "
-        "more than the 1 s limit (16000 frames; max_duration)"
+        f"{path}: 1.0 s long (16001 frames at 16000 Hz), more than the 1 s limit (16000 frames; max_duration)"
     )
 
 

@@ -84,8 +84,14 @@ def test_a_library_call_returns_each_image_with_its_record(pipe, plain, wavs):
 def test_blend_and_reference_image_are_recorded(pipe, wavs, photos):
     from sound2image.data import load_image
 
-    out = pipe([str(wavs[0]), str(wavs[2])], audio_weights=[0.7, 0.3], image=load_image(photos[0]),
-               image_weight=0.25, seed=1, num_inference_steps=STEPS)
+    out = pipe(
+        [str(wavs[0]), str(wavs[2])],
+        audio_weights=[0.7, 0.3],
+        image=load_image(photos[0]),
+        image_weight=0.25,
+        seed=1,
+        num_inference_steps=STEPS,
+    )
     record = out.records[0]
     assert [a["file"] for a in record.audio] == [wavs[0].name, wavs[2].name]
     assert [a["weight"] for a in record.audio] == [0.7, 0.3]

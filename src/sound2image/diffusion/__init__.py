@@ -17,7 +17,12 @@ from sound2image.diffusion.pipeline import (
     load_calibration,
     regenerate,
 )
-from sound2image.diffusion.record import GenerationRecord, GenerationSettings
+from sound2image.diffusion.record import (
+    GenerationRecord,
+    GenerationSettings,
+    describe_file,
+    load_reference_image,
+)
 from sound2image.diffusion.runner import Drawn, iter_images
 
 __all__ = [
@@ -34,9 +39,11 @@ __all__ = [
     "SounDiffOutput",
     "SounDiffPipeline",
     "blend",
+    "describe_file",
     "encode_images",
     "iter_images",
     "load_calibration",
+    "load_reference_image",
     "measure_calibration",
     "mix_embeddings",
     "normalize",

@@ -416,8 +416,14 @@ class SounDiffPipeline:
         keys = ("num_inference_steps", "guidance_scale", "noise_level", "height", "width")
         kwargs = {k: settings[k] for k in keys}
         draws = [
-            self(image_embeds=conditioning, prompt=prompt, negative_prompt=negative_prompt, seed=seed,
-                 output_type=output_type, **kwargs).images
+            self(
+                image_embeds=conditioning,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                seed=seed,
+                output_type=output_type,
+                **kwargs,
+            ).images
             for seed in seeds
         ]
         pictures = [

@@ -89,8 +89,14 @@ def iter_storyboard(
 
     clip = windows[0].clip
     runs = iter_images(
-        pipe, [clip], [seed], image=image_embed, image_weight=image_weight, windows=windows,
-        batch_size=batch_size, **settings,
+        pipe,
+        [clip],
+        [seed],
+        image=image_embed,
+        image_weight=image_weight,
+        windows=windows,
+        batch_size=batch_size,
+        **settings,
     )
     for _, draws in runs:
         for drawn in draws:

@@ -284,9 +284,7 @@ def check_launch(num_processes: int, trainer: str, distributed: bool = True) -> 
     return None
 
 
-def describe_processes(
-    num_processes: int, device: str, batch_per_process: int, accumulation: int = 1
-) -> str:
+def describe_processes(num_processes: int, device: str, batch_per_process: int, accumulation: int = 1) -> str:
     """``training on 2 processes (cpu): batch 2 per process, global batch 4`` (one line).
 
     The global batch is what one optimizer update sees: ``batch_per_process × num_processes ×
