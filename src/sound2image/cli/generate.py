@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sound2image.cli.jobs import Job, audio_record, pick_device
+from sound2image.cli.jobs import Job, pick_device
 from sound2image.cli.options import (
     SOUNDIFF_ONLY,
     TRANSFORMER_ONLY,
@@ -209,11 +209,12 @@ def _run(
     or with ``--storyboard`` one per window plus a contact sheet per seed. A failing image is reported
     and the input's other seeds go on."""
     from sound2image.diffusion import iter_images
+    from sound2image.diffusion.record import audio_file_record
     from sound2image.diffusion.storyboard import storyboard_windows
 
     clips = [_load_clip(path, args) for path in job.audio]
     weights = job.weights or [None] * len(job.audio)
-    sources = [audio_record(p, c, w) for p, c, w in zip(job.audio, clips, weights, strict=True)]
+    sources = [audio_file_record(p, c, w) for p, c, w in zip(job.audio, clips, weights, strict=True)]
     windows, hop = None, args.hop or args.window
     if args.storyboard:
         if len(job.audio) != 1:

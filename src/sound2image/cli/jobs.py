@@ -7,7 +7,6 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sound2image.audio.files import AV_SUFFIXES, SOUNDFILE_SUFFIXES, scan_audio_folder
 from sound2image.errors import UsageError
@@ -153,11 +152,3 @@ def pick_device(name: str | None) -> str:
     from sound2image.devices import resolve_device
 
     return resolve_device(name, "--device")
-
-
-def audio_record(path: Path, clip: Any, weight: float | None) -> dict[str, Any]:
-    """The metadata entry of one audio file decoded as ``clip`` (see
-    :func:`sound2image.diffusion.record.audio_file_record`)."""
-    from sound2image.diffusion.record import audio_file_record
-
-    return audio_file_record(path, clip, weight)
