@@ -1,11 +1,11 @@
 """sound2image: turn sounds into pictures.
 
-Layers, top to bottom (imports point down only: ``cli`` -> ``training`` -> ``diffusion``/``transformer``
+Layers, top to bottom (imports point down only: ``cli`` -> ``training``/``evaluation`` -> ``diffusion``/``transformer``
 -> ``encoders``/``modules``/``metrics`` -> ``data`` -> ``audio`` -> ``outputs``/``errors`` and the other
 bottom modules). ``tests/test_layering.py`` reads this table, so the table and the test cannot drift:
 
     1. cli webui
-    2. training
+    2. training evaluation
     3. diffusion transformer
     4. encoders modules metrics
     5. data
