@@ -1,8 +1,9 @@
 """sound2image: turn sounds into pictures.
 
-Layers, top to bottom (imports point down only: ``cli`` -> ``training``/``evaluation`` -> ``diffusion``/``transformer``
--> ``encoders``/``modules``/``metrics`` -> ``data`` -> ``audio`` -> ``outputs``/``errors`` and the other
-bottom modules). ``tests/test_layering.py`` reads this table, so the table and the test cannot drift:
+Layers, top to bottom (imports point down only: ``cli`` -> ``training``/``evaluation`` ->
+``diffusion``/``transformer`` -> ``encoders``/``modules``/``metrics`` -> ``data`` -> ``audio`` ->
+``outputs``/``errors`` and the other bottom modules). ``tests/test_layering.py`` reads this table, so
+the table and the test cannot drift:
 
     1. cli webui
     2. training evaluation

@@ -34,11 +34,15 @@ def resolve_device(device: Any = "auto", parameter: str = "device") -> str:
     try:
         parsed = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"{parameter} {name}: unknown device (use auto, cpu, cuda, cuda:N or mps)") from None
+        raise UsageError(
+            f"{parameter} {name}: unknown device (use auto, cpu, cuda, cuda:N or mps)", parameters=[parameter]
+        ) from None
     if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"{parameter} {name}: CUDA is not available on this machine")
+        raise UsageError(f"{parameter} {name}: CUDA is not available on this machine", parameters=[parameter])
     if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"{parameter} {name}: Apple MPS is not available on this machine")
+        raise UsageError(
+            f"{parameter} {name}: Apple MPS is not available on this machine", parameters=[parameter]
+        )
     return name
 
 
@@ -60,7 +64,9 @@ def resolve_dtype(dtype: Any, device: str, parameter: str = "dtype") -> Any:
         name = str(dtype)
         value = getattr(torch, DTYPES.get(name, name), None)
         if not isinstance(value, torch.dtype) or value not in (torch.float32, torch.float16, torch.bfloat16):
-            raise UsageError(f"{parameter} {name}: unknown dtype (use auto, fp32, fp16 or bf16)")
+            raise UsageError(
+                f"{parameter} {name}: unknown dtype (use auto, fp32, fp16 or bf16)", parameters=[parameter]
+            )
     if str(device).startswith("cpu") and value != torch.float32:
-        raise UsageError(f"{parameter} {name} is not supported on CPU; use fp32")
+        raise UsageError(f"{parameter} {name} is not supported on CPU; use fp32", parameters=[parameter])
     return value

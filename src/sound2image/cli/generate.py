@@ -61,7 +61,8 @@ def handler(args: argparse.Namespace) -> int:
 def load_pipeline(
     args: argparse.Namespace, model: str | None, unet: str | None, audio: bool, calibration: Any = None
 ) -> Any:
-    """The library's pipeline with the flags' device, dtype, low-memory options and channel policy."""
+    """The library's pipeline with the flags' device, dtype, low-memory options and channel policy (its
+    errors name parameters, which the CLI's error boundary writes as these flags)."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -70,16 +71,10 @@ def load_pipeline(
     # Our own progress bar counts images; the libraries' per-component loading bars are noise here.
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    from sound2image.devices import resolve_dtype
-
-    device = pick_device(args.device)  # checked here so that an error names --device (and --dtype:)
-    resolve_dtype(args.dtype, device, "--dtype")
-    if args.cpu_offload and not device.startswith("cuda"):
-        raise UsageError(f"--cpu-offload needs a CUDA device (the device is {device}); leave it out")
     return SounDiffPipeline.from_pretrained(
         model,
         unet=unet,
-        device=device,
+        device=args.device,
         dtype=args.dtype,
         variant=args.variant,
         audio_encoder_weights=args.imagebind_weights,
@@ -115,23 +110,37 @@ def settings_from_args(args: argparse.Namespace, pipe: Any) -> Any:
 def write_outputs(
     out: Path, name: str, image: Any, record: Any, args: argparse.Namespace, written: list[Path] | None = None
 ) -> list[Path]:
-    """The PNG holding ``record`` (+ the embedding file), each refused if it exists without ``--overwrite``.
+    """The PNG holding ``record`` (either family's), plus ``--save-embedding``'s ``.npy`` (SounDiff) or
+    ``--upscale N``'s nearest-neighbour view (Image Transformer: the same image, not counted as one); each
+    file is refused if it exists without ``--overwrite``.
 
-    Each path is appended to ``written`` (when given) as soon as its file exists, so a failure on the
-    embedding file still counts the PNG already on disk. Returns the paths written by this call.
+    Each counted path is appended to ``written`` (when given) as soon as its file exists, so a failure on
+    a later file still counts the PNG already on disk. Returns the paths appended by this call.
     """
     import numpy as np
+    from PIL import Image
 
     from sound2image.outputs import resolve_output_path, save_png
 
+    def save(suffix: str, picture: Any, metadata: dict[str, Any]) -> Path:
+        target = resolve_output_path(out, name + suffix, args.overwrite)
+        return save_png(picture, target, metadata, args.overwrite)
+
     written = [] if written is None else written
-    start = len(written)
-    target = resolve_output_path(out, f"{name}.png", args.overwrite)
-    written.append(save_png(image, target, record.to_metadata(), args.overwrite))
+    start, metadata = len(written), record.to_metadata()
+    if isinstance(image, np.ndarray):  # an Image Transformer image: (H, W) uint8
+        image = Image.fromarray(image, mode="L")
+    written.append(save(".png", image, metadata))
     if args.save_embedding:
         target = resolve_output_path(out, f"{name}.npy", args.overwrite)
         np.save(target, record.image_embeds.float().numpy())
         written.append(target)
+    if args.upscale > 1:
+        size = (image.width * args.upscale, image.height * args.upscale)
+        view = f"upscaled x{args.upscale} (nearest) of {name}.png"
+        save(
+            f"_x{args.upscale}.png", image.resize(size, Image.Resampling.NEAREST), {**metadata, "view": view}
+        )
     return written[start:]
 
 
@@ -187,13 +196,6 @@ def _calibration(args: argparse.Namespace) -> Any:
     return load_calibration(args.calibration)
 
 
-def _load_clip(path: Path, args: argparse.Namespace) -> Any:
-    from sound2image.audio import load_audio
-
-    # All channels: the audio encoder applies the channel policy (--channel), as every entry point does.
-    return load_audio(path, max_duration=args.max_duration or None, mono=False)
-
-
 def _run(
     pipe: Any,
     job: Job,
@@ -208,11 +210,14 @@ def _run(
     """One input's images through the library's :func:`~sound2image.diffusion.iter_images`: one per seed,
     or with ``--storyboard`` one per window plus a contact sheet per seed. A failing image is reported
     and the input's other seeds go on."""
+    from sound2image.audio import load_audio
     from sound2image.diffusion import iter_images
     from sound2image.diffusion.record import audio_file_record
-    from sound2image.diffusion.storyboard import storyboard_windows
+    from sound2image.diffusion.storyboard import storyboard_sheet, storyboard_windows
+    from sound2image.outputs import resolve_output_path, save_png
 
-    clips = [_load_clip(path, args) for path in job.audio]
+    # All channels: the audio encoder applies the channel policy (--channel), as every entry point does.
+    clips = [load_audio(p, max_duration=args.max_duration or None, mono=False) for p in job.audio]
     weights = job.weights or [None] * len(job.audio)
     sources = [audio_file_record(p, c, w) for p, c, w in zip(job.audio, clips, weights, strict=True)]
     windows, hop = None, args.hop or args.window
@@ -249,58 +254,50 @@ def _run(
                 write_outputs(out, name, drawn.image, drawn.record, args, tally.written)
                 frames.append(drawn)
                 bar.update(1)
-            if windows is not None:
-                tally.written.append(_write_sheet(out, job.name, seed, frames, sources[0], args))
+            if windows is not None:  # the contact sheet of this seed's frames
+                names = [f"{job.name}_{f.window.tag}_seed{seed}.png" for f in frames]
+                sheet, metadata = storyboard_sheet(frames, names, sources[0])
+                target = resolve_output_path(out, f"{job.name}_storyboard_seed{seed}.png", args.overwrite)
+                tally.written.append(save_png(sheet, target, metadata, args.overwrite))
         except IMAGE_ERRORS as error:
             tally.image_failed(job.name, seed, error, bar)
             bar.update(len(windows or [None]) - len(frames))
         tally.count_input(job.name, before)
 
 
-def _write_sheet(
-    out: Path, name: str, seed: int, frames: list[Any], source: dict[str, Any], args: argparse.Namespace
-) -> Path:
-    """A storyboard's contact sheet: the frames in time order, captioned, with the library's sheet record."""
-    from sound2image.diffusion.storyboard import contact_sheet, sheet_record
-    from sound2image.outputs import resolve_output_path, save_png
-
-    names = [f"{name}_{f.window.tag}_seed{seed}.png" for f in frames]
-    metadata = sheet_record(frames, names, source).to_metadata()
-    del metadata["embedding"]  # each frame's PNG holds its own
-    target = resolve_output_path(out, f"{name}_storyboard_seed{seed}.png", args.overwrite)
-    return save_png(contact_sheet(frames), target, metadata, args.overwrite)
-
-
 def regenerate(args: argparse.Namespace) -> int:
-    """``--from-metadata PNG``: the library's :func:`~sound2image.diffusion.regenerate` of the PNG's record
-    (``--model``/``--unet``/``--device``/``--dtype`` and low-memory flags override what it recorded); an
-    Image Transformer PNG is redrawn by its own family's regenerate."""
-    from sound2image.cli.generate_transformer import is_transformer_png, regenerate_transformer
+    """``--from-metadata PNG``: the library's regenerate of the PNG's record, by the family it names
+    (SounDiff: :func:`~sound2image.diffusion.regenerate`, where ``--model``/``--unet``/``--device``/
+    ``--dtype`` and the low-memory flags override what it recorded; Image Transformer:
+    :func:`~sound2image.transformer.runner.regenerate`, same model, sound, settings and seed), written as
+    ``--out/STEM_regen.png`` with ``regenerated_from`` in its record."""
     from sound2image.diffusion import GenerationRecord
     from sound2image.diffusion import regenerate as redraw
+    from sound2image.outputs import read_png_metadata
+    from sound2image.transformer.runner import MODEL_TYPE
+    from sound2image.transformer.runner import regenerate as redraw_transformer
 
-    source = Path(args.from_metadata)
-    if is_transformer_png(source):
-        return regenerate_transformer(args, source)
-    record = GenerationRecord.from_png(source)
-    out = Path(args.out)
-    target_name = f"{source.stem}_regen"
-    _check_free(out, [target_name], args)
-    output = redraw(
-        record,
-        model=args.model,
-        unet=args.unet,
-        device=args.device if args.device == "auto" else pick_device(args.device),
-        dtype=args.dtype,
-        variant=args.variant,
-        cpu_offload=args.cpu_offload,
-        attention_slicing=args.attention_slicing,
-        vae_tiling=args.vae_tiling,
-    )
-    again = output.records[0]
-    again.extra["regenerated_from"] = source.name
-    paths = write_outputs(out, target_name, output.images[0], again, args)
-    print(f"wrote {paths[0]}")
+    source, out = Path(args.from_metadata), Path(args.out)
+    _check_free(out, [f"{source.stem}_regen"], args)
+    model = read_png_metadata(source).get("model")
+    if isinstance(model, dict) and model.get("type") == MODEL_TYPE:
+        given = [flag for flag, value in (("--model", args.model), ("--unet", args.unet)) if value]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)}: not used for an Image Transformer PNG (it names its model)"
+            )
+        drawn = redraw_transformer(source, device=pick_device(args.device))
+        image, record = drawn.image, drawn.record
+        record.device = pick_device(args.device)
+    else:
+        low_memory = {k: getattr(args, k) for k in ("cpu_offload", "attention_slicing", "vae_tiling")}
+        output = redraw(
+            GenerationRecord.from_png(source), model=args.model, unet=args.unet, device=args.device,
+            dtype=args.dtype, variant=args.variant, **low_memory,
+        )  # fmt: skip
+        image, record = output.images[0], output.records[0]
+    record.extra["regenerated_from"] = source.name
+    print(f"wrote {write_outputs(out, f'{source.stem}_regen', image, record, args)[0]}")
     return 0
 
 

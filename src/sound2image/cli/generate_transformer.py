@@ -10,15 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from sound2image.cli.options import check_transformer_args
-from sound2image.errors import Sound2ImageError, UsageError
+from sound2image.errors import Sound2ImageError
 
 
 def run_transformer(args: argparse.Namespace) -> int:
     """Generate one 32×32 image per (audio, seed) through the library's
     :func:`~sound2image.transformer.runner.iter_images`; write PNGs with metadata, plus upscaled views."""
+    from sound2image.cli.generate import write_outputs
     from sound2image.cli.jobs import pick_device
     from sound2image.cli.run import IMAGE_ERRORS, begin, check_free, start
     from sound2image.transformer import ImageTransformer
@@ -73,60 +73,8 @@ def run_transformer(args: argparse.Namespace) -> int:
             name, before = jobs[image.index].name, len(tally.written)
             image.record.device = device  # the device used, as --device resolved it
             try:
-                _write(out, f"{name}_seed{image.seed}", image, args, tally.written)
+                write_outputs(out, f"{name}_seed{image.seed}", image.image, image.record, args, tally.written)
             except IMAGE_ERRORS as error:
                 tally.image_failed(name, image.seed, error)
             tally.count_input(name, before)
     return tally.summary(len(plan.jobs) + len(plan.problems), out)
-
-
-def is_transformer_png(path: Path) -> bool:
-    """Whether the PNG's metadata is an Image Transformer record (``model.type``)."""
-    from sound2image.outputs import read_png_metadata
-
-    model = read_png_metadata(path).get("model")
-    return isinstance(model, dict) and model.get("type") == "image-transformer"  # runner.MODEL_TYPE
-
-
-def regenerate_transformer(args: argparse.Namespace, source: Path) -> int:
-    """``--from-metadata PNG`` of an Image Transformer PNG: the library's
-    :func:`~sound2image.transformer.runner.regenerate` (same model, sound, settings and seed), written as
-    ``--out/STEM_regen.png`` with ``regenerated_from`` in its record."""
-    from sound2image.cli.jobs import pick_device
-    from sound2image.cli.run import check_free
-    from sound2image.transformer.runner import regenerate
-
-    given = [flag for flag, value in (("--model", args.model), ("--unet", args.unet)) if value]
-    if given:
-        raise UsageError(f"{', '.join(given)}: not used for an Image Transformer PNG (it names its model)")
-    out, name = Path(args.out), f"{source.stem}_regen"
-    check_free(out, [name], [".png"], args.overwrite)
-    device = pick_device(args.device)
-    drawn = regenerate(source, device=device)
-    drawn.record.device = device
-    drawn.record.extra["regenerated_from"] = source.name
-    written: list[Path] = []
-    _write(out, name, drawn, args, written)
-    print(f"wrote {written[0]}")
-    return 0
-
-
-def _write(out: Path, name: str, drawn: Any, args: argparse.Namespace, written: list[Path]) -> None:
-    """The 32×32 PNG (appended to ``written`` as soon as it exists) and, with ``--upscale N``, an N-times
-    larger nearest-neighbour view (another file of the same image, not counted)."""
-    from PIL import Image
-
-    from sound2image.outputs import resolve_output_path, save_png
-
-    metadata = drawn.record.to_metadata()
-    image = Image.fromarray(drawn.image, mode="L")
-    written.append(
-        save_png(image, resolve_output_path(out, f"{name}.png", args.overwrite), metadata, args.overwrite)
-    )
-    if args.upscale > 1:
-        big = image.resize(
-            (image.width * args.upscale, image.height * args.upscale), Image.Resampling.NEAREST
-        )
-        view = {**metadata, "view": f"upscaled x{args.upscale} (nearest) of {name}.png"}
-        target = resolve_output_path(out, f"{name}_x{args.upscale}.png", args.overwrite)
-        save_png(big, target, view, args.overwrite)

@@ -93,8 +93,8 @@ def flag_names(
 ) -> str:
     """A library message with each parameter it names written as the flag of the command that ran.
 
-    ``batch_size must be >= 1`` -> ``--batch-size must be >= 1``; a switch's ``overwrite=True`` ->
-    ``--overwrite``. A parameter the command has no option for stays as it is.
+    ``batch_size must be >= 1`` -> ``--batch-size must be >= 1``; a switch's ``overwrite=True`` (or
+    ``overwrite``) -> ``--overwrite``. A parameter the command has no option for stays as it is.
     """
     options = _options(_invoked_parser(parser, args))
     for parameter in parameters:
@@ -103,7 +103,7 @@ def flag_names(
             continue
         flag = max(action.option_strings, key=len)  # the long spelling
         switch = action.nargs == 0 and action.const is True  # store_true
-        name = re.escape(parameter) + ("=True" if switch else "")
+        name = re.escape(parameter) + ("(?:=True)?" if switch else "")
         message = re.sub(rf"(?<![\w/.-]){name}(?![\w/])", flag, message)  # not inside a word or path
     return message
 

@@ -620,7 +620,10 @@ class SounDiffPipeline:
             weights_dtype = resolve_dtype(dtype, target)
         if cpu_offload and not str(target).startswith("cuda"):
             # Offloading moves idle models between the GPU and CPU memory; recorded but not applied would lie.
-            raise UsageError(f"cpu_offload needs a CUDA device (the device is {target or 'cpu'})")
+            raise UsageError(
+                f"cpu_offload needs a CUDA device (the device is {target or 'cpu'}); leave it out",
+                parameters=["cpu_offload"],
+            )
         calibration = load_calibration(calibration)
         dtype = weights_dtype
         _quiet_torchvision_notice()

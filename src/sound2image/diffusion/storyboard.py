@@ -124,3 +124,13 @@ def sheet_record(frames: Sequence[StoryboardFrame], names: Sequence[str], source
         best_of=None,
         extra={"storyboard": story, "frames": list(names)},
     )
+
+
+def storyboard_sheet(
+    frames: Sequence[StoryboardFrame], names: Sequence[str], source: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """The contact sheet (:func:`contact_sheet`) and the PNG metadata of its record (:func:`sheet_record`),
+    without the conditioning vector: each frame's own PNG (``names``) holds its vector."""
+    metadata = sheet_record(frames, names, source).to_metadata()
+    del metadata["embedding"]
+    return contact_sheet(frames), metadata
