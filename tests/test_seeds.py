@@ -6,10 +6,12 @@ import ast
 import inspect
 
 import numpy as np
+import pytest
 
 import sound2image.diffusion.pipeline as pipeline_module
 from sound2image import seeds
-from sound2image.seeds import candidate_seed
+from sound2image.errors import UsageError
+from sound2image.seeds import candidate_seed, expand_seeds
 from sound2image.transformer import reranker
 
 
@@ -35,3 +37,20 @@ def test_seeds_is_in_the_bottom_layer() -> None:
     bottom = [line for line in (sound2image.__doc__ or "").splitlines() if line.strip().startswith("7.")]
     assert bottom and "seeds" in bottom[0].split()
     assert "import torch" not in inspect.getsource(seeds)
+
+
+def test_expand_seeds_keeps_the_order_and_makes_each_seed_once():
+    notes: list[str] = []
+    assert expand_seeds([5, 20], 2, notes.append) == [5, 6, 20, 21]
+    assert notes == []  # no repeats: no note
+    assert expand_seeds([1, 2], 2, notes.append) == [1, 2, 3]
+    assert expand_seeds([7, 3, 7], 1, notes.append) == [7, 3]
+    assert len(notes) == 2 and "note: seed(s) 2 repeat" in notes[0] and "note: seed(s) 7 repeat" in notes[1]
+    with pytest.raises(UsageError, match=r"^seed must be an integer in \[0, 9223372036854775807\], got -1$"):
+        expand_seeds([-1], 1)
+    with pytest.raises(UsageError, match=r"^seed must be an integer in \[0, 9223372036854775806\]"):
+        expand_seeds([2**63 - 1], 2)  # seed + 1 would not fit torch's generator
+    with pytest.raises(UsageError, match=r"^num_images must be an integer >= 1, got 0$"):
+        expand_seeds([1], 0)
+    random = expand_seeds(None, 3)  # no seed: one random series of 3 consecutive seeds
+    assert random == [random[0], random[0] + 1, random[0] + 2] and 0 <= random[0] < 2**31

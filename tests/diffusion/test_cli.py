@@ -14,7 +14,6 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from sound2image.cli.jobs import expand_seeds, plan_jobs, split_weight
 from sound2image.cli.main import main
 from sound2image.data import load_image
 from sound2image.devices import resolve_dtype
@@ -271,21 +270,25 @@ def test_usage_errors_exit_2(saved_dir, wavs, tmp_path, capsys):
     assert "Examples:" in capsys.readouterr().out
 
 
-def test_input_parsing_weights_seeds_and_names(wavs, tmp_path):
-    assert split_weight("rain.wav:0.7") == ("rain.wav", 0.7)
-    assert split_weight("rain.wav") == ("rain.wav", None)
-    assert split_weight("C:/sounds/rain.wav") == ("C:/sounds/rain.wav", None)
-    assert expand_seeds([5, 20], 2) == [5, 6, 20, 21]
+def test_input_parsing_weights_seeds_and_names(saved_dir, wavs, tmp_path, capsys):
     with pytest.raises(UsageError, match="on CPU"):
         resolve_dtype("fp16", "cpu")
-    # The same file name in two folders gives two distinct output names.
+    # The same file name in two folders gives two distinct output names; seeds 5 20 x 2 images.
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         os.symlink(wavs[0], tmp_path / folder / "x.wav")
-    plan = plan_jobs([str(tmp_path / "a"), str(tmp_path / "b")], None, mix=False)
-    assert [job.name for job in plan.jobs] == ["x", "x-2"]
-    with pytest.raises(UsageError, match="3 values for 2 audio files"):
-        plan_jobs([str(tmp_path / "a"), str(tmp_path / "b")], [1, 2, 3], mix=False)
+    out = tmp_path / "out"
+    folders = [tmp_path / "a", tmp_path / "b"]
+    assert run(saved_dir, *folders, "--seed", 5, 20, "--num-images", 2, "--size", 32, "-o", out) == 0
+    expected = {f"{name}_seed{seed}.png" for name in ("x", "x-2") for seed in (5, 6, 20, 21)}
+    assert {p.name for p in out.iterdir()} == expected
+    capsys.readouterr()
+    assert run(saved_dir, *folders, "--weights", 1, 2, 3, "-o", tmp_path / "o2") == 2
+    assert "3 values for 2 audio files" in capsys.readouterr().err
+    # A colon in a path is not a weight unless what follows is a number.
+    assert run(saved_dir, "C:/sounds/rain.wav", "-o", tmp_path / "o3") == 2
+    assert "C:/sounds/rain.wav" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
 
 
 def test_from_metadata_needs_our_metadata(tmp_path, capsys):
@@ -368,21 +371,14 @@ def test_repeated_seeds_are_made_once_and_the_summary_counts_the_files(
     assert np.array_equal(pixels(last), np.asarray(expected))
 
 
-def test_expand_seeds_keeps_the_order_and_makes_each_seed_once(capsys):
-    assert expand_seeds([5, 20], 2) == [5, 6, 20, 21]
-    assert capsys.readouterr().err == ""  # no repeats: no note
-    assert expand_seeds([1, 2], 2) == [1, 2, 3]
-    assert expand_seeds([7, 3, 7], 1) == [7, 3]
-    err = capsys.readouterr().err
-    assert err.count("\n") == 2 and "note: seed(s) 2 repeat" in err and "note: seed(s) 7 repeat" in err
-    with pytest.raises(
-        UsageError, match=r"^--seed must be an integer in \[0, 9223372036854775807\], got -1$"
-    ):
-        expand_seeds([-1], 1)
-    with pytest.raises(UsageError, match=r"^--seed must be an integer in \[0, 9223372036854775806\]"):
-        expand_seeds([2**63 - 1], 2)  # seed + 1 would not fit torch's generator
-    with pytest.raises(UsageError, match=r"^--num-images must be an integer >= 1, got 0$"):
-        expand_seeds([1], 0)
+def test_seed_flags_are_named_in_errors(saved_dir, wavs, tmp_path, capsys):
+    """The library's seed errors (tests/test_seeds.py) reach the user as the flags' names."""
+    assert run(saved_dir, wavs[0], "--seed", -1, "-o", tmp_path / "o") == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --seed must be an integer in [0, 9223372036854775807], got -1"
+    )
+    assert run(saved_dir, wavs[0], "--num-images", 0, "-o", tmp_path / "o") == 2
+    assert capsys.readouterr().err.strip() == "error: --num-images must be an integer >= 1, got 0"
 
 
 @pytest.mark.parametrize(

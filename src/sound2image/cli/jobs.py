@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,42 +107,6 @@ def plan_jobs(inputs: Sequence[str], weights: Sequence[float] | None, mix: bool)
         used.add(name)
         plan.jobs.append(Job(name, [path]))
     return plan
-
-
-#: Largest seed: ``torch.Generator.manual_seed`` takes 0 .. 2**63 - 1 on every platform.
-MAX_SEED = 2**63 - 1
-
-
-def expand_seeds(seeds: Sequence[int] | None, num_images: int) -> list[int]:
-    """The seeds of each input's images, every seed once, in the order given.
-
-    Seed s gives ``num_images`` images seeded s, s+1, ..., s+num_images-1: ``--seed 5 20 --num-images 2``
-    is 5, 6, 20, 21. A seed reached twice (``--seed 5 5``; ``--seed 1 2 --num-images 2`` reaches 2 twice)
-    would make the same image under the same name twice, so it is made once (1, 2, 3) and one line on
-    stderr says so. No seed: one random seed per image series (recorded in each PNG).
-
-    Raises:
-        UsageError: ``--num-images`` below 1, or a seed outside 0 .. 2**63 - 1.
-    """
-    import sys
-
-    from sound2image.validation import check_int
-
-    num_images = check_int("--num-images", num_images, minimum=1)
-    base = list(seeds) if seeds else [secrets.randbelow(2**31)]
-    for seed in base:
-        check_int("--seed", seed, minimum=0, maximum=MAX_SEED - (num_images - 1))
-    expanded = [int(s) + i for s in base for i in range(num_images)]
-    unique = list(dict.fromkeys(expanded))
-    if len(unique) < len(expanded):
-        repeated = sorted({s for s in expanded if expanded.count(s) > 1})
-        shown = " ".join(map(str, repeated[:10])) + (" ..." if len(repeated) > 10 else "")
-        print(
-            f"note: seed(s) {shown} repeat; each seed is made once, so {len(unique)} image(s) per input "
-            f"instead of {len(expanded)}",
-            file=sys.stderr,
-        )
-    return unique
 
 
 def pick_device(name: str | None) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sound2image.cli.jobs import Plan, expand_seeds, plan_jobs, report_skipped
+from sound2image.cli.jobs import Plan, plan_jobs, report_skipped
 from sound2image.errors import Sound2ImageError, UsageError
 
 
@@ -28,7 +28,9 @@ def start(
     """The jobs of ``inputs`` (files skipped for their suffix reported as warnings) and the seeds."""
     plan = plan_jobs(inputs, weights, mix)
     report_skipped(plan)  # files a folder scan left out for their suffix: warnings, not failures
-    return plan, expand_seeds(seed, num_images)
+    from sound2image.seeds import expand_seeds
+
+    return plan, expand_seeds(seed, num_images, on_repeat=lambda note: print(note, file=sys.stderr))
 
 
 def check_free(out: Path, names: Sequence[str], suffixes: Sequence[str], overwrite: bool) -> None:
