@@ -345,3 +345,61 @@ def test_a_second_report_replaces_the_first(tmp_path: Path) -> None:
     assert second.encode() != first
     assert "0.25 [0.125, 0.5] N = 5" in parse_html(second).text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "report.html"]  # no partial file left
+
+
+# --- settings that change the page ----------------------------------------------------------------
+
+
+def test_interval_level_and_k_come_from_the_settings(tmp_path: Path) -> None:
+    results = make_results(tmp_path)
+    results["settings"]["bootstrap"]["level"] = 0.9
+    results["settings"]["k"] = 5
+    for metrics in results["metrics"].values():
+        metrics["aic@5"] = metrics.pop("aic@3")
+    tree = parse_html(write_report(results, tmp_path).read_text(encoding="utf-8"))
+    headers = [th.text() for th in tree.find("table", id="metrics-table").find("thead").find_all("th")]
+    assert headers[4] == "AIC@5 ↑"
+    assert "its 90 % bootstrap interval" in tree.text() and "95 %" not in tree.text()
+    # the real images' aic@3 is not the run's AIC@k: it gets its own column
+    assert headers[7:] == ["AIC@3 ↑"]
+    # without settings.k the AIC@k column is named after the metrics' own aic@ key
+    del results["settings"]["k"]
+    tree = parse_html(write_report(results, tmp_path).read_text(encoding="utf-8"))
+    assert [th.text() for th in tree.find("table", id="metrics-table").find("thead").find_all("th")][
+        4
+    ] == "AIC@5 ↑"
+
+
+def test_each_pairing_of_the_references_gets_its_own_row(tmp_path: Path) -> None:
+    results = make_results(tmp_path)
+    results["reference"]["real"]["ais:transformer-scorer:runs/it"] = {
+        "value": 0.75,
+        "low": 0.5,
+        "high": 1.0,
+        "n": 5,
+    }
+    tree = parse_html(write_report(results, tmp_path).read_text(encoding="utf-8"))
+    rows = tree.find("table", id="metrics-table").find("tbody").find_all("tr")
+    heads = [r.find("th").text() for r in rows[len(SYSTEMS) :]]
+    assert heads == [
+        "Real images (ceiling)",  # the classifier's AIC and AIC@3, no pairing
+        f"Real images (ceiling)AIS in {PAIRING}",
+        "Real images (ceiling)AIS in transformer-scorer:runs/it",
+        f"Shuffled pairs (floor)AIS in {PAIRING}",  # with the classifier's AIC: one row
+    ]
+    assert rows[len(SYSTEMS) + 2].find_all("td")[4].text() == "0.75 [0.5, 1] N = 5"
+
+
+def test_long_clips_are_cropped_to_30_seconds(tmp_path: Path) -> None:
+    results = make_results(tmp_path)
+    rate = 8000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(31 * rate) / rate)  # 31 s at 8 kHz
+    soundfile.write(tmp_path / "long.wav", tone, rate, subtype="PCM_16")
+    results["items"][0]["audio"] = str(tmp_path / "long.wav")
+    tree = parse_html(write_report(results, tmp_path).read_text(encoding="utf-8"))
+    cell = _grid_rows(tree)[0].find_all("td")[1]
+    samples, embedded_rate = soundfile.read(io.BytesIO(_data_uri(cell.find("audio").attrs["src"])[1]))
+    assert embedded_rate == 16000 and samples.shape == (30 * 16000,)
+    assert cell.text() == "first 30 s"
+    # a 440 Hz tone stays a 440 Hz tone: the spectrum's peak is at bin 440 * 30 (0.0333 Hz bins)
+    assert np.argmax(np.abs(np.fft.rfft(samples))) == 440 * 30

@@ -214,7 +214,7 @@ def _per_class_plot(
     systems: Sequence[tuple[str, str]],
     classes: Sequence[str],
 ) -> str:
-    """Grouped bars (one group per class, one bar per system) with 95 % intervals, as an inline PNG."""
+    """Grouped bars (one group per class, one bar per system) with their intervals, as an inline PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -289,6 +289,19 @@ def _aic_at_k(results: Mapping[str, Any]) -> str:
     return "aic@k"
 
 
+def _level(results: Mapping[str, Any]) -> str:
+    """The intervals' confidence level as the page writes it (``95 %``), from settings.bootstrap.level."""
+    level = (results.get("settings") or {}).get("bootstrap", {}).get("level", 0.95)
+    return f"{format_number(100 * float(level))} %"
+
+
+def _arrow(metric: str) -> str:
+    """`` ↓`` for lower-is-better metrics, `` ↑`` for the known higher-is-better ones, else nothing."""
+    if metric in _LOWER_IS_BETTER:
+        return " ↓"
+    return " ↑" if metric in ("aic", "ais", "iis") or metric.startswith("aic@") else ""
+
+
 def _title(metric: str) -> str:
     if metric.startswith("aic@"):
         return "AIC@" + metric[4:]
@@ -327,7 +340,7 @@ def _metrics_section(results: Mapping[str, Any], systems: Sequence[Mapping[str, 
         }
     )
     columns = standard + extra
-    head = "".join(f"<th>{_esc(_title(c))}{' ↓' if c in _LOWER_IS_BETTER else ' ↑'}</th>" for c in columns)
+    head = "".join(f"<th>{_esc(_title(c))}{_arrow(c)}</th>" for c in columns)
     rows = []
     for system in systems:
         sid = str(system["id"])
@@ -360,7 +373,8 @@ def _metrics_section(results: Mapping[str, Any], systems: Sequence[Mapping[str, 
         for pairing in sorted(groups, key=lambda p: (p is not None, p or "")):
             label = names.get(kind, kind)
             if pairing:
-                label += f'<div class="small">AIS/IIS in {_esc(pairing)}</div>'
+                scored = "/".join(_title(m) for m, name in groups[pairing].items() if ":" in name)
+                label += f'<div class="small">{_esc(scored)} in {_esc(pairing)}</div>'
             cells = []
             for column in columns:
                 name = groups[pairing].get(column)
@@ -393,8 +407,9 @@ def _metrics_section(results: Mapping[str, Any], systems: Sequence[Mapping[str, 
         )
     return (
         '<h2 id="metrics">Metrics</h2>'
-        "<p>Each cell: the value on all clips, its 95 % bootstrap interval over clips [low, high], and N "
-        "(the number of clips). ↓ lower is better, ↑ higher is better. Numbers have 4 significant digits "
+        f"<p>Each cell: the value on all clips, its {_level(results)} bootstrap interval over clips "
+        "[low, high], and N (the number of clips). ↓ lower is better, ↑ higher is better. Numbers have 4 "
+        "significant digits "
         f'(results.json has the full values).</p><table id="metrics-table"><thead><tr><th>System</th>{head}'
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}{notes_html}"
     )
@@ -420,8 +435,9 @@ def _how_to_read(results: Mapping[str, Any]) -> str:
         "<li><b>IIS</b> (higher is better): the same win-rate, with the real paired images in place of the "
         "audio: is the generated image closer to its own clip's real image than to the others? 0.5 = chance."
         "</li>"
-        "<li>The intervals are 95 % percentile-bootstrap intervals over clips (all seeds of a clip are "
-        "resampled together). Two systems whose intervals overlap widely are not shown apart by this N.</li>"
+        f"<li>The intervals are {_level(results)} percentile-bootstrap intervals over clips (all seeds of a "
+        "clip are resampled together). Two systems whose intervals overlap widely are not shown apart by "
+        "this N.</li>"
         "<li>For SounDiff, AIS compares ImageBind audio embeddings with the pipeline's own image embeddings: "
         "the space the images were conditioned in. It measures how well the image follows the conditioning, "
         "not an independent judgement; AIC and IIS are independent of it.</li></ul>"
@@ -506,8 +522,8 @@ def _per_class_section(results: Mapping[str, Any], systems: Sequence[Mapping[str
         rows.append(f"<tr><th>{_esc(name)}</th>{''.join(cells)}</tr>")
     return (
         '<h2 id="per-class">AIC per class</h2>'
-        "<p>The share of each class's generated images that the classifier labels with that class, with 95 % "
-        "intervals; the dashed line is chance.</p>"
+        "<p>The share of each class's generated images that the classifier labels with that class, with "
+        f"{_level(results)} intervals; the dashed line is chance.</p>"
         f'{plot}<details><summary>The numbers</summary><table id="per-class-table"><thead><tr><th>Class</th>'
         f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></details>"
     )
