@@ -147,6 +147,7 @@ def make_results(out_dir: Path, *, seed: int = 0) -> dict[str, Any]:
         "metric_notes": {
             "fid": "CLIP image features, 5 real, 5 generated <small N>",
             "ais": "circular for SounDiff",
+            "reference": "real = own audio, shuffled = a derangement",
         },
         "per_class_aic": per_class,
         "items": items,

@@ -286,6 +286,12 @@ def test_settings_revisions_and_bad_items_are_shown(report: tuple[dict[str, Any]
         f"{EVIL_BAD_ITEM}: not audio (unrecognised format)"
     ]
     assert "lower is better" in text and "0.5 = chance" in text
+    notes = [li.text() for li in tree.find("ul", id="metric-notes").find_all("li")]
+    assert notes == [
+        "FID: CLIP image features, 5 real, 5 generated <small N>",
+        "AIS: circular for SounDiff",
+        "Ceiling and floor: real = own audio, shuffled = a derangement",
+    ]
 
 
 # --- missing files and bad input ------------------------------------------------------------------

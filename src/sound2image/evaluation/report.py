@@ -65,7 +65,15 @@ THUMBNAIL_PX = 160
 DISPLAY_PX = 128
 #: The metrics table's standard columns, in order (``aic@k`` is named after the run's k).
 METRIC_COLUMNS = ("fid", "kid", "aic", "aic@k", "ais", "iis")
-_TITLES = {"fid": "FID", "kid": "KID", "aic": "AIC", "ais": "AIS", "iis": "IIS"}
+_TITLES = {
+    "fid": "FID",
+    "kid": "KID",
+    "aic": "AIC",
+    "ais": "AIS",
+    "iis": "IIS",
+    "per_class_aic": "AIC per class",
+    "reference": "Ceiling and floor",
+}
 _LOWER_IS_BETTER = {"fid", "kid"}
 _FIELDS = ("value", "low", "high", "n")
 _DASH = "\u2014"
@@ -401,7 +409,7 @@ def _metrics_section(results: Mapping[str, Any], systems: Sequence[Mapping[str, 
     notes_html = ""
     if notes:
         notes_html = (
-            "<h3>Notes from the run</h3><ul>"
+            '<h3>Notes from the run</h3><ul id="metric-notes">'
             + "".join(f"<li><b>{_esc(_title(str(m)))}</b>: {_esc(text)}</li>" for m, text in notes.items())
             + "</ul>"
         )
