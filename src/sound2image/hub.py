@@ -2,8 +2,8 @@
 
 Both weight paths - the ImageBind checkpoint (:mod:`sound2image.encoders.weights`) and the diffusers /
 unCLIP pipeline (:mod:`sound2image.diffusion.loading`) - ask :func:`is_offline`, so one variable stops
-every download. Downloads are off when the caller passes ``local_files_only=True`` (the ``--offline``
-flag) or when any of :data:`OFFLINE_VARIABLES` holds a true value as huggingface_hub reads it
+every download. Downloads are off when the caller passes ``local_files_only=True`` (the CLI's
+``--offline``) or when any of :data:`OFFLINE_VARIABLES` holds a true value as huggingface_hub reads it
 (``1``, ``true``, ``yes``, ``on``, any case). Everything is read at call time, not import time, so a
 variable set by a caller or a test takes effect.
 """
@@ -32,9 +32,10 @@ def is_true(value: str | None) -> bool:
 
 
 def offline_reason(local_files_only: bool = False) -> str | None:
-    """Why downloads are off (``"--offline"`` or e.g. ``"SOUND2IMAGE_OFFLINE=1"``), or None when allowed."""
+    """Why downloads are off (``"local_files_only=True"`` or e.g. ``"SOUND2IMAGE_OFFLINE=1"``), or None
+    when allowed. An error quoting the first should list ``local_files_only`` in its ``parameters``."""
     if local_files_only:
-        return "--offline"
+        return "local_files_only=True"
     for name in OFFLINE_VARIABLES:
         if is_true(os.environ.get(name)):
             return f"{name}={os.environ[name].strip()}"

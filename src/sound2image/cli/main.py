@@ -28,7 +28,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 #: (``generate --imagebind-weights`` is ``from_pretrained(audio_encoder_weights=...)``, ``train soundiff
 #: --model`` is the base pipeline's ``model``). Used only where the command has no option of the
 #: parameter's own name.
-PARAMETER_DESTS = {"audio_encoder_weights": "imagebind_weights", "model": "base_model"}
+PARAMETER_DESTS = {
+    "audio_encoder_weights": "imagebind_weights",
+    "model": "base_model",
+    "local_files_only": "offline",
+}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -122,7 +122,8 @@ def resolve_weights(
     reason = hub.offline_reason(local_files_only)
     if reason is not None:
         raise WeightsError(
-            _missing_weights_message(folder, f"offline ({reason}), no download"), parameters=["path"]
+            _missing_weights_message(folder, f"offline ({reason}), no download"),
+            parameters=["path", "local_files_only"] if local_files_only else ["path"],
         )
     return download(url or IMAGEBIND_HUGE_URL, folder / HUGE_CHECKPOINT_NAME, progress=progress)
 
