@@ -21,7 +21,9 @@ def test_interval_covers_the_true_mean_at_the_nominal_rate() -> None:
     covered = 0
     for index in range(datasets):
         x = (rng.random(n) < p).astype(np.float64)
-        estimate = bootstrap(lambda i, x=x: x[i].mean(axis=-1), n, resamples=1000, seed=index, vectorized=True)
+        estimate = bootstrap(
+            lambda i, x=x: x[i].mean(axis=-1), n, resamples=1000, seed=index, vectorized=True
+        )
         assert estimate.value == pytest.approx(x.mean(), abs=1e-15)
         covered += estimate.low <= p <= estimate.high
     assert 181 <= covered <= 199, covered
@@ -46,7 +48,9 @@ def test_vectorized_and_row_by_row_give_the_same_interval_and_the_seed_decides()
     x = np.random.default_rng(0).normal(size=50)
     rowwise = bootstrap(lambda i: float(x[i].mean()), 50, resamples=300, seed=3)
     vector = bootstrap(lambda i: x[i].mean(axis=-1), 50, resamples=300, seed=3, vectorized=True)
-    assert rowwise.low == pytest.approx(vector.low, rel=1e-12) and rowwise.high == pytest.approx(vector.high, rel=1e-12)
+    assert rowwise.low == pytest.approx(vector.low, rel=1e-12) and rowwise.high == pytest.approx(
+        vector.high, rel=1e-12
+    )
     other = bootstrap(lambda i: x[i].mean(axis=-1), 50, resamples=300, seed=4, vectorized=True)
     assert (other.low, other.high) != (vector.low, vector.high)
 

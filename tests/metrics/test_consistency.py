@@ -46,7 +46,9 @@ def test_a_shuffled_pairing_is_at_chance_inside_its_interval() -> None:
             if (shuffle != np.arange(n)).all():
                 break
         rates = win_rates(queries, targets[shuffle])
-        estimate = bootstrap(lambda i, r=rates: r[i].mean(axis=-1), n, resamples=1000, seed=seed, vectorized=True)
+        estimate = bootstrap(
+            lambda i, r=rates: r[i].mean(axis=-1), n, resamples=1000, seed=seed, vectorized=True
+        )
         inside += estimate.low < 0.5 < estimate.high
         means.append(estimate.value)
     assert inside >= 17, inside

@@ -73,7 +73,9 @@ def test_inception_with_a_missing_or_broken_weights_file(fake_fidelity: Path, tm
 
 def test_encoder_features_wrap_an_encoder_as_float64() -> None:
     def mean_colour(images):
-        return torch.from_numpy(np.stack([np.asarray(i.convert("RGB"), np.float32).mean(axis=(0, 1)) for i in images]))
+        return torch.from_numpy(
+            np.stack([np.asarray(i.convert("RGB"), np.float32).mean(axis=(0, 1)) for i in images])
+        )
 
     features = encoder_features(mean_colour, "clip", 3)
     assert isinstance(features, ImageFeatures) and (features.name, features.num_features) == ("clip", 3)

@@ -92,7 +92,9 @@ def test_kid_of_a_mean_shift_matches_the_closed_form() -> None:
     E k(x, W) for W ~ N(c, I) is (1 + x·c/d)³ + 3 (1 + x·c/d) ||x||²/d² (Z = x·W ~ N(x·c, ||x||²)). The
     variances are estimated on the sample itself; allow 4 sd (about 0.28 here: the cubic kernel is heavy)."""
     s, d, m = 1.0, D, 3000
-    assert 3 * s / d + 3 * s**2 / d**2 + 3 * s / d**2 + s**3 / d**3 + 6 * s**2 / d**3 + 6 * s / d**3 == 1.328125
+    assert (
+        3 * s / d + 3 * s**2 / d**2 + 3 * s / d**2 + s**3 / d**3 + 6 * s**2 / d**3 + 6 * s / d**3 == 1.328125
+    )
     x, y = gaussian(m, 4), gaussian(m, 5, SHIFT)
     kid = kernel_distance(torch.from_numpy(x), torch.from_numpy(y), subset_size=m)
 
@@ -135,12 +137,27 @@ def test_kid_subsets_are_seeded_and_leave_the_global_stream_alone() -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: frechet_distance(torch.ones(3, 2), torch.ones(3, 3)), "real features have 2 dimensions and fake 3"),
-        (lambda: frechet_distance(torch.ones(1, 2), torch.ones(3, 2)), "real must have at least 2 rows, got 1"),
+        (
+            lambda: frechet_distance(torch.ones(3, 2), torch.ones(3, 3)),
+            "real features have 2 dimensions and fake 3",
+        ),
+        (
+            lambda: frechet_distance(torch.ones(1, 2), torch.ones(3, 2)),
+            "real must have at least 2 rows, got 1",
+        ),
         (lambda: frechet_distance(torch.ones(3, 2), torch.ones(3)), r"fake must be 2-D \(N, D\) features"),
-        (lambda: kernel_distance(torch.ones(3, 2), torch.ones(5, 2), subset_size=4), r"subset_size .* \[2, 3\]"),
-        (lambda: kernel_distance(torch.ones(3, 2), torch.ones(5, 2), subsets=0), "subsets must be an integer >= 1"),
-        (lambda: kernel_distance(torch.ones(3, 2), torch.ones(3, 2), gamma=-1.0), "gamma must be finite and > 0"),
+        (
+            lambda: kernel_distance(torch.ones(3, 2), torch.ones(5, 2), subset_size=4),
+            r"subset_size .* \[2, 3\]",
+        ),
+        (
+            lambda: kernel_distance(torch.ones(3, 2), torch.ones(5, 2), subsets=0),
+            "subsets must be an integer >= 1",
+        ),
+        (
+            lambda: kernel_distance(torch.ones(3, 2), torch.ones(3, 2), gamma=-1.0),
+            "gamma must be finite and > 0",
+        ),
     ],
 )
 def test_bad_inputs_are_usage_errors(call, message: str) -> None:

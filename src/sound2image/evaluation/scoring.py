@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -53,8 +53,10 @@ BATCH = 64
 #: The pairing name of SounDiff systems (ImageBind audio, the unCLIP pipeline's CLIP image encoder): a
 #: pairing is circular when it says so (``circular = True``) or has this name prefix.
 CIRCULAR_PREFIX = "imagebind-audio/"
-#: KID subsets (torchmetrics' default).
+#: KID subsets (torchmetrics' default) for the value, and for each bootstrap resample (their Monte-Carlo
+#: noise only widens the interval slightly; 100 per resample would cost 100 × the resamples).
 KID_SUBSETS = 100
+KID_BOOTSTRAP_SUBSETS = 10
 
 
 @dataclass(frozen=True)
@@ -240,13 +242,15 @@ def _fidelity_estimates(
     )
     kid = bootstrap(
         lambda idx: kernel_distance(
-            real_p[idx], fake_p[rows(idx)], subsets=KID_SUBSETS, seed=judges.seed, gamma=gamma
+            real_p[idx], fake_p[rows(idx)], subsets=KID_BOOTSTRAP_SUBSETS, seed=judges.seed, gamma=gamma
         ),
         n,
         resamples=resamples,
         seed=judges.seed,
         level=judges.level,
     )
+    point = kernel_distance(real_p, fake_p, subsets=KID_SUBSETS, seed=judges.seed, gamma=gamma)
+    kid = replace(kid, value=point)
     return {"fid": fid, "kid": kid}
 
 
@@ -354,13 +358,14 @@ def score(
 
     metrics: dict[str, dict[str, Any]] = {}
     per_class: dict[str, dict[str, Any]] = {}
-    counts: dict[str, tuple[int, int]] = {}
+    counts: dict[str, tuple[int, int, int, int]] = {}
     for system, per_item in generated.items():
         clips = sorted(position[i] for i, paths in per_item.items() if len(paths))
         paths = [Path(p) for c in clips for p in per_item[items[c].id]]
         owners = np.array([k for k, c in enumerate(clips) for _ in per_item[items[c].id]], dtype=np.int64)
         n = len(clips)
-        counts[system] = (n, len(paths))
+        per_clip = np.bincount(owners, minlength=n) if n else np.zeros(1, dtype=np.int64)
+        counts[system] = (n, len(paths), int(per_clip.min()), int(per_clip.max()))
         out: dict[str, Estimate] = {}
         if judges.features is not None and real_features is not None and n >= 2:
             fake = cached_features(judges.features, paths, cache_dir)
@@ -459,13 +464,23 @@ def _notes(
     items: Sequence[EvalItem],
     generated: Mapping[str, Mapping[str, Sequence[Path]]],
     judges: Judges,
-    counts: Mapping[str, tuple[int, int]],
+    counts: Mapping[str, tuple[int, int, int, int]],
     classes: Sequence[str],
     top_k: int | None,
     label_index: Mapping[int, int],
 ) -> dict[str, str]:
     """One sentence per metric: what was measured, on what N, with which encoders and seeds."""
-    sizes = "; ".join(f"{system}: {n} clips, {m} images" for system, (n, m) in counts.items()) or "no systems"
+
+    def seeds(low: int, high: int) -> str:
+        return f"{low} seed" if low == high == 1 else f"{low} seeds" if low == high else f"{low}-{high} seeds"
+
+    sizes = (
+        "; ".join(
+            f"{system}: N = {n} clips, {m} images ({seeds(low, high)} per clip)"
+            for system, (n, m, low, high) in counts.items()
+        )
+        or "no systems"
+    )
     interval = (
         f"{judges.level:.0%} percentile-bootstrap interval over clips ({{resamples}} resamples, "
         f"seed {judges.seed})"
@@ -486,8 +501,8 @@ def _notes(
         )
         notes["kid"] = (
             f"KID by torchmetrics: unbiased MMD² with the kernel (x·y/{judges.features.num_features} + 1)³, "
-            f"mean over {KID_SUBSETS} subsets of min(N, M, 1000) images (subset seed {judges.seed}), on the "
-            f"same {space} and images as FID; {capped}{cap}."
+            f"mean over {KID_SUBSETS} subsets of min(N, M, 1000) images (subset seed {judges.seed}; "
+            f"{KID_BOOTSTRAP_SUBSETS} per resample), on the same {space} and images as FID; {capped}{cap}."
         )
     if judges.classifier is not None:
         config = judges.classifier.config
@@ -521,7 +536,7 @@ def _notes(
         )
         notes["ais"] = (
             "AIS: win-rate of cos(generated image, its own audio) against the other scored clips' audio, "
-            f"ties 1/2, chance 0.5 (spaces {spaces}; {sizes}); {plain}.{caveat}"
+            f"ties 1/2, chance 0.5, in each system's pairing space ({spaces}) ({sizes}); {plain}.{caveat}"
         )
         notes["iis"] = (
             "IIS: win-rate of cos(generated image, its own clip's real image) against the other scored "
