@@ -137,3 +137,43 @@ def test_classifier_features_prepare_images_as_the_classifier_was_trained() -> N
     out = features([Image.fromarray(small, "L"), Image.new("RGB", (16, 16), (200, 200, 200))])
     assert out.dtype == torch.float64
     assert torch.equal(out, judge.features(np.stack([canvas, grey])).double())
+
+
+def test_inception_feeds_rgb_uint8_batches_of_one_size_in_order(
+    fake_fidelity: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchmetrics' extractor replaced by a recorder (its real weights need network access): every image
+    reaches it as (B, 3, H, W) uint8 RGB with one size per batch, the weights file found in the torch home
+    is the one passed, and the rows come back in the caller's order as float64 (2048 features)."""
+    import torchmetrics.image.fid as fid
+
+    seen: dict[str, object] = {"shapes": []}
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str) -> None:
+            super().__init__()
+            seen.update(name=name, features=features_list, path=feature_extractor_weights_path)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            assert x.dtype == torch.uint8 and x.shape[1] == 3
+            seen["shapes"].append(tuple(x.shape))
+            out = torch.zeros((x.shape[0], 2048))
+            out[:, :3] = x.float().mean(dim=(2, 3))  # the mean colour, to check the order
+            return out
+
+    monkeypatch.setattr(fid, "NoTrainInceptionV3", Recorder)
+    fake_fidelity.mkdir(parents=True)
+    (fake_fidelity / INCEPTION_WEIGHTS).write_bytes(b"weights")
+    features = inception_features(batch_size=2)
+    assert (features.name, features.num_features) == ("inception", 2048)
+    assert seen["path"] == str(fake_fidelity / INCEPTION_WEIGHTS) and seen["features"] == ["2048"]
+    images = [
+        Image.new("RGB", (8, 8), (10, 20, 30)),
+        Image.new("L", (4, 4), 50),
+        Image.new("RGB", (8, 8), (1, 2, 3)),
+        Image.new("RGBA", (8, 8), (7, 8, 9, 0)),
+    ]
+    out = features(images)
+    assert out.dtype == torch.float64 and out.shape == (4, 2048)
+    assert out[:, :3].tolist() == [[10, 20, 30], [50, 50, 50], [1, 2, 3], [7, 8, 9]]
+    assert sorted(seen["shapes"]) == [(1, 3, 4, 4), (1, 3, 8, 8), (2, 3, 8, 8)]
