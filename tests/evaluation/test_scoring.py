@@ -134,6 +134,7 @@ def win_rate_by_loop(query: np.ndarray, own: int, targets: np.ndarray) -> float:
     return sum(1.0 if cos[own] > c else 0.5 if cos[own] == c else 0.0 for c in others) / len(others)
 
 
+@pytest.mark.numeric  # argmax and win-rate comparisons of float scores (no near-ties here)
 def test_score_matches_an_independent_computation(setup) -> None:
     items, generated, judges, _ = setup
     result = score(items, generated, judges)
@@ -215,6 +216,7 @@ def test_score_matches_an_independent_computation(setup) -> None:
     assert result["metrics"]["sys_a"]["aic"]["high"] == pytest.approx(high, **approx)
 
 
+@pytest.mark.numeric  # argmax and win-rate comparisons of float scores (no near-ties here)
 def test_reference_is_the_real_pairs_and_a_derangement(setup) -> None:
     items, generated, judges, _ = setup
     reference = score(items, generated, judges)["reference"]
@@ -301,3 +303,44 @@ def test_bad_inputs_are_usage_errors(setup) -> None:
 
 def test_pairing_protocol_is_satisfied_by_the_fake() -> None:
     assert isinstance(FakePairing("x"), Pairing)
+
+
+@pytest.mark.numeric  # FID / KID recomputed in numpy on the same resamples: rel 1e-5 (6-digit rounding)
+def test_fid_and_kid_intervals_resample_clips_and_the_settings_take_effect(setup) -> None:
+    """sys_b has one image per clip, so a resample of clips is the same rows of both sets: the interval is
+    the quantiles of the numpy FID / KID of those rows (KID: min(N, M) = N rows, one subset), over
+    min(resamples, fidelity_resamples) draws of the seeded generator, at the given level."""
+    items, generated, judges, _ = setup
+    judges.fidelity_resamples, judges.level, judges.seed = 15, 0.8, 3
+    result = score(items, {"sys_b": generated["sys_b"]}, judges)
+    clips = [i for i, item in enumerate(items) if item.id in generated["sys_b"]]
+    real = colour_statistics(load(items[i].image for i in clips)).numpy()
+    fake = colour_statistics(load(p for i in clips for p in generated["sys_b"][items[i].id])).numpy()
+    draws = np.random.default_rng(3).integers(0, 5, size=(15, 5))
+    for metric, function in (("fid", numpy_fid), ("kid", numpy_kid)):
+        values = [function(real[d], fake[d]) for d in draws]
+        low, high = np.quantile(values, [0.1, 0.9])
+        estimate = result["metrics"]["sys_b"][metric]
+        assert (estimate["low"], estimate["high"]) == (
+            pytest.approx(low, rel=1e-5),
+            pytest.approx(high, rel=1e-5),
+        )
+    assert (
+        "80% percentile-bootstrap interval over clips (15 resamples, seed 3), capped at 15"
+        in (result["metric_notes"]["fid"])
+    )
+    # the seed also draws the shuffled reference; resamples sets the other metrics' draws
+    judges.fidelity_resamples = 500
+    uncapped = score(items, {"sys_b": generated["sys_b"]}, judges)["metric_notes"]["fid"]
+    assert "(200 resamples, seed 3)" in uncapped and "capped" not in uncapped
+    other_seed = score(items, {}, Judges(pairings=judges.pairings, seed=4))["reference"]["shuffled"]
+    expected = np.mean(
+        [
+            win_rate_by_loop(
+                image_vector(im), i, np.stack([audio_vector(item) for item in items])[derangement(6, 4)]
+            )
+            for i, im in enumerate(load(item.image for item in items))
+        ]
+    )
+    assert other_seed["ais:imagebind-audio/test"]["value"] == pytest.approx(expected, rel=1e-5)
+    assert derangement(6, 4).tolist() != derangement(6, 3).tolist()

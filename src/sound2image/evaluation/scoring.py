@@ -86,6 +86,8 @@ class Pairing(Protocol):
         name: recorded in the report, e.g. ``"imagebind-audio/unclip-clip-image"`` or
             ``"transformer-scorer:<dir>"``. An optional ``circular: bool`` attribute says that the system
             was conditioned in this very space (default: the name starts with :data:`CIRCULAR_PREFIX`).
+            Pairings with the same name are taken to be the same space: the real images and the audio are
+            embedded once per name.
     """
 
     name: str
