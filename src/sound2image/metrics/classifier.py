@@ -26,10 +26,21 @@ FORMAT = "sound2image-image-classifier"
 WHAT = "image classifier"
 
 
-class SmallCNN(nn.Module):
-    """Three conv stages (32, 64, 128 channels) with batch norm and max-pooling, then a linear head.
+class _PooledStages(nn.Sequential):
+    """Conv stages followed by global average pooling: (B, 1, S, S) -> (B, channels of the last stage)."""
 
-    Input (B, 1, S, S) grayscale scaled to [0, 1]; output (B, num_classes) logits.
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x).mean(dim=(2, 3))  # (B, C, S/8, S/8) -> (B, C)
+
+
+class SmallCNN(nn.Module):
+    """Three conv stages (32, 64, 128 channels) with batch norm and max-pooling, global average pooling,
+    then a linear head.
+
+    Input (B, 1, S, S) grayscale scaled to [0, 1]; output (B, num_classes) logits. ``features(x)`` gives
+    the penultimate features, (B, 4·width): the pooled output of the last stage that the head reads
+    (before its dropout). ``features`` is also the module holding the stages (``features[0]`` is the
+    first), so saved state dicts keep their keys.
     """
 
     def __init__(self, num_classes: int, width: int = 32, dropout: float = 0.3) -> None:
@@ -43,12 +54,11 @@ class SmallCNN(nn.Module):
                 nn.MaxPool2d(2),
             )
 
-        self.features = nn.Sequential(stage(1, width), stage(width, 2 * width), stage(2 * width, 4 * width))
+        self.features = _PooledStages(stage(1, width), stage(width, 2 * width), stage(2 * width, 4 * width))
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * width, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # (B, 4w, S/8, S/8)
-        return self.head(x.mean(dim=(2, 3), keepdim=True))  # global average pool -> (B, classes)
+        return self.head(self.features(x))  # (B, 4w) pooled features -> (B, classes)
 
 
 @dataclass
@@ -94,6 +104,35 @@ class ImageClassifier:
             batch = _to_input(images[start : start + batch_size])
             out.extend(self.model(batch).argmax(dim=1).tolist())
         return out
+
+    @torch.no_grad()
+    def logits(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """(N, S, S) uint8 grayscale -> (N, classes) float32 logits (columns in ``config.classes`` order)."""
+        return self._run(images, batch_size, penultimate=False)
+
+    @torch.no_grad()
+    def features(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """(N, S, S) uint8 grayscale -> (N, 4·width) float32 penultimate features
+        (:meth:`SmallCNN.features`)."""
+        return self._run(images, batch_size, penultimate=True)
+
+    def _run(self, images: np.ndarray | torch.Tensor, batch_size: int, penultimate: bool) -> torch.Tensor:
+        images = self._check(images)
+        self.model.eval()
+        function = self.model.features if penultimate else self.model
+        width = 4 * self.config.width if penultimate else len(self.config.classes)
+        out = [
+            function(_to_input(images[start : start + batch_size]))
+            for start in range(0, len(images), batch_size)
+        ]
+        return torch.cat(out) if out else torch.zeros((0, width))
+
+    def _check(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        images = torch.as_tensor(np.asarray(images))
+        size = self.config.image_size
+        if images.ndim != 3 or tuple(images.shape[1:]) != (size, size):
+            raise UsageError(f"classifier expects (N, {size}, {size}) images, got {tuple(images.shape)}")
+        return images
 
     def accuracy(self, images: np.ndarray | torch.Tensor, labels: Sequence[str]) -> float:
         """Fraction of ``images`` classified as their ``labels``."""
