@@ -1,0 +1,148 @@
+"""`sound2image evaluate` from the command line: flag errors, the default split, results.json, and the
+paper's preset end to end on real pseudo-ADVANCE pairs with two tiny SounDiff models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sound2image.cli.main import main
+from sound2image.data import Split, SplitSettings, pairs_fingerprint, scan_pairs
+from sound2image.evaluation.systems import PAPER_CONDITION
+from tests.evaluation.conftest import STEPS
+from tests.paths import PSEUDO_ADVANCE
+
+#: The validation keys of the split file the tests put in the SounDiff-L run directory.
+VAL_KEYS = ["airport/00001", "beach/00017", "beach/00018", "forest/00069"]
+
+
+def preset_args(base_dir: Path, large: Path, small: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "evaluate", "--data", str(PSEUDO_ADVANCE), "--preset", "paper-table1", "--soundiff-l", str(large),
+        "--soundiff-s", str(small), "--model", str(base_dir), "--steps", str(STEPS), "--device", "cpu",
+        "--features", "clip", "--resamples", "50", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def run_with_split(tmp_path: Path, soundiff_l: Path) -> Path:
+    """A copy of the SounDiff-L export that also holds its run's split.json (val = VAL_KEYS)."""
+    run = tmp_path / "soundiff-l"
+    shutil.copytree(soundiff_l, run)
+    found = scan_pairs(PSEUDO_ADVANCE).pairs
+    val = [pair for pair in found if pair.key in VAL_KEYS]
+    train = [pair for pair in found if pair.key not in VAL_KEYS]
+    assert len(val) == len(VAL_KEYS)
+    Split(train, val, SplitSettings(), pairs_fingerprint(found), True).save(run / "split.json")
+    return run
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--preset", "paper-table1", "--soundiff-l", "."],
+            "error: --preset paper-table1 needs --soundiff-s DIR",
+        ),
+        (["--systems", "runs/none"], "error: --systems: runs/none: not 'baseline', 'transformer:DIR' nor an"),
+        (["--systems", "baseline", "--seeds", "-1"], "error: --seeds must be an integer in [0, 9223372036854775807], got -1"),
+        (["--systems", "baseline", "--size", "12"], "error: --size must be a positive multiple of 8, got 12"),
+        (["--systems", "baseline", "--max-items", "0"], "error: --max-items must be an integer >= 1, got 0"),
+        (["--systems", "baseline", "--features", "fancy"], "error: --features must be inception, clip or"),
+        (
+            ["--systems", "baseline", "--split", "nowhere.json"],
+            "error: --split nowhere.json: expected 'val' or",
+        ),
+        (
+            ["--soundiff-l", ".", "--systems", "baseline"],
+            "error: --soundiff-l: only with --preset paper-table1",
+        ),
+        ([], "error: --systems is required"),
+    ],
+)
+def test_bad_flags_stop_with_one_line_naming_the_flag(tmp_path, capsys, extra, message) -> None:
+    out = tmp_path / "out"
+    code = main(["evaluate", "--data", str(PSEUDO_ADVANCE), "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_the_preset_uses_the_runs_own_split_and_writes_results_only_in_out(
+    tmp_path, base_dir, soundiff_l, soundiff_s, stubbed, monkeypatch, capsys
+) -> None:
+    large = run_with_split(tmp_path, soundiff_l)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    out = tmp_path / "out"
+    assert main(preset_args(base_dir, large, soundiff_s, out, "--seeds", "3")) == 0
+    assert list(work.iterdir()) == []  # nothing written outside --out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cache",
+        "evaluation_config.json",
+        "report.html",
+        "results.json",
+    ]
+    results = json.loads((out / "results.json").read_text())
+    assert (results["format"], results["version"]) == ("sound2image-evaluation", 1)
+    assert results["data"]["split_file"] == str((large / "split.json").resolve())
+    assert [item["id"] for item in results["items"]] == VAL_KEYS
+    assert results["data"]["n_items"] == 4 and results["data"]["classes"] == ["airport", "beach", "forest"]
+    ids = ["baseline", "baseline+cond", "soundiff-l", "soundiff-s", "soundiff-s+cond"]
+    assert [s["id"] for s in results["systems"]] == ids
+    assert [s["condition"] for s in results["systems"]] == [
+        None,
+        PAPER_CONDITION,
+        None,
+        None,
+        PAPER_CONDITION,
+    ]
+    assert all(s["best_of_flag"] is False and len(s["fingerprint"]) == 64 for s in results["systems"])
+    assert results["systems"][2]["model"]["unet"] == str(large.resolve())
+    assert results["settings"]["seeds"] == [3] and results["settings"]["generation"]["steps"] == STEPS
+    assert results["command"].startswith("sound2image evaluate --data ")
+    for item in results["items"]:
+        assert sorted(item["images"]) == sorted(ids)
+        for images in item["images"].values():
+            assert [image["seed"] for image in images] == [3]
+            assert (out / images[0]["path"]).is_file() and images[0]["path"].startswith("cache/")
+    # The five columns are five different pictures of the first clip (three weights, two prompts).
+    first = results["items"][0]["images"]
+    assert len({(out / first[i][0]["path"]).read_bytes() for i in ids}) == 5
+    config = json.loads((out / "evaluation_config.json").read_text())
+    assert [s["id"] for s in config["systems"]] == ids and config["seeds"] == [3]
+    assert "wrote" in capsys.readouterr().out
+
+
+# --- END TO END WITH THE REAL SCORING AND REPORT ------------------------------------------------------
+# Runs once sound2image.evaluation.scoring and .report are merged (built on other branches); skipped before.
+
+
+def test_end_to_end_paper_preset_writes_scored_results_and_the_report(
+    tmp_path, base_dir, soundiff_l, soundiff_s
+) -> None:
+    pytest.importorskip("sound2image.evaluation.scoring")
+    pytest.importorskip("sound2image.evaluation.report")
+    out = tmp_path / "out"
+    assert main(preset_args(base_dir, soundiff_l, soundiff_s, out, "--max-items", "4")) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert (out / "report.html").is_file()
+    ids = [s["id"] for s in results["systems"]]
+    assert ids == ["baseline", "baseline+cond", "soundiff-l", "soundiff-s", "soundiff-s+cond"]
+    assert (
+        results["data"]["n_items"] == 4 and results["data"]["split_file"] is None
+    )  # the dataset's own split
+    # --max-items 4 of the grouped split's validation side, round-robin over its classes: 4 classes.
+    assert len({item["label"] for item in results["items"]}) == 4
+    for system in ids:
+        metrics = results["metrics"][system]
+        for name in ("fid", "kid", "ais", "iis"):  # no --classifier: no AIC
+            estimate = metrics[name]
+            assert set(estimate) == {"value", "low", "high", "n"}
+            assert estimate["low"] <= estimate["value"] <= estimate["high"]
+        assert "aic" not in metrics
+        assert metrics["ais"]["n"] == 4  # the bootstrap resamples the 4 clips
