@@ -47,7 +47,10 @@ def run_with_split(tmp_path: Path, soundiff_l: Path) -> Path:
             "error: --preset paper-table1 needs --soundiff-s DIR",
         ),
         (["--systems", "runs/none"], "error: --systems: runs/none: not 'baseline', 'transformer:DIR' nor an"),
-        (["--systems", "baseline", "--seeds", "-1"], "error: --seeds must be an integer in [0, 9223372036854775807], got -1"),
+        (
+            ["--systems", "baseline", "--seeds", "-1"],
+            "error: --seeds must be an integer in [0, 9223372036854775807], got -1",
+        ),
         (["--systems", "baseline", "--size", "12"], "error: --size must be a positive multiple of 8, got 12"),
         (["--systems", "baseline", "--max-items", "0"], "error: --max-items must be an integer >= 1, got 0"),
         (["--systems", "baseline", "--features", "fancy"], "error: --features must be inception, clip or"),

@@ -264,3 +264,66 @@ def test_two_processes_draw_exactly_what_one_process_draws(tmp_path, base_dir, m
     assert len(list((tmp_path / "two" / CACHE_DIR).rglob("*.png"))) == 12
     for part in ("metrics", "reference", "per_class_aic", "data", "systems", "bad_items"):
         assert two[part] == one[part], part
+
+
+@pytest.fixture
+def transformer_dir(tmp_path) -> Path:
+    """A tiny random Image Transformer (8×8 images, 6 × 10 features) with a tiny scorer in reranker/."""
+    import torch
+
+    from sound2image.audio.sections import SectionFeatureConfig
+    from sound2image.transformer.reranker import AudioImageScorer, RerankerConfig
+    from tests.transformer.tiny import tiny_model
+
+    directory = tmp_path / "it" / "model"
+    features = SectionFeatureConfig(sample_rate=8000, duration=0.015, num_sections=6)  # 6 x 10 bins
+    assert features.num_bins == 10
+    tiny_model().save_pretrained(directory, {"features": features.to_dict(), "classes": ["a", "b"]})
+    torch.manual_seed(0)
+    shape = dict(
+        audio_sections=6, audio_bins=10, image_size=8, embed_dim=16, audio_channels=16, image_width=8
+    )
+    AudioImageScorer(RerankerConfig(**shape)).eval().save_pretrained(directory / "reranker")
+    return directory
+
+
+def test_transformer_images_are_cached_and_redraw_from_their_records(tmp_path, transformer_dir) -> None:
+    from sound2image.evaluation.run import TransformerPairing
+    from sound2image.transformer.runner import regenerate
+
+    chosen = items(2)
+    spec = SystemSpec("it", "IT", "transformer", str(transformer_dir), candidates=2)
+    result = generate_images(chosen, [spec], [1, 2], tmp_path / "out", OPTIONS, progress=False)
+    assert (result.drawn, result.bad_items) == (4, [])
+    for item in chosen:
+        for image in result.images["it"][item.id]:
+            meta = read_png_metadata(image.path)
+            assert meta["best_of"]["candidates"] == 2 and meta["audio"][0]["sha256"] == item.audio_sha256
+            assert pixels(image.path).shape == (8, 8, 3)
+            again = regenerate(image.path)  # the runner's own redraw from the PNG's record alone
+            assert np.array_equal(np.asarray(Image.open(image.path)), again.image)
+    pairing = TransformerPairing(str(transformer_dir))
+    audio = pairing.embed_audio(chosen)
+    images = pairing.embed_images([Image.open(result.images["it"][i.id][0].path) for i in chosen])
+    assert tuple(audio.shape) == tuple(images.shape) == (2, 16)
+    # The scorer's embeddings are unit vectors (float32 norm: within a few eps of 1).
+    assert np.allclose(audio.norm(dim=1).numpy(), 1.0, atol=1e-5)
+
+
+def test_the_progress_bar_shows_the_rate_and_the_time_left(tmp_path, base_dir, monkeypatch) -> None:
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    specs = [SystemSpec("baseline", "Baseline", "soundiff", str(base_dir))]
+    generate_images(items(2), specs, [1], tmp_path / "out", OPTIONS, progress=True)
+    shown = screen.getvalue()
+    # tqdm's meter after an image: "generating:  50%|#####     | 1/2 [00:00<00:01,  1.25image/s]", that is
+    # [elapsed<time left, rate] (redrawn after every image).
+    import re
+
+    assert re.search(r"generating: +50%.*1/2 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+image/s\]", shown), shown

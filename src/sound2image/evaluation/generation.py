@@ -291,6 +291,8 @@ def _progress_bar(total: int, show: bool) -> Any:
     """tqdm counting images on stderr: rate (images/s) and ETA; hidden when stderr is not a terminal."""
     from tqdm.auto import tqdm
 
+    # Redrawn after every image (an image takes seconds; the redraw microseconds), so the rate and ETA
+    # are always those of the last image, even for fast tiny models.
     return tqdm(
         total=total,
         unit="image",
@@ -298,6 +300,8 @@ def _progress_bar(total: int, show: bool) -> Any:
         file=sys.stderr,
         disable=None if show else True,
         leave=False,
+        mininterval=0,
+        miniters=1,
     )
 
 
