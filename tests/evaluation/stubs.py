@@ -44,7 +44,7 @@ def item_type() -> Any:
     return EvalItem
 
 
-def fake_score(items: Any, generated: Any, judges: Any) -> dict[str, Any]:
+def fake_score(items: Any, generated: Any, judges: Any, cache_dir: Any = None) -> dict[str, Any]:
     SCORED.append(([item.id for item in items], {k: dict(v) for k, v in generated.items()}))
     return {"metrics": {}, "reference": {}, "metric_notes": {}, "per_class_aic": {}}
 

@@ -24,10 +24,12 @@ from typing import Any
 
 from sound2image import __version__
 from sound2image.errors import DataError, UsageError
-from sound2image.evaluation.generation import GenerationOptions, GenerationResult, generate_images
+from sound2image.evaluation.generation import CACHE_DIR, GenerationOptions, GenerationResult, generate_images
 from sound2image.evaluation.systems import SystemSpec
 
 RESULTS_FILE = "results.json"
+#: Image features kept between runs (FID/KID of real and generated images), under ``<out>/cache``.
+FEATURES_DIR = "features"
 CONFIG_FILE = "evaluation_config.json"
 RESULTS_FORMAT = "sound2image-evaluation"
 RESULTS_VERSION = 1
@@ -162,6 +164,9 @@ def _write_json(path: Path, values: Any) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(values, indent=2, default=str) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the results private to their writer
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -295,6 +300,7 @@ class SounDiffPairing:
         self.pipe = pipe
         self.batch_size = batch_size
         self.name = f"imagebind-audio/unclip-image-encoder:{pipe.info.model}"
+        self.circular = True  # the system was conditioned in this very space
 
     def embed_audio(self, items: Sequence[Any]) -> Any:
         """(N, D) ImageBind embeddings of the items' sounds."""
@@ -411,11 +417,14 @@ def build_judges(config: EvaluationConfig) -> Any:
     )
 
 
-def _score(items: Sequence[Any], generated: dict[str, dict[str, list[Path]]], judges: Any) -> dict[str, Any]:
-    """:func:`sound2image.evaluation.scoring.score` (contract B)."""
+def _score(
+    items: Sequence[Any], generated: dict[str, dict[str, list[Path]]], judges: Any, cache_dir: Path
+) -> dict[str, Any]:
+    """:func:`sound2image.evaluation.scoring.score` (contract B), keeping image features (real images
+    included) in ``cache_dir`` between runs."""
     from sound2image.evaluation.scoring import score
 
-    return score(items, generated, judges)
+    return score(items, generated, judges, cache_dir=cache_dir)
 
 
 def _write_report(results: dict[str, Any], out: Path) -> Path:
@@ -469,7 +478,7 @@ def evaluate(config: EvaluationConfig, *, progress: bool = True) -> dict[str, An
         for spec in config.systems
     }
     judges = build_judges(config)
-    scored = _score(items, generated, judges)
+    scored = _score(items, generated, judges, out / CACHE_DIR / FEATURES_DIR)
     results = assemble_results(config, data_info, items, generation, scored, bad_items)
     _write_json(out / RESULTS_FILE, results)
     _write_report(results, out)
