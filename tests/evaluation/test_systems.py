@@ -154,3 +154,25 @@ def test_the_fingerprint_is_stable_across_processes_and_tracks_the_unet(tmp_path
     assert system_fingerprint(SystemSpec("c", "C", "soundiff", str(base_dir), condition="x")) == baseline
     (run / "unet" / "config.json").write_text('{"changed": 1}')
     assert system_fingerprint(spec) != here
+
+
+def test_a_hub_model_is_fingerprinted_by_its_cached_commit_or_downloaded_first(tmp_path, monkeypatch) -> None:
+    from sound2image.evaluation.systems import needs_download
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # online: a hub id need not be cached to be named
+    spec = SystemSpec("b", "B", "soundiff", "org/model")
+    assert needs_download(spec)  # the empty cache (HF_HOME of the fixture) cannot name its commit
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf-home" / "hub" / "models--org--model"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "model_index.json").write_text("{}")
+    assert not needs_download(spec)
+    first = system_fingerprint(spec)
+    newer = "f" * 40
+    (repo / "snapshots" / newer).mkdir()
+    (repo / "snapshots" / newer / "model_index.json").write_text("{}")
+    (repo / "refs" / "main").write_text(newer)  # main moved: another commit, another fingerprint
+    assert system_fingerprint(spec) != first
+    assert not needs_download(SystemSpec("t", "T", "transformer", str(tmp_path)))

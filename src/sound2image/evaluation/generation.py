@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sound2image.errors import Sound2ImageError, UsageError
-from sound2image.evaluation.systems import SystemSpec, system_fingerprint
+from sound2image.evaluation.systems import SystemSpec, needs_download, system_fingerprint
 
 CACHE_DIR = "cache"
 #: Where each process lists the items it could not use (read and removed by the main process).
@@ -209,6 +209,9 @@ def generate_images(
     shard = list(items)[state.process_index :: state.num_processes]
     plans: list[tuple[SystemSpec, dict[str, Any], list[tuple[Any, int, Path]]]] = []
     for spec in systems:
+        if needs_download(spec):  # the fingerprint names the downloaded commit, so download first
+            _load(spec, options, device)
+            gc.collect()
         fingerprint = system_fingerprint(spec, imagebind_weights=options.imagebind_weights)
         result.fingerprints[spec.id] = fingerprint
         settings = sampling_settings(spec, options, device)

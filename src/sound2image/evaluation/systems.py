@@ -9,7 +9,8 @@ turns the command's ``--systems`` / ``--conditions`` into :class:`SystemSpec` co
 :func:`system_fingerprint` is what the image cache keys on besides the sound, the seed and the
 settings. It covers: the system's kind; for SounDiff, the base pipeline (a hub id with the commit its
 revision resolves to in the local cache, or a local directory's files) and the fine-tuned U-Net
-directory's ``unet/`` folder, training record and calibration; for the Image Transformer, its model
+directory's ``unet/`` folder, training record and calibration (a hub model not yet in the cache is
+downloaded before it is fingerprinted, :func:`needs_download`); for the Image Transformer, its model
 directory (weights, config, scorer). A local file counts by its relative name and size, plus the
 SHA-256 of its whole content when it is at most :data:`FULL_HASH_BYTES`, else the SHA-256 of
 :data:`SAMPLED_BLOCKS` evenly spaced 1 MiB blocks and its modification time (so a 5 GB weight file is
@@ -282,19 +283,36 @@ def directory_digest(root: str | os.PathLike[str], include: Sequence[str] | None
     return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 
+def _hub_commit(name: str) -> str | None:
+    """The commit a hub id's ``main`` resolves to in the local cache (None: not cached)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from sound2image.diffusion.loading import hub_cache_dir
+
+    cached = try_to_load_from_cache(name, "model_index.json", cache_dir=hub_cache_dir())
+    return Path(cached).parent.name if isinstance(cached, str) else None
+
+
+def needs_download(spec: SystemSpec) -> bool:
+    """Whether the system's base pipeline is a hub id not yet in the local cache: its fingerprint can
+    name the exact commit only once it is downloaded (load it first, then fingerprint)."""
+    if spec.kind != "soundiff":
+        return False
+    from sound2image.diffusion.loading import resolve_pipeline_source
+
+    source = resolve_pipeline_source(spec.source)
+    return source.path is None and _hub_commit(source.name) is None
+
+
 def _pipeline_part(model: str | None, imagebind_weights: str | None) -> dict[str, Any]:
-    from sound2image.diffusion.loading import hub_cache_dir, resolve_pipeline_source
+    from sound2image.diffusion.loading import resolve_pipeline_source
 
     source = resolve_pipeline_source(model)
     if source.path is not None:
         part: dict[str, Any] = {"pipeline": "dir", "digest": directory_digest(source.path)}
         has_encoder = (source.path / "audio_encoder" / "config.json").is_file()
     else:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(source.name, "model_index.json", cache_dir=hub_cache_dir())
-        commit = Path(cached).parent.name if isinstance(cached, str) else None
-        part = {"pipeline": source.name, "commit": commit}
+        part = {"pipeline": source.name, "commit": _hub_commit(source.name)}
         has_encoder = False
     if not has_encoder:
         weights = imagebind_weights or os.environ.get("SOUND2IMAGE_IMAGEBIND_WEIGHTS")
