@@ -327,3 +327,28 @@ def test_the_progress_bar_shows_the_rate_and_the_time_left(tmp_path, base_dir, m
     import re
 
     assert re.search(r"generating: +50%.*1/2 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+image/s\]", shown), shown
+
+
+def test_a_failed_image_is_listed_and_its_items_other_images_are_still_drawn(tmp_path, base_dir, monkeypatch):
+    original = SounDiffPipeline.__call__
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first item's seed 2 (items are drawn item by item, seed by seed)
+            raise RuntimeError("out of memory")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SounDiffPipeline, "__call__", flaky)
+    chosen = items(2)
+    specs = [
+        SystemSpec("baseline", "Baseline", "soundiff", str(base_dir)),
+        SystemSpec("baseline+cond", "Baseline + c", "soundiff", str(base_dir), condition="x"),
+    ]
+    result = generate_images(chosen, specs, [1, 2], tmp_path / "out", OPTIONS, progress=False)
+    assert result.bad_items == [
+        {"item": chosen[0].id, "problem": "baseline seed 2: RuntimeError: out of memory"}
+    ]
+    assert [image.seed for image in result.images["baseline"][chosen[0].id]] == [1]
+    assert [image.seed for image in result.images["baseline+cond"][chosen[0].id]] == [1, 2]
+    assert result.drawn == 7 and calls["n"] == 8

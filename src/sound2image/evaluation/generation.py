@@ -231,11 +231,13 @@ def generate_images(
 
     total = sum(len(missing) for _, _, missing in plans)
     bar = _progress_bar(total, progress and state.is_main_process)
-    bad: dict[str, str] = {}
+    bad: dict[str, list[str]] = {}  # item id -> its problems (a failed sound, or single failed images)
+    unusable: set[str] = set()  # items whose sound failed: no system draws them
     done_models: dict[tuple[Any, ...], Any] = {}
     try:
         for position, (spec, _, missing) in enumerate(plans):
-            todo = [(item, seed, path) for item, seed, path in missing if item.id not in bad]
+            todo = [(item, seed, path) for item, seed, path in missing if item.id not in unusable]
+            bar.update(len(missing) - len(todo))
             if not todo:
                 continue
             if spec.model_key not in done_models:
@@ -248,7 +250,9 @@ def generate_images(
                 result.drawn += problem is None
                 if problem is not None:
                     text = problem if seed is None else f"{spec.id} seed {seed}: {problem}"
-                    bad.setdefault(item_id, text)
+                    if seed is None:
+                        unusable.add(item_id)
+                    bad.setdefault(item_id, []).append(text)
                     bar.write(f"skipped: {item_id}: {text}", file=sys.stderr)
             # Release weights no later system needs.
             if all(other.model_key != spec.model_key for other, _, _ in plans[position + 1 :]):
@@ -266,7 +270,8 @@ def generate_images(
     state.wait_for_everyone()
     for rank in range(state.num_processes):
         listed = json.loads((shards / f"bad-{rank}-of-{state.num_processes}.json").read_text())
-        result.bad_items.extend({"item": key, "problem": value} for key, value in sorted(listed.items()))
+        for key, problems in sorted(listed.items()):
+            result.bad_items.extend({"item": key, "problem": problem} for problem in problems)
     state.wait_for_everyone()  # every process has read the lists before the main one removes them
     if state.is_main_process:
         for path in shards.glob("bad-*.json"):
