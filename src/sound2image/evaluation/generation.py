@@ -12,7 +12,8 @@ rename, :func:`sound2image.outputs.save_png`) with the image's full record as me
 With several processes (``accelerate launch``), process ``r`` of ``w`` draws the missing images of the
 items ``items[r::w]``; :func:`generate_images` returns after every process is done, so the main process
 then reads a cache that holds exactly what a one-process run would have drawn (each image depends only
-on its own sound, seed and settings).
+on its own sound, seed and settings). ``out`` must be a folder every process sees (one machine, or a
+shared file system). Only the main process shows the progress bar (it counts that process's share).
 
 Images are drawn ONLY by :func:`sound2image.diffusion.iter_images` (SounDiff) and
 :func:`sound2image.transformer.runner.iter_images` (Image Transformer).
@@ -276,7 +277,8 @@ def generate_images(
     if state.is_main_process:
         for path in shards.glob("bad-*.json"):
             path.unlink(missing_ok=True)
-        shards.rmdir() if not any(shards.iterdir()) else None
+        if not any(shards.iterdir()):
+            shards.rmdir()
 
     for spec, paths, _ in plans:
         per_item: dict[str, list[CachedImage]] = {}
