@@ -149,3 +149,29 @@ def test_end_to_end_paper_preset_writes_scored_results_and_the_report(
             assert estimate["low"] <= estimate["value"] <= estimate["high"]
         assert "aic" not in metrics
         assert metrics["ais"]["n"] == 4  # the bootstrap resamples the 4 clips
+
+
+def test_the_config_round_trips_through_its_file_and_names_bad_settings(tmp_path) -> None:
+    from sound2image.errors import UsageError
+    from sound2image.evaluation.generation import GenerationOptions
+    from sound2image.evaluation.run import EvaluationConfig
+    from sound2image.evaluation.systems import SystemSpec
+
+    spec = SystemSpec("baseline+cond", "Baseline + condition", "soundiff", "m", None, "x", 2)
+    config = EvaluationConfig(
+        data="d", out="o", systems=[spec], seeds=[1, 5], generation=GenerationOptions(steps=3, size=64)
+    )
+    path = config.save(tmp_path / "evaluation_config.json")
+    assert EvaluationConfig.load(path) == config
+    for changes, name in [
+        ({"seeds": [1, 1]}, "seeds"),
+        ({"max_items": 0}, "max_items"),
+        ({"level": 1.0}, "level"),
+        ({"features": "classifier:" + str(tmp_path / "none")}, "features"),
+        ({"generation": GenerationOptions(size=12)}, "size"),
+        ({"systems": [spec, spec]}, "systems"),
+    ]:
+        values = {**config.__dict__, **changes}
+        with pytest.raises(UsageError) as caught:
+            EvaluationConfig(**values).check()
+        assert tuple(caught.value.parameters) == (name,) and str(caught.value).startswith(name)

@@ -26,7 +26,6 @@ from sound2image.evaluation.generation import (
     generate_images,
     sampling_settings,
 )
-from sound2image.evaluation.run import EvaluationConfig, evaluate
 from sound2image.evaluation.systems import SystemSpec, system_fingerprint
 from sound2image.outputs import file_sha256, read_png_metadata
 from tests.evaluation import stubs
@@ -173,7 +172,7 @@ def test_adding_a_system_or_a_seed_draws_only_what_is_new(tmp_path, base_dir, co
     assert count_calls["calls"] == 4 + 2
 
 
-def test_a_bad_sound_is_listed_and_the_rest_are_scored(tmp_path, base_dir, stubbed) -> None:
+def test_a_bad_sound_is_listed_and_the_rest_are_scored(tmp_path, base_dir, stubbed, capsys) -> None:
     good = pairs(2)
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF....WAVEfmt nothing of use here")
@@ -184,15 +183,24 @@ def test_a_bad_sound_is_listed_and_the_rest_are_scored(tmp_path, base_dir, stubb
         "audio,image,label\n" + "".join(f"{r['audio']},{r['image']},{r['label']}\n" for r in rows)
     )
     split = _all_in_val(manifest, tmp_path / "split.json")
-    config = EvaluationConfig(
-        data=str(manifest),
-        out=str(tmp_path / "out"),
-        systems=[SystemSpec("baseline", "Baseline", "soundiff", str(base_dir))],
-        split=str(split),
-        generation=OPTIONS,
-    )
-    results = evaluate(config, progress=False)
+    from sound2image.cli.main import main
     from sound2image.data import scan_pairs
+
+    args = ["evaluate", "--data", str(manifest), "--split", str(split), "--systems", "baseline"]
+    args += [
+        "--model",
+        str(base_dir),
+        "--steps",
+        str(STEPS),
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    assert main(args) == 2  # some items were skipped
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    err = capsys.readouterr().err
+    assert "1 item(s) skipped:" in err and "damaged WAV file" in err and "Traceback" not in err
 
     keys = {Path(pair.audio).name: pair.key for pair in scan_pairs(manifest).pairs}
     assert [entry["item"] for entry in results["bad_items"]] == [keys["broken.wav"]]
