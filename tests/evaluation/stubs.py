@@ -62,5 +62,6 @@ def install(setattr_: Any) -> None:
 
     setattr_(run, "_score", fake_score)
     setattr_(run, "_write_report", fake_report)
-    setattr_(run, "build_judges", lambda config: None)
+    setattr_(run, "build_judges", lambda config, loaded=None: None)
+    setattr_(run, "preflight", lambda config: {})
     setattr_(run, "_item_type", item_type)

@@ -175,3 +175,16 @@ def test_the_config_round_trips_through_its_file_and_names_bad_settings(tmp_path
         with pytest.raises(UsageError) as caught:
             EvaluationConfig(**values).check()
         assert tuple(caught.value.parameters) == (name,) and str(caught.value).startswith(name)
+
+
+def test_missing_inception_weights_stop_the_run_before_any_image_is_drawn(
+    tmp_path, base_dir, monkeypatch, capsys
+) -> None:
+    pytest.importorskip("sound2image.metrics.features")  # merged from the metrics branch
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no Inception weights there
+    out = tmp_path / "out"
+    args = ["evaluate", "--data", str(PSEUDO_ADVANCE), "--systems", "baseline", "--model", str(base_dir)]
+    code = main([*args, "--max-items", "2", "--steps", str(STEPS), "--device", "cpu", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert not list(out.rglob("*.png"))

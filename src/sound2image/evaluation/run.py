@@ -356,12 +356,40 @@ class TransformerPairing:
             return self.scorer.embed_images(torch.from_numpy(pixels).to(self.device)).cpu()
 
 
-def build_judges(config: EvaluationConfig) -> Any:
+def preflight(config: EvaluationConfig) -> dict[str, Any]:
+    """The judges that need no SounDiff pipeline, loaded before any image is drawn, so that missing
+    Inception weights or a broken classifier directory stop the run at once, not after hours of drawing:
+    ``{"features": ...}`` for ``inception`` and ``classifier:DIR``, ``{"classifier": ...}`` for
+    ``config.classifier``.
+
+    Raises:
+        WeightsError: the Inception weights or a classifier cannot be loaded (one line saying what to do).
+    """
+    loaded: dict[str, Any] = {}
+    if config.features == "inception":
+        from sound2image.metrics.features import inception_features
+
+        loaded["features"] = inception_features()
+    elif config.features.startswith(CLASSIFIER_PREFIX):
+        from sound2image.metrics import ImageClassifier
+        from sound2image.metrics.features import classifier_features
+
+        folder = config.features[len(CLASSIFIER_PREFIX) :]
+        loaded["features"] = classifier_features(ImageClassifier.from_pretrained(folder), config.features)
+    if config.classifier is not None:
+        from sound2image.metrics import ImageClassifier
+
+        loaded["classifier"] = ImageClassifier.from_pretrained(config.classifier)
+    return loaded
+
+
+def build_judges(config: EvaluationConfig, loaded: dict[str, Any] | None = None) -> Any:
     """The contract's ``Judges``: FID/KID features (``config.features``), the AIC classifier and one
     AIS/IIS pairing per system (SounDiff: :class:`SounDiffPairing`; transformer: :class:`TransformerPairing`
-    when its directory holds a scorer, else none)."""
+    when its directory holds a scorer, else none). ``loaded``: what :func:`preflight` returned."""
     from sound2image.evaluation.scoring import Judges
 
+    loaded = dict(loaded) if loaded is not None else preflight(config)
     pipe = None
 
     def judge_pipe() -> Any:
@@ -370,12 +398,8 @@ def build_judges(config: EvaluationConfig) -> Any:
             pipe = _judge_pipeline(config)
         return pipe
 
-    features = None
-    if config.features == "inception":
-        from sound2image.metrics.features import inception_features
-
-        features = inception_features()
-    elif config.features == "clip":
+    features = loaded.get("features")
+    if config.features == "clip":
         from sound2image.diffusion import encode_images
         from sound2image.metrics.features import encoder_features
 
@@ -383,17 +407,7 @@ def build_judges(config: EvaluationConfig) -> Any:
         features = encoder_features(
             lambda images: encode_images(base.unclip, list(images)), "clip", base.embedding_dim
         )
-    else:
-        from sound2image.metrics import ImageClassifier
-        from sound2image.metrics.features import classifier_features
-
-        folder = config.features[len(CLASSIFIER_PREFIX) :]
-        features = classifier_features(ImageClassifier.from_pretrained(folder), config.features)
-    classifier = None
-    if config.classifier is not None:
-        from sound2image.metrics import ImageClassifier
-
-        classifier = ImageClassifier.from_pretrained(config.classifier)
+    classifier = loaded.get("classifier")
     pairings: dict[str, Any] = {}
     soundiff_pairing = None
     transformer_pairings: dict[str, Any] = {}
@@ -459,6 +473,7 @@ def evaluate(config: EvaluationConfig, *, progress: bool = True) -> dict[str, An
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / CONFIG_FILE)
+    loaded = preflight(config) if state.is_main_process else {}
     state.wait_for_everyone()
     generation = generate_images(
         items, config.systems, config.seeds, out, config.generation, progress=progress
@@ -477,7 +492,7 @@ def evaluate(config: EvaluationConfig, *, progress: bool = True) -> dict[str, An
         }
         for spec in config.systems
     }
-    judges = build_judges(config)
+    judges = build_judges(config, loaded)
     scored = _score(items, generated, judges, out / CACHE_DIR / FEATURES_DIR)
     results = assemble_results(config, data_info, items, generation, scored, bad_items)
     _write_json(out / RESULTS_FILE, results)
