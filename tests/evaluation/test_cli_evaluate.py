@@ -63,6 +63,11 @@ def run_with_split(tmp_path: Path, soundiff_l: Path) -> Path:
             "error: --soundiff-l: only with --preset paper-table1",
         ),
         ([], "error: --systems is required"),
+        (
+            ["--systems", "baseline", "--device", "cpu", "--dtype", "fp16"],
+            "error: --dtype fp16 is not supported",
+        ),
+        (["--systems", "baseline", "--device", "tpu"], "error: --device tpu: unknown device"),
     ],
 )
 def test_bad_flags_stop_with_one_line_naming_the_flag(tmp_path, capsys, extra, message) -> None:

@@ -87,7 +87,7 @@ def test_a_key_changes_with_each_of_its_parts_and_only_with_them() -> None:
 def test_the_condition_steps_size_dtype_and_device_kind_are_settings() -> None:
     plain = SystemSpec("b", "B", "soundiff", "m")
     conditioned = SystemSpec("c", "C", "soundiff", "m", condition="x")
-    base = sampling_settings(plain, OPTIONS, "cuda:1")
+    base = sampling_settings(plain, GenerationOptions(steps=STEPS, dtype="fp16"), "cuda:1")
     assert base == {
         "candidates": 1,
         "device": "cuda",  # which GPU does not change the pixels; the kind of device does
@@ -97,8 +97,11 @@ def test_the_condition_steps_size_dtype_and_device_kind_are_settings() -> None:
         "size": None,
         "scheduler": None,
         "noise_level": 0,
-        "dtype": "auto",
+        "dtype": "float16",
     }
+    # "auto" keys as what it resolves to: float32 on the CPU, float16 on CUDA.
+    assert sampling_settings(plain, OPTIONS, "cpu")["dtype"] == "float32"
+    assert sampling_settings(plain, OPTIONS, "cuda")["dtype"] == "float16"
     assert sampling_settings(conditioned, OPTIONS, "cpu")["prompt"] == "x"
     it = sampling_settings(SystemSpec("t", "T", "transformer", "d"), GenerationOptions(top_k=5), "cpu")
     assert it == {

@@ -191,10 +191,10 @@ def handler(args: argparse.Namespace) -> int:
     check_flags(args, _NUMBERS, _INTS)
     if args.size is not None and args.size % 8:
         raise UsageError(f"--size must be a positive multiple of 8, got {args.size}")
-    if args.device != "auto":
-        from sound2image.cli.jobs import pick_device
+    from sound2image.cli.jobs import pick_device
+    from sound2image.devices import resolve_dtype
 
-        pick_device(args.device)
+    resolve_dtype(args.dtype, pick_device(args.device), "--dtype")  # checks --device on the way
     from sound2image.evaluation.generation import GenerationOptions
     from sound2image.evaluation.run import EvaluationConfig, evaluate
 

@@ -126,7 +126,11 @@ class GenerationResult:
 def sampling_settings(spec: SystemSpec, options: GenerationOptions, device: str) -> dict[str, Any]:
     """The settings that change a system's pixels besides weights, sound and seed (keyed in the cache):
     the condition, candidates and the kind of device; SounDiff's steps, guidance, size, scheduler,
-    noise level and dtype; the transformer's temperature, top-k, top-p and guidance."""
+    noise level and resolved dtype; the transformer's temperature, top-k, top-p and guidance.
+
+    Raises:
+        UsageError: a dtype the device cannot run (half precision on the CPU).
+    """
     common = {"candidates": spec.candidates, "device": device.split(":")[0]}
     if spec.kind == "transformer":
         return {
@@ -144,8 +148,16 @@ def sampling_settings(spec: SystemSpec, options: GenerationOptions, device: str)
         "size": options.size,
         "scheduler": options.scheduler,
         "noise_level": options.noise_level,
-        "dtype": options.dtype,
+        "dtype": _dtype_name(options.dtype, device),
     }
+
+
+def _dtype_name(dtype: str, device: str) -> str:
+    """The weights dtype ``dtype`` resolves to on ``device`` ("auto" -> "float16" on CUDA, "float32" on
+    the CPU), so that "auto" and its explicit value share cached images."""
+    from sound2image.devices import resolve_dtype
+
+    return str(resolve_dtype(dtype, device)).removeprefix("torch.")
 
 
 def cache_key(fingerprint: str, audio_sha256: str, seed: int, settings: dict[str, Any]) -> str:
