@@ -363,3 +363,26 @@ def test_a_failed_image_is_listed_and_its_items_other_images_are_still_drawn(tmp
     assert [image.seed for image in result.images["baseline"][chosen[0].id]] == [1]
     assert [image.seed for image in result.images["baseline+cond"][chosen[0].id]] == [1, 2]
     assert result.drawn == 7 and calls["n"] == 8
+
+
+@pytest.mark.numeric
+def test_the_soundiff_pairing_embeds_sounds_in_batches_as_one_by_one(base_dir) -> None:
+    import torch
+
+    from sound2image.audio import load_audio
+    from sound2image.evaluation.run import SounDiffPairing
+
+    pipe = SounDiffPipeline.from_pretrained(str(base_dir), device="cpu")
+    pairing = SounDiffPairing(pipe, batch_size=2)
+    chosen = items(3)
+    batched = pairing.embed_audio(chosen)  # batches of 2 + 1
+    alone = torch.cat([pipe.encode_audio([load_audio(item.audio, mono=False)]) for item in chosen])
+    # Same clips, other batch sizes: only the float order inside batched matmuls differs (~1e-7 relative);
+    # the vectors have norm ~20 (ImageBind's scale), so 1e-4 absolute is ~1,000x that rounding.
+    assert tuple(batched.shape) == (3, 1024)
+    assert torch.allclose(batched, alone, atol=1e-4, rtol=0)
+    assert pairing.circular and pairing.name.startswith("imagebind-audio/")
+    picture = Image.open(pairs(1)[0][1])
+    assert torch.allclose(
+        pairing.embed_images([picture]), pipe.encode_image(picture.convert("RGB")), atol=1e-5
+    )

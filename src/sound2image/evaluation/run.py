@@ -304,10 +304,16 @@ class SounDiffPairing:
 
     def embed_audio(self, items: Sequence[Any]) -> Any:
         """(N, D) ImageBind embeddings of the items' sounds."""
+        import torch
+
         from sound2image.audio import load_audio
 
-        clips = [load_audio(item.audio, mono=False) for item in items]
-        return self.pipe.encode_audio(clips, batch_size=self.batch_size)
+        rows = []
+        items = list(items)
+        for start in range(0, len(items), self.batch_size):  # a batch of decoded clips in memory at a time
+            clips = [load_audio(item.audio, mono=False) for item in items[start : start + self.batch_size]]
+            rows.append(self.pipe.encode_audio(clips, batch_size=self.batch_size))
+        return torch.cat(rows) if rows else torch.zeros((0, self.pipe.embedding_dim))
 
     def embed_images(self, images: Sequence[Any]) -> Any:
         """(N, D) embeddings of PIL images through the pipeline's image encoder."""
