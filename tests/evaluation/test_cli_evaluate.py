@@ -193,3 +193,35 @@ def test_missing_inception_weights_stop_the_run_before_any_image_is_drawn(
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: ") and err.count("\n") == 1, err
     assert not list(out.rglob("*.png"))
+
+
+def test_end_to_end_with_models_fine_tuned_by_the_library_trainer(tmp_path, base_dir) -> None:
+    """The acceptance run: the base model, SounDiff-L and SounDiff-S each fine-tuned for 2 steps by
+    ``training.soundiff.train`` on 8 real pairs, --preset paper-table1, the split the L run saved."""
+    pytest.importorskip("sound2image.evaluation.scoring")
+    pytest.importorskip("sound2image.evaluation.report")
+    from sound2image.training.soundiff import SounDiffTrainConfig, train
+    from tests.dummies import get_dummy_soundiff_pipeline
+    from tests.evaluation.conftest import CALIBRATION
+    from tests.training.conftest import write_manifest
+
+    manifest = write_manifest(tmp_path / "pairs.csv")  # 2 pairs of each of 4 scenes
+    runs = {}
+    for variant in ("L", "S"):
+        config = SounDiffTrainConfig(
+            data=str(manifest), output_dir=str(tmp_path / variant), variant=variant, resolution=16,
+            batch_size=2, max_steps=2, learning_rate=1e-3, final_learning_rate=1e-4, val_fraction=0.5,
+            report_to="none", progress=False, cache_dir=str(tmp_path / "cache"),
+        )  # fmt: skip
+        runs[variant] = train(config, pipeline=get_dummy_soundiff_pipeline(CALIBRATION)).output_dir
+    out = tmp_path / "out"
+    args = preset_args(base_dir, runs["L"], runs["S"], out)
+    args[args.index("--data") + 1] = str(manifest)
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    saved = json.loads((runs["L"] / "split.json").read_text())
+    assert [item["id"] for item in results["items"]] == sorted(saved["val"])  # the run's own validation side
+    assert (out / "report.html").is_file()
+    assert set(results["metrics"]) == {s["id"] for s in results["systems"]}
+    trained = results["systems"][2]["model"]["training"]
+    assert trained is not None and results["systems"][2]["model"]["unet"] == str(runs["L"].resolve())

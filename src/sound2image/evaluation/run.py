@@ -223,7 +223,15 @@ def select_pairs(
     else:
         chosen = split_pairs(scan.pairs).val
     if not chosen:
-        raise DataError(f"{data}: the validation split is empty ({len(scan.pairs)} pairs)")
+        where = (
+            f"{split_file} has"
+            if split_file is not None
+            else f"the grouped split of {len(scan.pairs)} pairs has"
+        )
+        raise DataError(
+            f"{data}: {where} no validation pairs; pass split=FILE (a split file with some)",
+            parameters=["split"],
+        )
     chosen = sorted(chosen, key=lambda pair: pair.key)
     if max_items is not None and max_items < len(chosen):
         by_label: dict[str, list[Any]] = {}
