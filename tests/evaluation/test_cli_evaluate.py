@@ -111,7 +111,11 @@ def test_the_preset_uses_the_runs_own_split_and_writes_results_only_in_out(
     ]
     assert all(s["best_of_flag"] is False and len(s["fingerprint"]) == 64 for s in results["systems"])
     assert results["systems"][2]["model"]["unet"] == str(large.resolve())
-    assert results["settings"]["seeds"] == [3] and results["settings"]["generation"]["steps"] == STEPS
+    assert results["settings"]["seeds"] == [3]
+    # Given values as given; defaults as the records say they resolved: guidance 10, the tiny model's 32 px.
+    generation = results["settings"]["generation"]
+    assert (generation["steps"], generation["guidance_scale"], generation["size"]) == (STEPS, 10.0, 32)
+    assert generation["scheduler"] == "ddim" and generation["temperature"] is None
     assert results["command"].startswith("sound2image evaluate --data ")
     for item in results["items"]:
         assert sorted(item["images"]) == sorted(ids)

@@ -35,6 +35,17 @@ from sound2image.errors import Sound2ImageError, UsageError
 from sound2image.evaluation.systems import SystemSpec, needs_download, system_fingerprint
 
 CACHE_DIR = "cache"
+#: Sampling settings read back from a system's records (both families' metadata keys).
+_RECORDED = (
+    "num_inference_steps",
+    "guidance_scale",
+    "height",
+    "width",
+    "scheduler",
+    "temperature",
+    "top_k",
+    "top_p",
+)
 #: Where each process lists the items it could not use (read and removed by the main process).
 _SHARD_DIR = ".shards"
 #: What one image may fail with and the run still go on (as ``sound2image generate``).
@@ -113,6 +124,8 @@ class GenerationResult:
         reused: images of this process's share that were already in the cache.
         fingerprints: system id -> fingerprint.
         models: system id -> the record's ``model`` entry (from a cached PNG), when one exists.
+        drawn_with: system id -> the sampling settings its record holds (steps, guidance, size,
+            scheduler; temperature, top-k, top-p), from the same PNG: the values defaults resolved to.
     """
 
     images: dict[str, dict[str, list[CachedImage]]] = field(default_factory=dict)
@@ -121,6 +134,7 @@ class GenerationResult:
     reused: int = 0
     fingerprints: dict[str, str] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drawn_with: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def sampling_settings(spec: SystemSpec, options: GenerationOptions, device: str) -> dict[str, Any]:
@@ -305,7 +319,9 @@ def generate_images(
         if first is not None:
             from sound2image.outputs import read_png_metadata
 
-            result.models[spec.id] = dict(read_png_metadata(first).get("model") or {})
+            metadata = read_png_metadata(first)
+            result.models[spec.id] = dict(metadata.get("model") or {})
+            result.drawn_with[spec.id] = {key: metadata[key] for key in _RECORDED if key in metadata}
     return result
 
 

@@ -529,7 +529,6 @@ def assemble_results(
 ) -> dict[str, Any]:
     """The ``results.json`` dict (contract C) from the run's parts."""
     out = Path(config.out).resolve()
-    gen = config.generation
     systems = []
     for spec in config.systems:
         model = generation.models.get(spec.id) or _spec_model(spec)
@@ -585,18 +584,7 @@ def assemble_results(
                 "level": config.level,
                 "seed": config.bootstrap_seed,
             },
-            "generation": {
-                "steps": gen.steps,
-                "guidance_scale": gen.guidance_scale,
-                "size": gen.size,
-                "scheduler": gen.scheduler,
-                "noise_level": gen.noise_level,
-                "temperature": gen.temperature,
-                "top_k": gen.top_k,
-                "top_p": gen.top_p,
-                "device": gen.device,
-                "dtype": gen.dtype,
-            },
+            "generation": _generation_settings(config, generation),
         },
         "systems": systems,
         "metrics": scored.get("metrics", {}),
@@ -605,6 +593,30 @@ def assemble_results(
         "per_class_aic": scored.get("per_class_aic", {}),
         "items": listed,
         "bad_items": bad_items,
+    }
+
+
+def _generation_settings(config: EvaluationConfig, generation: GenerationResult) -> dict[str, Any]:
+    """The generation settings as drawn: each one given, else what the first system's records say it
+    resolved to (SounDiff's guidance 10 and native size, the model's scheduler; the transformer's saved
+    sampling settings); None where no system drew anything of that kind."""
+    gen = config.generation
+    recorded: dict[str, Any] = {}
+    for spec in config.systems:
+        recorded = {**generation.drawn_with.get(spec.id, {}), **recorded}  # the first system's value wins
+    return {
+        "steps": gen.steps,
+        "guidance_scale": gen.guidance_scale
+        if gen.guidance_scale is not None
+        else recorded.get("guidance_scale"),
+        "size": gen.size if gen.size is not None else recorded.get("height"),
+        "scheduler": gen.scheduler or recorded.get("scheduler"),
+        "noise_level": gen.noise_level,
+        "temperature": gen.temperature if gen.temperature is not None else recorded.get("temperature"),
+        "top_k": gen.top_k if gen.top_k is not None else recorded.get("top_k"),
+        "top_p": gen.top_p if gen.top_p is not None else recorded.get("top_p"),
+        "device": gen.device,
+        "dtype": gen.dtype,
     }
 
 
