@@ -100,8 +100,8 @@ def inception_features(weights: str | None = None, batch_size: int = 32) -> Imag
         importlib.import_module("torch_fidelity")
     except ImportError:
         raise WeightsError(
-            "inception features need the torch-fidelity package (pip install torch-fidelity, which needs "
-            f"torchvision); {_OFFLINE}",
+            "the Inception-v3 feature extractor needs the torch-fidelity package (pip install "
+            f"torch-fidelity, which needs torchvision); {_OFFLINE}",
             parameters=("features",),
         ) from None
     if weights is not None:

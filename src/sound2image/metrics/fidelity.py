@@ -78,7 +78,10 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     r, f = _pair(real, fake)
-    metric = FrechetInceptionDistance(feature=_PassThrough(r.shape[1])).set_dtype(torch.float64)
+    # sync_on_compute=False: the features given are all there is; torchmetrics would otherwise all-gather
+    # them from every process whenever torch.distributed is initialised (an accelerate run scores on one).
+    metric = FrechetInceptionDistance(feature=_PassThrough(r.shape[1]), sync_on_compute=False)
+    metric = metric.set_dtype(torch.float64)
     metric.update(r, real=True)
     metric.update(f, real=False)
     return float(metric.compute())
@@ -135,6 +138,7 @@ def kernel_distance(
             subsets=int(subsets),
             subset_size=int(size),
             gamma=None if gamma is None else float(gamma),
+            sync_on_compute=False,  # as in frechet_distance: no all-gather across processes
         ).set_dtype(torch.float64)
     metric.update(r, real=True)
     metric.update(f, real=False)
