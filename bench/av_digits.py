@@ -170,15 +170,18 @@ def main() -> int:
         data, sampling: SamplingConfig, candidates: int = 1
     ) -> tuple[np.ndarray, list[str], float]:
         labels = [str(label) for label in data.labels]
-        generator = torch.Generator().manual_seed(sampling.seed)
         chunks, drawn = [], []
         with single_thread(torch.device(args.device)):
             for start in range(0, len(data), args.gen_batch):
                 features = data.features[start : start + args.gen_batch].to(args.device)
+                # Every recording's image is seeded with --seed on its own generator, as the library runner
+                # (transformer.runner.iter_images) and `sound2image evaluate --seeds SEED` seed it, so this
+                # bench and evaluate judge the same pixels (batching does not change them).
+                seeds = [sampling.seed] * len(features)
                 if candidates == 1:
-                    chunks.append(generate(model, features, sampling, generator=generator))
+                    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+                    chunks.append(generate(model, features, sampling, generator=generators))
                     continue
-                seeds = [sampling.seed + start + i for i in range(len(features))]
                 best = generate_best_of(model, scorer, features, sampling, candidates, seeds=seeds)
                 chunks.append(best.tokens)
                 drawn.append(best.drawn)
@@ -230,7 +233,11 @@ def main() -> int:
             f"single draw (candidate 0) AIC {extra['single']:.4f}, mean over all draws {extra['mean']:.4f}, "
             f"at least one draw right {extra['oracle']:.4f}"
         )
-    lines.append(f"AIC (classifier labels the generated image with the spoken digit): {aic:.4f}")
+    hits = sum(p == str(t) for p, t in zip(predicted, val.labels, strict=True))
+    lines.append(
+        "AIC (classifier labels the generated image with the spoken digit): "
+        f"{aic:.4f} ({hits}/{len(predicted)})"
+    )
     confusion = np.zeros((10, 10), dtype=int)
     for p, t in zip(predicted, val.labels, strict=True):
         confusion[int(t), int(p)] += 1
