@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="score generators on a paired dataset (FID, KID, AIC, AIS, IIS) and write a report",
         description="Generate images for the validation split with each system (cached, resumable), score "
-        "them with 95%% bootstrap intervals over clips and write OUT/results.json and OUT/report.html.",
+        "them with 95 % bootstrap intervals over clips and write OUT/results.json and OUT/report.html.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
