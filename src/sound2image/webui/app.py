@@ -8,7 +8,6 @@ our file, with its metadata, not a re-encoded image. Every error reaches the pag
 (``gr.Error`` with the library's message); a traceback only goes to the server's log.
 """
 
-
 import functools
 import html
 import logging
@@ -272,7 +271,8 @@ def build_app(models: ModelCache, config: ServeConfig | None = None) -> Any:
     app = WebApp(models, config)
     config, d = app.config, app.config.defaults
     labels = models.labels
-    with gr.Blocks(title="sound2image", delete_cache=(config.cache_seconds, config.cache_seconds)) as demo:
+    cache_age = (config.cache_seconds, config.cache_seconds)
+    with gr.Blocks(title="sound2image", delete_cache=cache_age, analytics_enabled=False) as demo:
         gr.Markdown(
             "## sound2image\nUpload or record a sound and get a picture. Each download is a PNG that "
             "holds every setting: drop it on *Regenerate from PNG* to draw it again."

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -314,14 +315,16 @@ def resolve_seed(seed: int | float | str | None) -> int:
     if text.lower() in ("", RANDOM_SEED):
         return expand_seeds(None, 1)[0]
     try:
-        value = float(text)
+        number = float(text)
     except ValueError:
         raise UsageError(
             f"seed: {text!r} is not an integer or {RANDOM_SEED!r}", parameters=["seed"]
         ) from None
-    if not value.is_integer() or not 0 <= value <= MAX_SEED:
+    # digits are read exactly (a float has 53 bits; seeds go to 2**63 - 1); "12.0" from a number box too
+    value = int(text) if re.fullmatch(r"\+?\d+", text) else int(number) if number.is_integer() else None
+    if value is None or not 0 <= value <= MAX_SEED:
         raise UsageError(f"seed: {text} is not an integer in 0..{MAX_SEED}", parameters=["seed"])
-    return int(text) if text.lstrip("+").isdigit() else int(value)
+    return value
 
 
 def check_request(request: GenerateRequest, limits: Limits) -> None:
@@ -420,6 +423,11 @@ def _settings_line(record: Any) -> str:
     return ", ".join(parts)
 
 
+def file_stem(path: str | os.PathLike[str]) -> str:
+    """A safe output name from an upload's file name: ``"my sound (2).wav"`` -> ``"my_sound_2"``."""
+    return re.sub(r"[^\w.+-]+", "_", Path(path).stem).strip("._")[:60] or "sound"
+
+
 def _private(entry: dict[str, Any]) -> dict[str, Any]:
     """A record entry without the server's temporary path (file name and SHA-256 stay)."""
     return {k: v for k, v in entry.items() if k != "path"}
@@ -499,6 +507,7 @@ def _run_soundiff(
             parameters=["window"],
         )
     size = request.size or pipe.default_size
+    stem = file_stem(request.sounds[0]) if len(request.sounds) == 1 else "mix"
     result = JobResult(seeds=list(seeds))
     total_steps = total_images * request.candidates * request.steps  # best-of-N: a full loop per draw
     done = [0]
@@ -542,9 +551,9 @@ def _run_soundiff(
                     frames, names = [], []
                     for drawn in draws:
                         name = (
-                            f"sound_seed{seed}"
+                            f"{stem}_seed{seed}"
                             if drawn.window is None
-                            else f"sound_{drawn.window.tag}_seed{seed}"
+                            else f"{stem}_{drawn.window.tag}_seed{seed}"
                         )
                         path = save_png(drawn.image, folder / f"{name}.png", drawn.record.to_metadata())
                         embed = pipe.encode_image(drawn.image)  # (1, D)
@@ -558,7 +567,9 @@ def _run_soundiff(
                         names.append(path.name)
                     if windows is not None:
                         sheet, metadata = storyboard_sheet(frames, names, sources[0])
-                        result.sheets.append(save_png(sheet, folder / f"storyboard_seed{seed}.png", metadata))
+                        result.sheets.append(
+                            save_png(sheet, folder / f"{stem}_storyboard_seed{seed}.png", metadata)
+                        )
         finally:
             pipe.unclip.scheduler = previous
     return result
@@ -606,7 +617,7 @@ def _run_transformer(
             for drawn in images:
                 path = save_png(
                     Image.fromarray(drawn.image, mode="L"),
-                    folder / f"sound_seed{drawn.seed}.png",
+                    folder / f"{file_stem(request.sounds[0])}_seed{drawn.seed}.png",
                     drawn.record.to_metadata(),
                 )
                 score = None
@@ -657,7 +668,7 @@ def regenerate_png(
     except Exception:  # noqa: BLE001 - PIL's many reasons for "not a PNG" become one line
         raise UsageError(f"{path.name}: not a PNG image") from None
     recorded = metadata.get("model") if isinstance(metadata.get("model"), dict) else {}
-    stem = path.stem
+    stem = file_stem(path)
     if recorded.get("type") == "image-transformer":
         from PIL import Image
 
