@@ -279,16 +279,23 @@ def build_app(models: ModelCache, config: ServeConfig | None = None) -> Any:
         )
         with gr.Tab("Generate"), gr.Row():
             with gr.Column():
-                sound = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Sound")
+                sound = gr.Audio(
+                    sources=["upload", "microphone"], type="filepath", label="Sound", elem_id="sound"
+                )
                 with gr.Accordion("Blend more sounds", open=False):
                     more = gr.File(label="More sounds", file_count="multiple", type="filepath")
                     weights = gr.Textbox(label="Weights, one per sound (blank: equal)", placeholder="0.7 0.3")
-                model = gr.Dropdown(labels, value=labels[0], label="Model")
+                model = gr.Dropdown(labels, value=labels[0], label="Model", elem_id="model")
                 prompt = gr.Textbox(label="Prompt", placeholder="optional")
                 negative = gr.Textbox(label="Negative prompt", placeholder="optional")
                 with gr.Accordion("Reference image", open=False):
                     image = gr.Image(type="filepath", label="Reference image", sources=["upload"])
                     image_weight = gr.Slider(0, 1, value=0.5, step=0.05, label="Image weight")
+                with gr.Row():
+                    seed = gr.Textbox(value=RANDOM_SEED, label="Seed (a number or random)", elem_id="seed")
+                    num_images = gr.Number(
+                        value=d.num_images, precision=0, minimum=1, label="Images", elem_id="num-images"
+                    )
                 with gr.Accordion("Settings", open=False):
                     steps = gr.Number(value=d.steps, precision=0, minimum=1, label="Steps")
                     guidance = gr.Number(value=d.guidance_scale, minimum=0, label="Guidance")
@@ -301,15 +308,15 @@ def build_app(models: ModelCache, config: ServeConfig | None = None) -> Any:
                     size = gr.Number(
                         value=d.size, precision=0, minimum=0, step=8, label="Size (px, 0: model's own)"
                     )
-                    num_images = gr.Number(value=d.num_images, precision=0, minimum=1, label="Images")
                     candidates = gr.Number(
                         value=d.candidates, precision=0, minimum=1, label="Candidates (best of N)"
                     )
-                    seed = gr.Textbox(value=RANDOM_SEED, label="Seed (a number or random)")
                 with gr.Accordion("Storyboard (long sounds)", open=False):
-                    storyboard = gr.Checkbox(value=False, label="Storyboard: one frame per window")
-                    window = gr.Number(value=d.window, minimum=0.1, label="Window (s)")
-                    hop = gr.Number(value=d.hop, minimum=0, label="Hop (s, 0: the window)")
+                    storyboard = gr.Checkbox(
+                        value=False, label="Storyboard: one frame per window", elem_id="storyboard"
+                    )
+                    window = gr.Number(value=d.window, minimum=0.1, label="Window (s)", elem_id="window")
+                    hop = gr.Number(value=d.hop, minimum=0, label="Hop (s, 0: the window)", elem_id="hop")
                 with gr.Row():
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
                     stop = gr.Button("Cancel", elem_id="cancel")
@@ -331,9 +338,12 @@ def build_app(models: ModelCache, config: ServeConfig | None = None) -> Any:
                     type="filepath",
                     elem_id="png-in",
                 )
-                regen_model = gr.Dropdown(labels, value=labels[0], label="Model")
+                regen_model = gr.Dropdown(labels, value=labels[0], label="Model", elem_id="regen-model")
                 regen_sound = gr.Audio(
-                    sources=["upload"], type="filepath", label="Its sound (Image Transformer only)"
+                    sources=["upload"],
+                    type="filepath",
+                    label="Its sound (Image Transformer only)",
+                    elem_id="regen-sound",
                 )
                 again = gr.Button("Regenerate", variant="primary", elem_id="regenerate")
             with gr.Column():
@@ -357,6 +367,11 @@ def build_app(models: ModelCache, config: ServeConfig | None = None) -> Any:
             )  # fmt: skip
 
         @_in_page
+        def on_upload(path: str | None) -> None:
+            if path:  # refused as soon as it is dropped, with the message Generate would give
+                app.config.limits.check_audio(path)
+
+        @_in_page
         def on_cancel(request: gr.Request) -> str:
             return app.cancel(_session(request))
 
@@ -366,6 +381,7 @@ def build_app(models: ModelCache, config: ServeConfig | None = None) -> Any:
 
         inputs = [sound, more, weights, model, prompt, negative, image, image_weight, steps, guidance, noise]
         inputs += [scheduler, size, num_images, candidates, seed, storyboard, window, hop]
+        sound.upload(on_upload, sound, None, concurrency_limit=None, show_progress="hidden")
         event = run.click(on_generate, inputs, [gallery, files, seeds_used, status], api_name="generate")
         stop.click(on_cancel, None, status, cancels=[event], queue=False, api_name="cancel")
         again.click(
