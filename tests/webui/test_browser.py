@@ -180,6 +180,11 @@ def test_two_pages_at_once_each_get_their_own_images(serve, tiny_dir, wavs, tmp_
         save_screenshot(second, tmp_path, "webapp_concurrent_2.png")
     assert sorted(met) == [0, 1]  # both requests were in the app at once (the queue let two run)
     assert _requests_left(tmp_path) == [] and app.running() == 0
+    # Gradio's own copies (the uploads, the results it served) go when the server stops (delete_cache)
+    cached = [p for p in (tmp_path / "gradio").rglob("*") if p.is_file()]
+    assert any(p.name == "00017.wav" for p in cached) and any(p.name == "00018_seed6.png" for p in cached)
+    demo.close()
+    assert [p for p in (tmp_path / "gradio").rglob("*") if p.is_file()] == []
 
 
 def test_storyboard_mode_gives_one_frame_per_window(serve, tiny_dir, wavs, tmp_path) -> None:
