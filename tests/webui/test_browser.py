@@ -7,6 +7,7 @@ Screenshots of each state are saved as test artifacts (``$SOUND2IMAGE_TEST_ARTIF
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +225,27 @@ def test_transformer_model_from_the_dropdown(serve, tiny_dir, transformer_dir, w
 def _no_request_folders_left(tmp_path: Path) -> Any:
     yield
     assert _requests_left(tmp_path) == []
+
+
+def test_cancel_stops_the_running_job(serve, tiny_dir, wavs, tmp_path) -> None:
+    demo, url = serve([str(tiny_dir)])
+    app = demo.sound2image
+    with open_page(url) as (page, _):
+        page.wait_for_selector("#generate")
+        _upload(page, wavs[0])
+        page.locator("#num-images input[type=number]").fill("60")  # ~10 s of work: time to press Cancel
+        page.click("#generate")
+        page.get_by_text("denoising").first.wait_for(timeout=TIMEOUT_MS)  # the progress bar's label
+        save_screenshot(page, tmp_path, "webapp_progress.png")
+        page.click("#cancel")
+        page.wait_for_function(
+            "document.querySelector('#status textarea')?.value === 'cancelling…'", timeout=TIMEOUT_MS
+        )
+        deadline = time.monotonic() + 10
+        while app.running() and time.monotonic() < deadline:  # the job stops at its next step
+            time.sleep(0.05)
+        assert app.running() == 0
+        save_screenshot(page, tmp_path, "webapp_cancelled.png")
+        assert page.locator("#downloads a[download]").count() == 0  # no result of the cancelled job
+        (name,) = _generate(page.locator("#num-images input[type=number]").fill("1") or page)
+        assert name.startswith("00017_seed")  # and the next request runs
