@@ -33,6 +33,11 @@ def _upload(page: Any, path: Path, component: str = "#sound") -> None:
 def _generate(page: Any, expected: int = 1) -> list[str]:
     """Press Generate and wait for ``expected`` download links; their file names."""
     page.click("#generate")
+    return _results(page, expected)
+
+
+def _results(page: Any, expected: int = 1) -> list[str]:
+    """Wait for ``expected`` download links; their file names."""
     links = page.locator("#downloads a[download]")
     page.wait_for_function(
         f"document.querySelectorAll('#downloads a[download]').length >= {expected}", timeout=TIMEOUT_MS
@@ -213,7 +218,12 @@ def test_transformer_model_from_the_dropdown(serve, tiny_dir, transformer_dir, w
         page.get_by_role("option", name=f"Image Transformer: {transformer_dir}").click()
         _upload(page, wavs[0])
         page.locator("#seed textarea").fill("3")
-        (name,) = _generate(page)
+        page.locator("#num-images input[type=number]").fill("2")
+        page.click("#generate")
+        page.get_by_text("pixels").first.wait_for(timeout=TIMEOUT_MS)  # the pixel loop's progress bar
+        save_screenshot(page, tmp_path, "webapp_transformer_progress.png")
+        names = _results(page, expected=2)
+        name = names[0]
         save_screenshot(page, tmp_path, "webapp_transformer.png")
         png = _download(page, 0, tmp_path)
     assert name == "00017_seed3.png"

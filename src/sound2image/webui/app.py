@@ -358,7 +358,7 @@ def build_app(models: ModelCache, config: ServeConfig | None = None) -> Any:
             sound: Any, more: Any, weights: Any, model: Any, prompt: Any, negative: Any, image: Any,
             image_weight: Any, steps: Any, guidance: Any, noise: Any, scheduler: Any, size: Any,
             num_images: Any, candidates: Any, seed: Any, storyboard: Any, window: Any, hop: Any,
-            request: gr.Request, progress: Any = gr.Progress(),  # noqa: B008 - Gradio's way
+            request: gr.Request, progress: Any = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's way
         ) -> Any:  # fmt: skip
             return app.generate(
                 sound, more, weights, model, prompt, negative, image, image_weight, steps, guidance,

@@ -449,8 +449,9 @@ def run_job(
         models: the app's model cache.
         folder: the request's own temporary folder (:func:`request_folder`).
         limits: the upload limits (checked before any model loads).
-        progress: called with ``(done, total, description)`` per denoising step (SounDiff) or per batch
-            of images (Image Transformer).
+        progress: called with ``(done, total, description)`` per denoising step (SounDiff) or per image
+            (Image Transformer, whose pixel loop then also shows its own tqdm bar, which a page that
+            tracks tqdm shows too).
         cancel: set by the page's Cancel button; the job stops at the next step with :class:`JobCancelled`.
 
     Raises:
@@ -465,7 +466,7 @@ def run_job(
     loaded = models.get(request.model)
     report = progress or (lambda done, total, text: None)
     if loaded.choice.family == "transformer":
-        return _run_transformer(request, loaded, seeds, folder, limits, report, cancel)
+        return _run_transformer(request, loaded, seeds, folder, limits, report, cancel, progress is not None)
     return _run_soundiff(request, loaded, seeds, folder, limits, report, cancel)
 
 
@@ -583,6 +584,7 @@ def _run_transformer(
     limits: Limits,
     report: ProgressCallback,
     cancel: threading.Event | None,
+    pixel_bar: bool = False,
 ) -> JobResult:
     from PIL import Image
 
@@ -610,8 +612,9 @@ def _run_transformer(
             candidates=request.candidates,
             batch_size=1,
             model_path=loaded.choice.model,
+            progress=pixel_bar,  # the pixel loop's own tqdm bar (the page tracks tqdm)
         )
-        report(0, len(seeds), "pixels")
+        report(0, len(seeds), "images")
         for _, images in runs:
             _check_cancel(cancel)
             for drawn in images:
@@ -631,7 +634,7 @@ def _run_transformer(
                     f"top-p {s.top_p}, guidance {s.guidance_scale:g}"
                 )
                 result.images.append(OutputImage(path, drawn.seed, score, caption, drawn.record))
-                report(len(result.images), len(seeds), "pixels")
+                report(len(result.images), len(seeds), "images")
     return result
 
 
