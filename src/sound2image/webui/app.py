@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sound2image.errors import MissingExtraError, Sound2ImageError
+from sound2image.errors import MissingExtraError, Sound2ImageError, UsageError
 from sound2image.webui.jobs import (
     RANDOM_SEED,
     GenerateRequest,
@@ -200,25 +200,26 @@ class WebApp:
             prompt=prompt or "",
             negative_prompt=negative_prompt or None,
             image=image or None,
-            image_weight=float(image_weight),
-            steps=int(steps),
-            guidance_scale=float(guidance_scale),
-            noise_level=int(noise_level),
+            image_weight=_number("image_weight", image_weight),
+            steps=int(_number("steps", steps)),
+            guidance_scale=_number("guidance_scale", guidance_scale),
+            noise_level=int(_number("noise_level", noise_level)),
             scheduler=None if scheduler in (None, "", MODEL_SCHEDULER) else scheduler,
-            size=int(size) or None,
-            num_images=int(num_images),
-            candidates=int(candidates),
+            size=int(_number("size", size)) or None,
+            num_images=int(_number("num_images", num_images)),
+            candidates=int(_number("candidates", candidates)),
             seed=seed if seed not in (None, "") else RANDOM_SEED,
             storyboard=bool(storyboard),
-            window=float(window),
-            hop=float(hop) or None,
+            window=_number("window", window),
+            hop=_number("hop", hop) or None,
         )
 
         def report(done: int, total: int, text: str) -> None:
             if progress is not None:
                 progress((done, total), desc=text)
 
-        flag = self._flag(session or uuid.uuid4().hex)
+        key = session or uuid.uuid4().hex
+        flag = self._flag(key)
         try:
             with request_folder(self.config.temp_root) as folder:
                 result = run_job(request, self.models, folder, self.config.limits, report, flag)
@@ -227,7 +228,7 @@ class WebApp:
         except JobCancelled:
             return [], [], "", "cancelled"
         finally:
-            self._drop_flag(session, flag)
+            self._drop_flag(key, flag)
         captions = [i.caption for i in result.images] + ["contact sheet"] * len(result.sheets)
         gallery = list(zip(served, captions, strict=True))
         seeds = " ".join(str(s) for s in result.seeds)
@@ -394,6 +395,13 @@ def build_app(models: ModelCache, config: ServeConfig | None = None) -> Any:
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.max_queue)
     demo.sound2image = app  # the handlers' state, for tests and the load check
     return demo
+
+
+def _number(name: str, value: Any) -> float:
+    """A number box's value; an emptied box is a one-line UsageError naming the setting."""
+    if value is None or value == "":
+        raise UsageError(f"{name}: a number is needed", parameters=[name])
+    return float(value)
 
 
 def _session(request: Any) -> str:
