@@ -20,7 +20,7 @@ from sound2image import __version__
 from sound2image.errors import Sound2ImageError
 
 # Module names under sound2image.cli, in the order their groups appear in --help.
-COMMAND_GROUPS = ("audio", "data", "embed", "generate", "train", "evaluate")
+COMMAND_GROUPS = ("audio", "data", "embed", "generate", "train", "evaluate", "serve")
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
