@@ -23,6 +23,9 @@ from sound2image.validation import check_flags, check_number
 #: ``--model transformer:DIR`` selects the Image Transformer path.
 TRANSFORMER_PREFIX = "transformer:"
 
+#: ``--backbone`` choices (``sound2image.diffusion.backbones.BACKBONES``, spelled out: no torch import here).
+BACKBONE_NAMES = ("unclip", "sd15-ip", "sdxl-ip")
+
 SCHEDULER_NAMES = (
     "ddim",
     "ddpm",
@@ -47,6 +50,8 @@ Examples:
   sound2image generate --calibrate-images my_photos/ --out calib/     (then --calibration calib/)
   sound2image generate beach.wav --unet runs/soundiff-s --out images/
   sound2image generate beach.wav --cpu-offload --attention-slicing --vae-tiling -o out/   (8 GB GPUs)
+  sound2image generate beach.wav --backbone sdxl-ip --prompt "an oil painting" -o out/   (SDXL, 1024 px)
+  sound2image generate beach.wav --backbone sd15-ip --model DIR --ip-adapter ip-adapter_sd15.bin -o out/
 
 Calibration: the conditioning vector is rescaled to the norm stored with the model
 (sound2image_calibration.json: the mean norm of the pipeline's own image embeddings of real images,
@@ -93,6 +98,9 @@ SOUNDIFF_ONLY = {
     "image_weight": "--image-weight",
     "noise_level": "--noise-level",
     "calibration": "--calibration",
+    "backbone": "--backbone",
+    "ip_adapter": "--ip-adapter",
+    "ip_scale": "--ip-scale",
     "embedding_norm": "--embedding-norm",
     "calibrate_images": "--calibrate-images",
     "steps": "--steps",
@@ -208,7 +216,30 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 
     model = parser.add_argument_group("model and device")
     model.add_argument(
-        "--model", help="unCLIP hub id or local dir (default: $SOUND2IMAGE_UNCLIP or SD 2.1 unCLIP)"
+        "--backbone",
+        choices=BACKBONE_NAMES,
+        default="unclip",
+        help="the image generator: unclip (SD 2.1 unCLIP, the default), sd15-ip (SD 1.5 + ViT-H IP-Adapter) "
+        "or sdxl-ip (SDXL + ViT-H IP-Adapter); the same audio vector drives each",
+    )
+    model.add_argument(
+        "--model",
+        help="the backbone's pipeline: hub id or local dir (unclip: $SOUND2IMAGE_UNCLIP or SD 2.1 unCLIP; "
+        "sd15-ip: any SD 1.5 checkpoint, default stable-diffusion-v1-5; sdxl-ip: any SDXL checkpoint, "
+        "default stable-diffusion-xl-base-1.0)",
+    )
+    model.add_argument(
+        "--ip-adapter",
+        metavar="REPO|DIR|FILE",
+        help="IP-Adapter of sd15-ip/sdxl-ip: a weight file (image_encoder/ beside it), a copy of "
+        "h94/IP-Adapter or a hub id (default h94/IP-Adapter: models/ip-adapter_sd15.bin, "
+        "sdxl_models/ip-adapter_sdxl_vit-h.bin); only ViT-H adapters (bigG/plus ones are refused)",
+    )
+    model.add_argument(
+        "--ip-scale",
+        type=float,
+        default=None,
+        help="IP-Adapter weight, >= 0 (default 1; the prompt's share grows as it drops)",
     )
     model.add_argument("--unet", help="fine-tuned U-Net: training export dir, pipeline dir or hub id")
     model.add_argument(
@@ -262,6 +293,7 @@ NUMBER_FLAGS: dict[str, dict[str, Any]] = {
     "--image-weight": {"minimum": 0.0, "maximum": 1.0},
     "--embedding-norm": {"minimum": 0.0, "min_inclusive": False},
     "--guidance-scale": {"minimum": 0.0},
+    "--ip-scale": {"minimum": 0.0},
     "--window": {"minimum": 0.0, "min_inclusive": False},  # seconds
     "--hop": {"minimum": 0.0, "min_inclusive": False},  # seconds
 }
@@ -283,10 +315,25 @@ def check_settings(args: argparse.Namespace) -> None:
         UsageError: one line naming the flag (``--guidance-scale must be finite and >= 0, got nan``).
     """
     check_flags(args, NUMBER_FLAGS, INT_FLAGS)
+    if args.backbone == "unclip" and (args.ip_scale is not None or args.ip_adapter is not None):
+        flags = [
+            f for f, v in (("--ip-adapter", args.ip_adapter), ("--ip-scale", args.ip_scale)) if v is not None
+        ]
+        raise UsageError(f"{', '.join(flags)}: only for --backbone sd15-ip or sdxl-ip; leave it out")
     for name in ("size", "height", "width"):
         value = getattr(args, name)
         if value is not None and value % 8:
             raise UsageError(f"--{name} must be a positive multiple of 8, got {value}")
+
+
+def pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``SounDiffPipeline.from_pretrained``'s low-memory and backbone arguments from their flags
+    (``--cpu-offload`` ..., ``--backbone``, ``--ip-adapter``, ``--ip-scale``)."""
+    kwargs: dict[str, Any] = {"backbone": args.backbone, "ip_adapter": args.ip_adapter}
+    kwargs.update({k: getattr(args, k) for k in ("cpu_offload", "attention_slicing", "vae_tiling")})
+    if args.ip_scale is not None:
+        kwargs["ip_scale"] = args.ip_scale
+    return kwargs
 
 
 def check_job_weights(plan: Plan) -> None:
