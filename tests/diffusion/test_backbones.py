@@ -117,7 +117,8 @@ def test_the_record_names_the_backbone_model_adapter_and_scale(ours, kind, saved
     assert (record.model["ip_adapter_subfolder"], record.model["ip_adapter_weight_name"]) == (folder, weight)
     assert record.model["ip_scale"] == 1.0
     assert record.settings.height == record.settings.width == 32  # the tiny U-Net's 16 × VAE factor 2
-    assert record.settings.guidance_scale == 10.0  # the call's default, recorded as used
+    # The backbone's usual guidance (diffusers' SD 1.5 / SDXL defaults), recorded as used.
+    assert record.settings.guidance_scale == {"sd15-ip": 7.5, "sdxl-ip": 5.0}[kind]
 
 
 def test_ip_scale_takes_effect_in_the_pixels(ours, wavs):
@@ -250,6 +251,25 @@ def test_calibration_uses_the_adapters_image_encoder_and_is_applied(kind, saved,
     pipe = SounDiffPipeline.from_pretrained(model, backbone=kind, ip_adapter=copy / weight, device="cpu")
     conditioning = pipe.build_image_embeds(wavs[0])
     torch.testing.assert_close(conditioning.norm(dim=-1), torch.tensor([stored.target_norm]))
+
+
+def test_mixing_sounds_and_a_reference_image_uses_the_adapters_encoder(ours, wavs, photos):
+    from transformers import CLIPImageProcessor
+
+    from sound2image.data import load_image
+
+    picture = load_image(photos[0])
+    mixed = ours.build_image_embeds(wavs[:2], [3.0, 1.0], image=picture, image_weight=0.25)
+    # Closed form: unit(0.75 · unit(0.75 · a0 + 0.25 · a1) + 0.25 · unit(image)) × 20 (ImageBind's scale),
+    # the image embedded by the adapter's own ViT-H encoder, loaded independently.
+    audio = normalize(ours.audio_encoder.embed(list(wavs[:2]), device="cpu").float())
+    pixels = CLIPImageProcessor(size=32, crop_size=32)(images=[picture], return_tensors="pt").pixel_values
+    with torch.no_grad():
+        image = normalize(get_dummy_image_encoder()(pixels).image_embeds)[0]
+    sound = normalize(0.75 * audio[0] + 0.25 * audio[1])
+    expected = normalize(0.75 * sound + 0.25 * image)[None, :] * 20.0
+    # float32 sums and norms of 1,024-d vectors of norm ~20: ~1e-6 relative error.
+    torch.testing.assert_close(mixed, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_noise_level_and_unet_are_unclip_only(ours, kind, saved):

@@ -73,7 +73,8 @@ def generate_parser(
         "generate",
         help="turn sounds into images (SounDiff; or the Image Transformer with --model transformer:DIR)",
         description="Generate images from audio files or folders with SounDiff: ImageBind audio embeddings "
-        "conditioning Stable Diffusion 2.1 unCLIP (zero-shot baseline, or a fine-tuned U-Net with --unet).",
+        "conditioning Stable Diffusion 2.1 unCLIP (zero-shot baseline, or a fine-tuned U-Net with --unet), "
+        "or SD 1.5 / SDXL through a ViT-H IP-Adapter (--backbone sd15-ip|sdxl-ip).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

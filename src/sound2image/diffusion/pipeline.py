@@ -290,7 +290,7 @@ class SounDiffPipeline:
         prompt: str = "",
         negative_prompt: str | None = None,
         num_inference_steps: int = 20,
-        guidance_scale: float = 10.0,
+        guidance_scale: float | None = None,
         noise_level: int = 0,
         height: int | None = None,
         width: int | None = None,
@@ -319,8 +319,8 @@ class SounDiffPipeline:
             prompt (`str`, *optional*, defaults to ""): text prompt; "" is the unconditional prompt.
             negative_prompt (`str`, *optional*, defaults to None): what to steer away from (with guidance).
             num_inference_steps (`int`, *optional*, defaults to 20): denoising steps.
-            guidance_scale (`float`, *optional*, defaults to 10.0): classifier-free guidance, finite and
-                >= 0; > 1 enables it.
+            guidance_scale (`float`, *optional*, defaults to the backbone's: 10.0 for unCLIP, 7.5 for
+                SD 1.5, 5.0 for SDXL): classifier-free guidance, finite and >= 0; > 1 enables it.
             noise_level (`int`, *optional*, defaults to 0): unCLIP noise added to the embedding, an integer
                 in 0..999 (0 .. the image noising scheduler's ``num_train_timesteps`` - 1).
             height (`int`, *optional*, defaults to the model's native size): a positive multiple of 8.
@@ -354,7 +354,7 @@ class SounDiffPipeline:
             raise UsageError("give exactly one of audio or image_embeds")
         settings = self._check_call_settings(
             num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
+            guidance_scale=self.default_guidance_scale if guidance_scale is None else guidance_scale,
             noise_level=noise_level,
             height=height,
             width=width,
