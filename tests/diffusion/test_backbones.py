@@ -335,3 +335,36 @@ def test_unclip_records_name_no_backbone(pipe):
     assert "backbone" not in record.model and "ip_scale" not in record.model
     assert pipe.backbone.name == "unclip" and pipe.default_guidance_scale == 10.0
     assert GenerationRecord.from_metadata(record.to_metadata()).model == record.model
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".bin"])
+def test_an_exported_adapter_loads_into_plain_diffusers_and_changes_the_image(
+    ours, plain, kind, saved, tmp_path, suffix
+):
+    from sound2image.diffusion.backbones import ip_adapter_parameters, save_ip_adapter
+
+    model, _ = saved
+    unet = ours.unclip.unet
+    embeds = torch.linspace(-1.0, 1.0, EMBED_DIM)[None, :]
+    # The trainable set: the image projection (weight, bias, LayerNorm) and one to_k_ip/to_v_ip pair
+    # per cross-attention layer, and nothing else of the U-Net.
+    trainable = ip_adapter_parameters(unet)
+    cross = [n for n in unet.attn_processors if not n.endswith("attn1.processor")]
+    assert len(trainable) == 4 + 2 * len(cross)
+    original = trainable[4].detach().clone()
+    with torch.no_grad():
+        trainable[4].mul_(3.0)  # "fine-tune": the first to_k_ip
+    try:
+        path = save_ip_adapter(unet, tmp_path / f"tuned{suffix}")
+        fresh = _pipeline_class(kind).from_pretrained(model)
+        fresh.set_progress_bar_config(disable=True)
+        fresh.load_ip_adapter(tmp_path, subfolder="", weight_name=path.name, image_encoder_folder=None)
+        tuned = _plain_call(fresh, embeds, 5.0, 9)
+        # Plain diffusers with the exported file draws what our pipeline draws with the tuned weights ...
+        kwargs = {"seed": 9, "num_inference_steps": STEPS, "guidance_scale": 5.0, "output_type": "np"}
+        assert np.array_equal(tuned, ours(image_embeds=embeds, **kwargs).images)
+    finally:
+        with torch.no_grad():
+            trainable[4].copy_(original)
+    # ... and differs from the original adapter's image.
+    assert not np.array_equal(tuned, _plain_call(plain, embeds, 5.0, 9))

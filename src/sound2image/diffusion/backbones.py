@@ -414,6 +414,77 @@ class SDXLIPBackbone(IPAdapterBackbone):
     default_weight = "sdxl_models/ip-adapter_sdxl_vit-h.bin"
 
 
+def ip_adapter_parameters(unet: Any) -> list[torch.nn.Parameter]:
+    """The adapter's own weights in a U-Net with one IP-Adapter loaded: the image projection
+    (``encoder_hid_proj``) and each cross-attention's decoupled ``to_k_ip``/``to_v_ip``, in the order
+    :func:`ip_adapter_state_dict` writes them. These are what adapter fine-tuning trains (about 22 M
+    values for SD 1.5's adapter, 349 M for SDXL's ViT-H one); everything else stays frozen.
+
+    Raises:
+        WeightsError: the U-Net holds no IP-Adapter.
+    """
+    state = ip_adapter_state_dict(unet, detach=False)
+    return [*state["image_proj"].values(), *state["ip_adapter"].values()]
+
+
+def ip_adapter_state_dict(unet: Any, detach: bool = True) -> dict[str, dict[str, torch.Tensor]]:
+    """The U-Net's loaded IP-Adapter in the original (h94) format that diffusers' ``load_ip_adapter``
+    reads: ``{"image_proj": {"proj.weight", "proj.bias", "norm.weight", "norm.bias"}, "ip_adapter":
+    {"1.to_k_ip.weight", "1.to_v_ip.weight", "3.to_k_ip.weight", ...}}`` — the inverse of diffusers'
+    ``_convert_ip_adapter_image_proj_to_diffusers`` / ``_convert_ip_adapter_attn_to_diffusers`` (keys
+    1, 3, 5, ... over the cross-attention processors in ``unet.attn_processors`` order).
+
+    Raises:
+        WeightsError: the U-Net holds no IP-Adapter (or more than one).
+    """
+    layers = getattr(getattr(unet, "encoder_hid_proj", None), "image_projection_layers", None)
+    if layers is None or len(layers) != 1 or type(layers[0]).__name__ != "ImageProjection":
+        raise WeightsError("the U-Net holds no (single, ViT-H global) IP-Adapter to export")
+
+    def value(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().cpu().contiguous() if detach else tensor
+
+    projection = layers[0]
+    image_proj = {
+        "proj.weight": value(projection.image_embeds.weight),
+        "proj.bias": value(projection.image_embeds.bias),
+        "norm.weight": value(projection.norm.weight),
+        "norm.bias": value(projection.norm.bias),
+    }
+    ip_adapter, key = {}, 1
+    for name, processor in unet.attn_processors.items():
+        if name.endswith("attn1.processor") or not hasattr(processor, "to_k_ip"):
+            continue
+        ip_adapter[f"{key}.to_k_ip.weight"] = value(processor.to_k_ip[0].weight)
+        ip_adapter[f"{key}.to_v_ip.weight"] = value(processor.to_v_ip[0].weight)
+        key += 2
+    return {"image_proj": image_proj, "ip_adapter": ip_adapter}
+
+
+def save_ip_adapter(unet: Any, path: str | os.PathLike[str]) -> Path:
+    """Write the U-Net's IP-Adapter as a file any SD 1.5 / SDXL pipeline of the same architecture loads
+    with plain diffusers: ``pipe.load_ip_adapter(folder, subfolder="", weight_name=name)``.
+
+    ``path`` ending in ``.safetensors`` gets diffusers' flat keys (``image_proj.proj.weight``,
+    ``ip_adapter.1.to_k_ip.weight``, ...); any other name a torch pickle of the nested state dict
+    (h94's ``.bin`` format). Returns the path written.
+
+    Raises:
+        WeightsError: the U-Net holds no IP-Adapter.
+    """
+    state = ip_adapter_state_dict(unet)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        flat = {f"{part}.{key}": tensor for part, values in state.items() for key, tensor in values.items()}
+        save_file(flat, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
 #: Every backbone by name (``--backbone``); ``unclip`` is the default.
 BACKBONES: dict[str, type[Backbone]] = {
     "unclip": UnCLIPBackbone,
@@ -452,6 +523,9 @@ __all__ = [
     "SDXLIPBackbone",
     "UnCLIPBackbone",
     "backbone_class",
+    "ip_adapter_parameters",
+    "ip_adapter_state_dict",
     "local_calibration_dirs",
     "resolve_ip_adapter",
+    "save_ip_adapter",
 ]
