@@ -368,3 +368,31 @@ def test_an_exported_adapter_loads_into_plain_diffusers_and_changes_the_image(
             trainable[4].copy_(original)
     # ... and differs from the original adapter's image.
     assert not np.array_equal(tuned, _plain_call(plain, embeds, 5.0, 9))
+
+
+def test_a_weight_file_takes_the_vit_h_encoder_not_the_bigg_one_beside_it(kind, saved, tmp_path):
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    model, adapter = saved
+    weight = KINDS[kind].default_weight
+    big = CLIPVisionConfig(
+        hidden_size=32, projection_dim=1280, num_hidden_layers=1, num_attention_heads=4, image_size=32,
+        intermediate_size=37, patch_size=4,
+    )  # fmt: skip
+    # h94's layout: a 1,280-d (bigG) encoder beside the weights, the ViT-H one in models/image_encoder.
+    copy = tmp_path / "h94"
+    (copy / weight).parent.mkdir(parents=True)
+    (copy / weight).write_bytes((adapter / weight).read_bytes())
+    CLIPVisionModelWithProjection(big).save_pretrained((copy / weight).parent / "image_encoder")
+    get_dummy_image_encoder().save_pretrained(copy / "models" / "image_encoder")
+    pipe = SounDiffPipeline.from_pretrained(model, backbone=kind, ip_adapter=copy / weight, device="cpu")
+    assert pipe.unclip.image_encoder.config.projection_dim == EMBED_DIM
+    # A file whose only nearby encoder is in another space loads without one, and says so when asked.
+    lone = tmp_path / "lone" / "w.bin"
+    lone.parent.mkdir()
+    lone.write_bytes((adapter / weight).read_bytes())
+    CLIPVisionModelWithProjection(big).save_pretrained(lone.parent / "image_encoder")
+    other = SounDiffPipeline.from_pretrained(model, backbone=kind, ip_adapter=lone, device="cpu")
+    assert other.unclip.image_encoder is None
+    with pytest.raises(UsageError, match="loaded without an image encoder"):
+        other.encode_image(None)

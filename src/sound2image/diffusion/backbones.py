@@ -100,8 +100,13 @@ def resolve_ip_adapter(
     elif looks_like_path(name):
         path = Path(name).expanduser().resolve()
         if path.is_file():
-            encoder = "image_encoder" if (path.parent / "image_encoder" / "config.json").is_file() else None
-            return IPAdapterSource(str(path.parent), "", path.name, encoder, None, path.parent)
+            # h94's layout puts ViT-bigG beside the SDXL weights (sdxl_models/image_encoder) and ViT-H in
+            # models/image_encoder: take the first ViT-H encoder of the two places.
+            for root, folder in ((path.parent, "image_encoder"), (path.parent.parent, VIT_H_IMAGE_ENCODER)):
+                if _is_vit_h_encoder(root / folder):
+                    subfolder = "" if root == path.parent else path.parent.name
+                    return IPAdapterSource(str(root), subfolder, path.name, folder, None, root)
+            return IPAdapterSource(str(path.parent), "", path.name, None, None, path.parent)
         if not path.is_dir():
             raise WeightsError(
                 f"{path}: IP-Adapter weights not found; pass ip_adapter=FILE (e.g. {weight_name}) or a "
@@ -113,7 +118,7 @@ def resolve_ip_adapter(
                 f"{path}: no {default_file} in this folder; pass ip_adapter=FILE for another weight file",
                 parameters=["ip_adapter"],
             )
-        encoder = VIT_H_IMAGE_ENCODER if (path / VIT_H_IMAGE_ENCODER / "config.json").is_file() else None
+        encoder = VIT_H_IMAGE_ENCODER if _is_vit_h_encoder(path / VIT_H_IMAGE_ENCODER) else None
         return IPAdapterSource(str(path), subfolder, weight_name, encoder, None, path)
     source = IPAdapterSource(name, subfolder, weight_name, VIT_H_IMAGE_ENCODER, revision)
     how = (
@@ -122,6 +127,17 @@ def resolve_ip_adapter(
     )
     check_hub_file(name, revision, source.file, f"IP-Adapter ({source.file})", how, ["ip_adapter"])
     return source
+
+
+def _is_vit_h_encoder(folder: Path) -> bool:
+    """Whether ``folder`` holds a saved CLIP image encoder with ViT-H's 1,024-d projection."""
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return config.get("projection_dim") == VIT_H_DIM
 
 
 class Backbone:
