@@ -396,3 +396,17 @@ def test_a_weight_file_takes_the_vit_h_encoder_not_the_bigg_one_beside_it(kind, 
     assert other.unclip.image_encoder is None
     with pytest.raises(UsageError, match="loaded without an image encoder"):
         other.encode_image(None)
+
+
+def test_attention_slicing_is_refused_because_it_drops_the_adapter(ours, kind, saved, wavs, tmp_path, capsys):
+    # diffusers' set_attention_slice installs SlicedAttnProcessor everywhere, replacing the adapter's
+    # IPAdapterAttnProcessor2_0: the image branch would be gone. Refused before anything loads or changes.
+    with pytest.raises(UsageError, match=f"attention_slicing: not with the {kind} backbone"):
+        ours.enable_low_memory(attention_slicing=True)
+    assert {type(p).__name__ for n, p in ours.unclip.unet.attn_processors.items() if "attn2" in n} == {
+        "IPAdapterAttnProcessor2_0"
+    }
+    model, adapter = saved
+    args = [str(wavs[0]), "--backbone", kind, "--model", str(model), "--ip-adapter", str(adapter)]
+    assert main(["generate", *args, "--attention-slicing", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert f"error: --attention-slicing: not with the {kind} backbone" in capsys.readouterr().err

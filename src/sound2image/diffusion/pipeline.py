@@ -229,7 +229,14 @@ class SounDiffPipeline:
     def enable_low_memory(
         self, cpu_offload: bool = False, attention_slicing: bool = False, vae_tiling: bool = False
     ) -> None:
-        """Trade speed for memory so 768×768 fits an 8 GB GPU (model offload + slicing + tiling)."""
+        """Trade speed for memory so 768×768 fits an 8 GB GPU (model offload + slicing + tiling).
+
+        Raises:
+            UsageError: ``attention_slicing`` with an IP-Adapter backbone (diffusers' sliced attention
+                processor replaces the adapter's, which drops the sound's image branch).
+        """
+        if attention_slicing and isinstance(self.backbone, IPAdapterBackbone):
+            raise _slicing_error(self.backbone.name)
         if cpu_offload:
             self.unclip.enable_model_cpu_offload()
         if attention_slicing:
@@ -799,6 +806,8 @@ class SounDiffPipeline:
         channel: str | int | None,
     ) -> SounDiffPipeline:
         """:meth:`from_pretrained` for an IP-Adapter backbone (arguments already checked)."""
+        if attention_slicing:
+            raise _slicing_error(generator_class.name)
         source = resolve_pipeline_source(
             None if model is None else str(model),
             revision,
@@ -943,6 +952,15 @@ def regenerate(
 
 
 # ---------------------------------------------------------------------- loading helpers
+
+
+def _slicing_error(backbone: str) -> UsageError:
+    return UsageError(
+        f"attention_slicing: not with the {backbone} backbone (diffusers' sliced attention replaces the "
+        "IP-Adapter's attention processors, dropping the sound); leave it out (PyTorch 2's attention "
+        "already avoids the full score matrix)",
+        parameters=["attention_slicing"],
+    )
 
 
 def _recorded_backbone(record: GenerationRecord, ip_adapter: Any) -> dict[str, Any]:
