@@ -168,7 +168,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     mix.add_argument("--negative-prompt", dest="negative_prompt", default=None, help="negative text prompt")
     mix.add_argument("--image", metavar="REF", help="reference image mixed into the conditioning")
     mix.add_argument("--image-weight", type=float, default=0.5, help="reference image proportion 0..1 (0.5)")
-    mix.add_argument("--noise-level", type=int, default=0, help="unCLIP noise on the embedding, 0..999 (0)")
+    mix.add_argument(
+        "--noise-level", type=int, default=0, help="unCLIP noise on the embedding, 0..999 (0; unclip only)"
+    )
     mix.add_argument(
         "--calibration", metavar="FILE", help="sound2image_calibration.json (or its folder) to use"
     )
@@ -202,11 +204,19 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "makes seeds 1, 2, 3",
     )
     sampling.add_argument(
-        "--guidance-scale", dest="guidance_scale", type=float, default=None, help="default: the model's (10)"
+        "--guidance-scale",
+        dest="guidance_scale",
+        type=float,
+        default=None,
+        help="default: the backbone's (10 unclip, 7.5 sd15-ip, 5 sdxl-ip)",
     )
     sampling.add_argument("--steps", type=int, default=20, help="denoising steps (20)")
     sampling.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="default: the model's own (DDIM)")
-    sampling.add_argument("--size", type=int, help="square size in pixels (default: the model's, 768)")
+    sampling.add_argument(
+        "--size",
+        type=int,
+        help="square size in pixels (default: the model's: 768 unCLIP, 512 SD 1.5, 1024 SDXL)",
+    )
     sampling.add_argument("--height", type=int, help="height in pixels (multiple of 8)")
     sampling.add_argument("--width", type=int, help="width in pixels (multiple of 8)")
     sampling.add_argument(

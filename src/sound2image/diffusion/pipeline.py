@@ -1,4 +1,8 @@
-"""SounDiff: sound -> ImageBind audio embedding -> calibrated unCLIP ``image_embeds`` -> image.
+"""SounDiff: sound -> ImageBind audio embedding -> calibrated conditioning -> image.
+
+The generator is a backbone (:mod:`sound2image.diffusion.backbones`): SD 2.1 unCLIP by default (the
+conditioning goes in as ``image_embeds``), or SD 1.5 / SDXL with a ViT-H IP-Adapter
+(``ip_adapter_image_embeds``); what follows describes the default, and holds for each backbone.
 
 :class:`SounDiffPipeline` receives its three components — a diffusers
 ``StableUnCLIPImg2ImgPipeline``, an ImageBind audio encoder and an
@@ -676,7 +680,8 @@ class SounDiffPipeline:
                 else MPS, else CPU), "cpu", "cuda", "cuda:1", "mps"; None leaves the weights on the CPU as
                 loaded (the caller places them, as the trainer does through accelerate).
             cpu_offload (`bool`, *optional*, defaults to False): keep idle models in CPU memory (CUDA only).
-            attention_slicing (`bool`, *optional*, defaults to False): compute attention in slices.
+            attention_slicing (`bool`, *optional*, defaults to False): compute attention in slices
+                (unCLIP only: diffusers' sliced processor would replace an IP-Adapter's).
             vae_tiling (`bool`, *optional*, defaults to False): decode the image in tiles.
             channel (`str` or `int`, *optional*): the audio encoder's channel policy ("mean", "first" or
                 an index); default: the encoder's own, or the one a fine-tuned U-Net was trained with.
