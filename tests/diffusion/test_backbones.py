@@ -410,3 +410,23 @@ def test_attention_slicing_is_refused_because_it_drops_the_adapter(ours, kind, s
     args = [str(wavs[0]), "--backbone", kind, "--model", str(model), "--ip-adapter", str(adapter)]
     assert main(["generate", *args, "--attention-slicing", "--device", "cpu", "--out", str(tmp_path)]) == 2
     assert f"error: --attention-slicing: not with the {kind} backbone" in capsys.readouterr().err
+
+
+def test_several_rows_are_refused_and_images_per_prompt_share_the_row(ours, plain):
+    # diffusers repeats an adapter's embeddings for the whole batch and its attention processor folds
+    # them into the batch dimension, so two rows would mix into every image: refused, naming the input.
+    rows = torch.stack([torch.linspace(-1.0, 1.0, EMBED_DIM), torch.linspace(1.0, -1.0, EMBED_DIM)])
+    with pytest.raises(UsageError, match="image_embeds: the .* backbone draws one conditioning row per call"):
+        ours(image_embeds=rows, num_inference_steps=STEPS)
+    # One row, two images: plain diffusers with num_images_per_prompt=2 and the same generators.
+    generators = [torch.Generator("cpu").manual_seed(s) for s in (10, 11)]
+    kwargs = {"num_inference_steps": STEPS, "guidance_scale": 5.0, "output_type": "np"}
+    output = ours(image_embeds=rows[:1], num_images_per_prompt=2, generator=generators, **kwargs)
+    plain.set_ip_adapter_scale(1.0)
+    stacked = torch.cat([torch.zeros(1, 1, EMBED_DIM), rows[:1, None, :]])
+    generators = [torch.Generator("cpu").manual_seed(s) for s in (10, 11)]
+    expected = plain(
+        prompt="", ip_adapter_image_embeds=[stacked], num_images_per_prompt=2, generator=generators, **kwargs
+    ).images
+    assert np.array_equal(output.images, expected)
+    assert [r.seed for r in output.records] == [None, None]  # not redrawable from a seed alone

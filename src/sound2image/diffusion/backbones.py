@@ -317,24 +317,28 @@ class IPAdapterBackbone(Backbone):
         noise_level: int,
     ) -> dict[str, Any]:
         """``ip_adapter_image_embeds`` as diffusers' ``prepare_ip_adapter_image_embeds`` reads it: one
-        tensor per adapter, (N, 1, D) (N rows, one image each), and with classifier-free guidance the
-        negative rows first, (2N, 1, D): zeros, which is what diffusers itself uses as the negative of
-        an ``ip_adapter_image`` (``encode_image``'s ``torch.zeros_like``)."""
+        tensor per adapter, (1, 1, D) (one embedding of one image, which diffusers repeats for every
+        image of the batch), and with classifier-free guidance the negative first, (2, 1, D): zeros,
+        which is what diffusers itself uses as the negative of an ``ip_adapter_image``
+        (``encode_image``'s ``torch.zeros_like``).
+
+        Raises:
+            UsageError: ``embeds`` has more than one row, or ``noise_level`` is not 0.
+        """
         if noise_level:
             raise UsageError(
                 f"noise_level is unCLIP's; the {self.name} backbone takes 0, got {noise_level}",
                 parameters=["noise_level"],
             )
-        rows = embeds.shape[0]
-        if rows > 1 and num_images_per_prompt > 1:
-            # diffusers repeats the whole IP batch (r0 r1 r0 r1) but each prompt in place (p0 p0 p1 p1);
-            # give each image its own row and prompt so that image i is row i // num_images_per_prompt.
-            embeds = embeds.repeat_interleave(num_images_per_prompt, dim=0)
-            prompt = [p for p in prompt for _ in range(num_images_per_prompt)]
-            if negative_prompt is not None:
-                negative_prompt = [n for n in negative_prompt for _ in range(num_images_per_prompt)]
-            num_images_per_prompt = 1
-        positive = embeds[:, None, :]  # (N, 1, D): one image per row
+        if embeds.shape[0] != 1:
+            # diffusers repeats each adapter's embeddings batch × images-per-prompt times and the
+            # attention processor folds them into the batch: N > 1 rows would mix into every image.
+            raise UsageError(
+                f"image_embeds: the {self.name} backbone draws one conditioning row per call (diffusers "
+                f"shares one IP-Adapter embedding across a batch), got {embeds.shape[0]} rows",
+                parameters=["image_embeds"],
+            )
+        positive = embeds[:, None, :]  # (1, 1, D): one embedding of one image
         guided = guidance_scale > 1 and self.pipe.unet.config.time_cond_proj_dim is None
         stacked = torch.cat([torch.zeros_like(positive), positive]) if guided else positive
         self.pipe.set_ip_adapter_scale(self.ip_scale)
