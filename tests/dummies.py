@@ -184,3 +184,201 @@ def get_dummy_soundiff_pipeline(calibration: Any = None) -> Any:
         calibration=calibration,
         info=PipelineInfo(model="tests/dummies:tiny-random", audio_encoder="tests/dummies:tiny-random"),
     )
+
+
+# ---------------------------------------------------------------------- SD 1.5 / SDXL with an IP-Adapter
+#
+# Built the way diffusers' own IP-Adapter tests build theirs (tests/models/unets/
+# test_models_unet_2d_condition.py ``create_ip_adapter_state_dict``; tests/pipelines/test_pipelines_common.py
+# ``IPAdapterTesterMixin``): random ``image_proj`` and ``ip_adapter`` state dicts with the shapes
+# ``UNet2DConditionModel._load_ip_adapter_weights`` reads, here written to disk in h94/IP-Adapter's
+# layout so the library's own loader (``load_ip_adapter``) is exercised too.
+
+#: The U-Net cross-attention width of the tiny SDXL (two text encoders of 32 each, concatenated).
+SDXL_CROSS_DIM = 64
+
+
+def get_dummy_image_encoder() -> Any:
+    """A tiny ``CLIPVisionModelWithProjection`` with the real 1,024-d ViT-H output (32×32 inputs)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(1)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        projection_dim=EMBED_DIM,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        intermediate_size=37,
+        patch_size=4,
+    )
+    return CLIPVisionModelWithProjection(config).eval()
+
+
+def _text_encoder(with_projection: bool = False) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=TEXT_DIM,
+        projection_dim=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=1000,
+        hidden_act="gelu",
+    )
+    torch.manual_seed(0)
+    model = CLIPTextModelWithProjection(config) if with_projection else CLIPTextModel(config)
+    return model.eval()
+
+
+def _tiny_vae() -> Any:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        sample_size=32,
+    ).eval()
+
+
+def _scheduler(prediction_type: str = "epsilon") -> Any:
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type=prediction_type,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        clip_sample=False,
+    )
+
+
+def get_dummy_sd15_components() -> dict[str, Any]:
+    """Tiny ``StableDiffusionPipeline`` components (32×32 images), no safety checker, no image encoder."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(32, 64),
+        attention_head_dim=(2, 4),
+        cross_attention_dim=TEXT_DIM,
+        layers_per_block=1,
+        norm_num_groups=32,
+    ).eval()
+    return {
+        "unet": unet,
+        "scheduler": _scheduler(),
+        "vae": _tiny_vae(),
+        "text_encoder": _text_encoder(),
+        "tokenizer": get_dummy_tokenizer(),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "image_encoder": None,
+    }
+
+
+def get_dummy_sdxl_components() -> dict[str, Any]:
+    """Tiny ``StableDiffusionXLPipeline`` components (32×32 images; diffusers' SDXL test U-Net shape)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        # 6 micro-conditioning numbers × 8 + the pooled text embedding (32)
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=SDXL_CROSS_DIM,
+        norm_num_groups=1,
+    ).eval()
+    return {
+        "unet": unet,
+        "scheduler": _scheduler(),
+        "vae": _tiny_vae(),
+        "text_encoder": _text_encoder(),
+        "text_encoder_2": _text_encoder(with_projection=True),
+        "tokenizer": get_dummy_tokenizer(),
+        "tokenizer_2": get_dummy_tokenizer(),
+        "feature_extractor": None,
+        "image_encoder": None,
+    }
+
+
+def get_dummy_ip_adapter_state_dict(unet: Any, image_embed_dim: int = EMBED_DIM, seed: int = 2) -> dict:
+    """A random IP-Adapter state dict for ``unet`` in the original (h94) format.
+
+    ``image_proj``: ``proj`` (Linear image_embed_dim -> 4 tokens × cross-attention width) and ``norm``
+    (LayerNorm). ``ip_adapter``: ``{k}.to_k_ip.weight`` / ``{k}.to_v_ip.weight`` (hidden × cross width)
+    for each cross-attention layer, k = 1, 3, 5, ... in ``unet.attn_processors`` order (the order
+    ``_convert_ip_adapter_attn_to_diffusers`` reads them in).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    cross = int(unet.config.cross_attention_dim)
+    channels = list(unet.config.block_out_channels)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * 0.1
+
+    image_proj = {
+        "proj.weight": rand(4 * cross, image_embed_dim),
+        "proj.bias": rand(4 * cross),
+        "norm.weight": 1 + rand(cross),
+        "norm.bias": rand(cross),
+    }
+    ip_adapter, key = {}, 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            hidden = channels[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(channels))[int(name[len("up_blocks.")])]
+        else:
+            hidden = channels[int(name[len("down_blocks.")])]
+        ip_adapter[f"{key}.to_k_ip.weight"] = rand(hidden, cross)
+        ip_adapter[f"{key}.to_v_ip.weight"] = rand(hidden, cross)
+        key += 2
+    return {"image_proj": image_proj, "ip_adapter": ip_adapter}
+
+
+def write_dummy_ip_adapter(
+    root: Any, unet: Any, weight_file: str, image_embed_dim: int = EMBED_DIM, with_encoder: bool = True
+) -> Any:
+    """Write a tiny IP-Adapter in ``h94/IP-Adapter``'s layout under ``root``: ``weight_file`` (a torch
+    ``.bin`` of ``{"image_proj", "ip_adapter"}``) and the tiny ViT-H stand-in ``models/image_encoder``.
+    Returns ``root``."""
+    from pathlib import Path
+
+    root = Path(root)
+    target = root / weight_file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(get_dummy_ip_adapter_state_dict(unet, image_embed_dim), target)
+    if with_encoder:
+        get_dummy_image_encoder().save_pretrained(root / "models" / "image_encoder")
+    return root

@@ -22,6 +22,7 @@ from sound2image.cli.options import (
     check_job_weights,
     check_settings,
     generate_parser,
+    pipeline_kwargs,
     refuse_other_path_options,
 )
 from sound2image.cli.run import IMAGE_ERRORS, Tally, begin, check_free, drop_unreadable, progress_bar, start
@@ -81,9 +82,7 @@ def load_pipeline(
         calibration=calibration,
         load_audio_encoder=audio,
         channel=args.channel,
-        cpu_offload=args.cpu_offload,
-        attention_slicing=args.attention_slicing,
-        vae_tiling=args.vae_tiling,
+        **pipeline_kwargs(args),
     )
 
 
@@ -96,7 +95,7 @@ def settings_from_args(args: argparse.Namespace, pipe: Any) -> Any:
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
         num_inference_steps=args.steps,
-        guidance_scale=10.0 if args.guidance_scale is None else args.guidance_scale,
+        guidance_scale=pipe.default_guidance_scale if args.guidance_scale is None else args.guidance_scale,
         noise_level=args.noise_level,
         height=height,
         width=width,
@@ -293,7 +292,7 @@ def regenerate(args: argparse.Namespace) -> int:
         low_memory = {k: getattr(args, k) for k in ("cpu_offload", "attention_slicing", "vae_tiling")}
         output = redraw(
             GenerationRecord.from_png(source), model=args.model, unet=args.unet, device=args.device,
-            dtype=args.dtype, variant=args.variant, **low_memory,
+            dtype=args.dtype, variant=args.variant, ip_adapter=args.ip_adapter, **low_memory,
         )  # fmt: skip
         image, record = output.images[0], output.records[0]
     record.extra["regenerated_from"] = source.name

@@ -23,6 +23,9 @@ from sound2image.validation import check_flags, check_number
 #: ``--model transformer:DIR`` selects the Image Transformer path.
 TRANSFORMER_PREFIX = "transformer:"
 
+#: ``--backbone`` choices (``sound2image.diffusion.backbones.BACKBONES``, spelled out: no torch import here).
+BACKBONE_NAMES = ("unclip", "sd15-ip", "sdxl-ip")
+
 SCHEDULER_NAMES = (
     "ddim",
     "ddpm",
@@ -47,6 +50,8 @@ Examples:
   sound2image generate --calibrate-images my_photos/ --out calib/     (then --calibration calib/)
   sound2image generate beach.wav --unet runs/soundiff-s --out images/
   sound2image generate beach.wav --cpu-offload --attention-slicing --vae-tiling -o out/   (8 GB GPUs)
+  sound2image generate beach.wav --backbone sdxl-ip --prompt "an oil painting" -o out/   (SDXL, 1024 px)
+  sound2image generate beach.wav --backbone sd15-ip --model DIR --ip-adapter ip-adapter_sd15.bin -o out/
 
 Calibration: the conditioning vector is rescaled to the norm stored with the model
 (sound2image_calibration.json: the mean norm of the pipeline's own image embeddings of real images,
@@ -68,7 +73,8 @@ def generate_parser(
         "generate",
         help="turn sounds into images (SounDiff; or the Image Transformer with --model transformer:DIR)",
         description="Generate images from audio files or folders with SounDiff: ImageBind audio embeddings "
-        "conditioning Stable Diffusion 2.1 unCLIP (zero-shot baseline, or a fine-tuned U-Net with --unet).",
+        "conditioning Stable Diffusion 2.1 unCLIP (zero-shot baseline, or a fine-tuned U-Net with --unet), "
+        "or SD 1.5 / SDXL through a ViT-H IP-Adapter (--backbone sd15-ip|sdxl-ip).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -93,6 +99,9 @@ SOUNDIFF_ONLY = {
     "image_weight": "--image-weight",
     "noise_level": "--noise-level",
     "calibration": "--calibration",
+    "backbone": "--backbone",
+    "ip_adapter": "--ip-adapter",
+    "ip_scale": "--ip-scale",
     "embedding_norm": "--embedding-norm",
     "calibrate_images": "--calibrate-images",
     "steps": "--steps",
@@ -159,7 +168,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     mix.add_argument("--negative-prompt", dest="negative_prompt", default=None, help="negative text prompt")
     mix.add_argument("--image", metavar="REF", help="reference image mixed into the conditioning")
     mix.add_argument("--image-weight", type=float, default=0.5, help="reference image proportion 0..1 (0.5)")
-    mix.add_argument("--noise-level", type=int, default=0, help="unCLIP noise on the embedding, 0..999 (0)")
+    mix.add_argument(
+        "--noise-level", type=int, default=0, help="unCLIP noise on the embedding, 0..999 (0; unclip only)"
+    )
     mix.add_argument(
         "--calibration", metavar="FILE", help="sound2image_calibration.json (or its folder) to use"
     )
@@ -193,11 +204,19 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "makes seeds 1, 2, 3",
     )
     sampling.add_argument(
-        "--guidance-scale", dest="guidance_scale", type=float, default=None, help="default: the model's (10)"
+        "--guidance-scale",
+        dest="guidance_scale",
+        type=float,
+        default=None,
+        help="default: the backbone's (10 unclip, 7.5 sd15-ip, 5 sdxl-ip)",
     )
     sampling.add_argument("--steps", type=int, default=20, help="denoising steps (20)")
     sampling.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="default: the model's own (DDIM)")
-    sampling.add_argument("--size", type=int, help="square size in pixels (default: the model's, 768)")
+    sampling.add_argument(
+        "--size",
+        type=int,
+        help="square size in pixels (default: the model's: 768 unCLIP, 512 SD 1.5, 1024 SDXL)",
+    )
     sampling.add_argument("--height", type=int, help="height in pixels (multiple of 8)")
     sampling.add_argument("--width", type=int, help="width in pixels (multiple of 8)")
     sampling.add_argument(
@@ -208,7 +227,30 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 
     model = parser.add_argument_group("model and device")
     model.add_argument(
-        "--model", help="unCLIP hub id or local dir (default: $SOUND2IMAGE_UNCLIP or SD 2.1 unCLIP)"
+        "--backbone",
+        choices=BACKBONE_NAMES,
+        default="unclip",
+        help="the image generator: unclip (SD 2.1 unCLIP, the default), sd15-ip (SD 1.5 + ViT-H IP-Adapter) "
+        "or sdxl-ip (SDXL + ViT-H IP-Adapter); the same audio vector drives each",
+    )
+    model.add_argument(
+        "--model",
+        help="the backbone's pipeline: hub id or local dir (unclip: $SOUND2IMAGE_UNCLIP or SD 2.1 unCLIP; "
+        "sd15-ip: any SD 1.5 checkpoint, default stable-diffusion-v1-5; sdxl-ip: any SDXL checkpoint, "
+        "default stable-diffusion-xl-base-1.0)",
+    )
+    model.add_argument(
+        "--ip-adapter",
+        metavar="REPO|DIR|FILE",
+        help="IP-Adapter of sd15-ip/sdxl-ip: a weight file (image_encoder/ beside it), a copy of "
+        "h94/IP-Adapter or a hub id (default h94/IP-Adapter: models/ip-adapter_sd15.bin, "
+        "sdxl_models/ip-adapter_sdxl_vit-h.bin); only ViT-H adapters (bigG/plus ones are refused)",
+    )
+    model.add_argument(
+        "--ip-scale",
+        type=float,
+        default=None,
+        help="IP-Adapter weight, >= 0 (default 1; the prompt's share grows as it drops)",
     )
     model.add_argument("--unet", help="fine-tuned U-Net: training export dir, pipeline dir or hub id")
     model.add_argument(
@@ -262,6 +304,7 @@ NUMBER_FLAGS: dict[str, dict[str, Any]] = {
     "--image-weight": {"minimum": 0.0, "maximum": 1.0},
     "--embedding-norm": {"minimum": 0.0, "min_inclusive": False},
     "--guidance-scale": {"minimum": 0.0},
+    "--ip-scale": {"minimum": 0.0},
     "--window": {"minimum": 0.0, "min_inclusive": False},  # seconds
     "--hop": {"minimum": 0.0, "min_inclusive": False},  # seconds
 }
@@ -283,10 +326,25 @@ def check_settings(args: argparse.Namespace) -> None:
         UsageError: one line naming the flag (``--guidance-scale must be finite and >= 0, got nan``).
     """
     check_flags(args, NUMBER_FLAGS, INT_FLAGS)
+    if args.backbone == "unclip" and (args.ip_scale is not None or args.ip_adapter is not None):
+        flags = [
+            f for f, v in (("--ip-adapter", args.ip_adapter), ("--ip-scale", args.ip_scale)) if v is not None
+        ]
+        raise UsageError(f"{', '.join(flags)}: only for --backbone sd15-ip or sdxl-ip; leave it out")
     for name in ("size", "height", "width"):
         value = getattr(args, name)
         if value is not None and value % 8:
             raise UsageError(f"--{name} must be a positive multiple of 8, got {value}")
+
+
+def pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``SounDiffPipeline.from_pretrained``'s low-memory and backbone arguments from their flags
+    (``--cpu-offload`` ..., ``--backbone``, ``--ip-adapter``, ``--ip-scale``)."""
+    kwargs: dict[str, Any] = {"backbone": args.backbone, "ip_adapter": args.ip_adapter}
+    kwargs.update({k: getattr(args, k) for k in ("cpu_offload", "attention_slicing", "vae_tiling")})
+    if args.ip_scale is not None:
+        kwargs["ip_scale"] = args.ip_scale
+    return kwargs
 
 
 def check_job_weights(plan: Plan) -> None:

@@ -1,4 +1,5 @@
-"""SounDiff generation: ImageBind audio embeddings conditioning SD 2.1 unCLIP.
+"""SounDiff generation: ImageBind audio embeddings conditioning SD 2.1 unCLIP (or, through a ViT-H
+IP-Adapter, SD 1.5 and SDXL: the backbones of :mod:`sound2image.diffusion.backbones`).
 
 ``SounDiffPipeline`` (the pipeline), ``EmbeddingCalibration`` (the stored embedding scale), the
 conditioning helpers (mixing audio, weights and a reference image), storyboards for long audio, and
@@ -6,6 +7,14 @@ conditioning helpers (mixing audio, weights and a reference image), storyboards 
 Importing this package is cheap: torch and diffusers load when a pipeline is built.
 """
 
+from sound2image.diffusion.backbones import (
+    BACKBONES,
+    Backbone,
+    IPAdapterBackbone,
+    SD15IPBackbone,
+    SDXLIPBackbone,
+    UnCLIPBackbone,
+)
 from sound2image.diffusion.calibration import CALIBRATION_FILE, EmbeddingCalibration, blend, normalize
 from sound2image.diffusion.conditioning import encode_images, measure_calibration, mix_embeddings
 from sound2image.diffusion.loading import DEFAULT_AUDIO_ENCODER, DEFAULT_UNCLIP, UNCLIP_ENV
@@ -26,6 +35,12 @@ from sound2image.diffusion.record import (
 from sound2image.diffusion.runner import Drawn, iter_images
 
 __all__ = [
+    "BACKBONES",
+    "Backbone",
+    "IPAdapterBackbone",
+    "SD15IPBackbone",
+    "SDXLIPBackbone",
+    "UnCLIPBackbone",
     "CALIBRATION_FILE",
     "DEFAULT_AUDIO_ENCODER",
     "DEFAULT_UNCLIP",

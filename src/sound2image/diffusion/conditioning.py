@@ -102,7 +102,8 @@ def encode_images(
     images: Sequence[Any],
     batch_size: int = 8,
 ) -> torch.Tensor:
-    """(N, D) float32 CPU embeddings of PIL images through the unCLIP pipeline's own image encoder.
+    """(N, D) float32 CPU embeddings of PIL images through the pipeline's own image encoder (unCLIP's,
+    or the IP-Adapter's ViT-H one loaded into an SD 1.5 / SDXL pipeline).
 
     This is exactly what ``StableUnCLIPImg2ImgPipeline`` computes for an ``image`` argument (its
     ``feature_extractor`` then ``image_encoder(...).image_embeds``), so an image's vector is on the scale
@@ -111,6 +112,11 @@ def encode_images(
     if not images:
         raise UsageError("no images to encode")
     batch_size = check_positive_int("batch_size", batch_size)
+    if getattr(unclip, "image_encoder", None) is None:
+        raise UsageError(
+            "this pipeline has no image encoder to embed images with (for an IP-Adapter backbone: an "
+            "image_encoder/ folder beside the adapter weights, or h94/IP-Adapter's models/image_encoder)"
+        )
     encoder = unclip.image_encoder
     parameter = next(encoder.parameters())
     device = getattr(unclip, "_execution_device", parameter.device)

@@ -71,34 +71,47 @@ def hub_cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     """A name meant as a directory rather than a hub id (``org/name``)."""
     if Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or "\\" in name:
         return True
     return name.count("/") != 1  # hub ids are exactly org/name
 
 
-def resolve_pipeline_source(model: str | None = None, revision: str | None = None) -> ModelSource:
-    """The unCLIP pipeline to load: ``model``, else ``$SOUND2IMAGE_UNCLIP``, else the default hub id.
+def resolve_pipeline_source(
+    model: str | None = None,
+    revision: str | None = None,
+    default: str | None = None,
+    what: str = "unCLIP pipeline",
+) -> ModelSource:
+    """The pipeline to load: ``model``, else (unCLIP) ``$SOUND2IMAGE_UNCLIP``, else the default hub id
+    (``default``: another backbone's model; its ``what`` names it in messages).
 
     A local directory must hold a diffusers ``model_index.json``; a hub id must be in the cache when
     offline. Raises ``WeightsError`` naming what is missing and how to supply it.
     """
-    name = model or os.environ.get(UNCLIP_ENV) or DEFAULT_UNCLIP
-    if _looks_like_path(name):
+    name = model or (default if default is not None else os.environ.get(UNCLIP_ENV) or DEFAULT_UNCLIP)
+    how = _HOW_TO_SUPPLY if default is None else how_to_supply(what)
+    if looks_like_path(name):
         path = Path(name).expanduser()
         if not path.is_dir():
-            raise WeightsError(
-                f"{path}: pipeline directory not found; {_HOW_TO_SUPPLY}", parameters=_SUPPLY_PARAMETERS
-            )
+            raise WeightsError(f"{path}: pipeline directory not found; {how}", parameters=_SUPPLY_PARAMETERS)
         if not (path / MODEL_INDEX).is_file():
             raise WeightsError(
-                f"{path}: not a diffusers pipeline directory (no {MODEL_INDEX}); {_HOW_TO_SUPPLY}",
+                f"{path}: not a diffusers pipeline directory (no {MODEL_INDEX}); {how}",
                 parameters=_SUPPLY_PARAMETERS,
             )
         return ModelSource(name=str(path.resolve()), path=path.resolve())
-    _check_hub_id(name, revision, MODEL_INDEX, what="unCLIP pipeline")
+    check_hub_file(name, revision, MODEL_INDEX, what, how, _SUPPLY_PARAMETERS)
     return ModelSource(name=name, revision=revision)
+
+
+def how_to_supply(what: str) -> str:
+    """How to supply a backbone's pipeline other than unCLIP (no environment variable for those)."""
+    return (
+        "download it once with network access (it is cached under HF_HOME) or pass model=DIR with a local "
+        f"diffusers copy of the {what}"
+    )
 
 
 def resolve_unet_source(unet: str, revision: str | None = None) -> tuple[ModelSource, str | None]:
@@ -108,7 +121,7 @@ def resolve_unet_source(unet: str, revision: str | None = None) -> tuple[ModelSo
     directory (``unet/`` beside ``model_index.json``), a bare U-Net directory (``config.json``), or a
     hub id (a U-Net repository or a pipeline repository with a ``unet`` folder).
     """
-    if _looks_like_path(unet):
+    if looks_like_path(unet):
         path = Path(unet).expanduser().resolve()
         if not path.is_dir():
             raise WeightsError(f"{path}: fine-tuned U-Net directory not found")
@@ -131,6 +144,20 @@ def resolve_unet_source(unet: str, revision: str | None = None) -> tuple[ModelSo
 
 def _check_hub_id(repo_id: str, revision: str | None, filename: str, what: str) -> None:
     """Fail early and clearly when offline and ``repo_id`` is not in the local cache."""
+    check_hub_file(repo_id, revision, filename, what, _HOW_TO_SUPPLY, _SUPPLY_PARAMETERS)
+
+
+def check_hub_file(
+    repo_id: str,
+    revision: str | None,
+    filename: str,
+    what: str,
+    how: str,
+    parameters: tuple[str, ...] | list[str],
+) -> None:
+    """Fail early when offline and ``filename`` of ``repo_id`` is not in the local cache: a one-line
+    WeightsError naming ``what``, the cache, why downloads are off and ``how`` to supply it (its
+    ``parameters`` are the ones ``how`` names)."""
     if repo_id.count("/") != 1 or any(part == "" for part in repo_id.split("/")):
         raise UsageError(f"{repo_id}: not a local directory nor a hub id of the form org/name")
     reason = hub.offline_reason()
@@ -142,8 +169,8 @@ def _check_hub_id(repo_id: str, revision: str | None, filename: str, what: str) 
     if not isinstance(cached, str):
         raise WeightsError(
             f"{repo_id}: {what} weights are not in the Hugging Face cache ({hub_cache_dir()}) and "
-            f"downloads are off ({reason}); {_HOW_TO_SUPPLY}",
-            parameters=_SUPPLY_PARAMETERS,
+            f"downloads are off ({reason}); {how}",
+            parameters=parameters,
         )
 
 
@@ -166,18 +193,21 @@ def _hub_unreachable(error: BaseException) -> bool:
     return False
 
 
-def weights_error(source: ModelSource, what: str, error: BaseException) -> WeightsError:
-    """Turn a loader's exception into our one-line error (no network: say so, not the library's text)."""
+def weights_error(
+    source: ModelSource, what: str, error: BaseException, how: str | None = None
+) -> WeightsError:
+    """Turn a loader's exception into our one-line error (no network: say so, not the library's text);
+    ``how`` says how to supply the weights (default: the unCLIP pipeline's ways)."""
+    how = how or _HOW_TO_SUPPLY
     if source.path is None and _hub_unreachable(error):
         return WeightsError(
             f"{source.name}: {what} weights are not in the Hugging Face cache ({hub_cache_dir()}) and "
-            f"the Hub cannot be reached; {_HOW_TO_SUPPLY}",
+            f"the Hub cannot be reached; {how}",
             parameters=_SUPPLY_PARAMETERS,
         )
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return WeightsError(
-        f"{source.name}: could not load the {what} ({detail}); {_HOW_TO_SUPPLY}",
-        parameters=_SUPPLY_PARAMETERS,
+        f"{source.name}: could not load the {what} ({detail}); {how}", parameters=_SUPPLY_PARAMETERS
     )
 
 

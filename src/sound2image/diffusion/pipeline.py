@@ -1,4 +1,8 @@
-"""SounDiff: sound -> ImageBind audio embedding -> calibrated unCLIP ``image_embeds`` -> image.
+"""SounDiff: sound -> ImageBind audio embedding -> calibrated conditioning -> image.
+
+The generator is a backbone (:mod:`sound2image.diffusion.backbones`): SD 2.1 unCLIP by default (the
+conditioning goes in as ``image_embeds``), or SD 1.5 / SDXL with a ViT-H IP-Adapter
+(``ip_adapter_image_embeds``); what follows describes the default, and holds for each backbone.
 
 :class:`SounDiffPipeline` receives its three components — a diffusers
 ``StableUnCLIPImg2ImgPipeline``, an ImageBind audio encoder and an
@@ -23,6 +27,13 @@ import numpy as np
 import torch
 
 from sound2image import __version__
+from sound2image.diffusion.backbones import (
+    Backbone,
+    IPAdapterBackbone,
+    UnCLIPBackbone,
+    backbone_class,
+    local_calibration_dirs,
+)
 from sound2image.diffusion.calibration import EmbeddingCalibration
 from sound2image.diffusion.conditioning import encode_images, mix_embeddings
 from sound2image.diffusion.loading import (
@@ -108,28 +119,37 @@ def _is_single_audio(audio: Any) -> bool:
 
 
 class SounDiffPipeline:
-    """Generate images from sounds with SD 2.1 unCLIP conditioned on ImageBind audio embeddings.
+    """Generate images from sounds with an image generator conditioned on ImageBind audio embeddings.
+
+    The generator is a :class:`~sound2image.diffusion.backbones.Backbone`: SD 2.1 unCLIP (the default),
+    or an SD 1.5 / SDXL pipeline with a ViT-H IP-Adapter; everything else (encoding, mixing,
+    calibration, best-of-N, records) is the same for all of them.
 
     Args:
-        unclip (`diffusers.StableUnCLIPImg2ImgPipeline`): the image generator; its ``image_encoder`` must
-            be present (diffusers needs it even when embeddings are passed, and image mixing uses it).
+        unclip (`diffusers.StableUnCLIPImg2ImgPipeline`, *optional*): the unCLIP generator; its
+            ``image_encoder`` must be present (diffusers needs it even when embeddings are passed, and
+            image mixing uses it). Give this or ``backbone``.
         audio_encoder (`ImageBindAudioEncoder`, *optional*): turns sounds into (N, 1024) embeddings; only
             needed for audio inputs (not for regenerating from a stored embedding).
         calibration (`EmbeddingCalibration`, *optional*, defaults to ``EmbeddingCalibration()``): the norm
             the conditioning vectors are put on; the default (20, ImageBind's own scale) is uncalibrated.
         info (`PipelineInfo`, *optional*): where the weights came from, for metadata.
+        backbone (`Backbone`, *optional*): the generator as a backbone (e.g. an ``SD15IPBackbone``);
+            default: ``UnCLIPBackbone(unclip)``.
     """
 
     def __init__(
         self,
-        unclip: Any,
+        unclip: Any = None,
         audio_encoder: Any = None,
         calibration: EmbeddingCalibration | None = None,
         info: PipelineInfo | None = None,
+        *,
+        backbone: Backbone | None = None,
     ) -> None:
-        if getattr(unclip, "image_encoder", None) is None:
-            raise WeightsError("the unCLIP pipeline has no image_encoder; diffusers needs it to generate")
-        self.unclip = unclip
+        if (unclip is None) == (backbone is None):
+            raise UsageError("give exactly one of unclip or backbone")
+        self.backbone = backbone if backbone is not None else UnCLIPBackbone(unclip)
         self.audio_encoder = audio_encoder
         self.calibration = calibration or EmbeddingCalibration()
         self.info = info or PipelineInfo()
@@ -139,6 +159,21 @@ class SounDiffPipeline:
         self.unclip.set_progress_bar_config(disable=True)
 
     # ------------------------------------------------------------------ properties and settings
+
+    @property
+    def unclip(self) -> Any:
+        """The backbone's diffusers pipeline (the unCLIP pipeline for the default backbone; the name is
+        kept so existing callers work with every backbone)."""
+        return self.backbone.pipe
+
+    @unclip.setter
+    def unclip(self, pipe: Any) -> None:
+        self.backbone.pipe = pipe
+
+    @property
+    def default_guidance_scale(self) -> float:
+        """The backbone's usual guidance (10 for unCLIP, 7.5 for SD 1.5, 5 for SDXL)."""
+        return self.backbone.default_guidance_scale
 
     @property
     def device(self) -> torch.device:
@@ -155,12 +190,12 @@ class SounDiffPipeline:
 
     @property
     def default_size(self) -> int:
-        """The model's native image size (768 for SD 2.1 unCLIP)."""
-        return int(self.unclip.unet.config.sample_size * self.unclip.vae_scale_factor)
+        """The model's native image size (768 for SD 2.1 unCLIP, 512 for SD 1.5, 1024 for SDXL)."""
+        return self.backbone.default_size
 
     @property
     def embedding_dim(self) -> int:
-        return int(self.unclip.image_encoder.config.projection_dim)
+        return self.backbone.embedding_dim
 
     @property
     def scheduler_name(self) -> str:
@@ -198,7 +233,14 @@ class SounDiffPipeline:
     def enable_low_memory(
         self, cpu_offload: bool = False, attention_slicing: bool = False, vae_tiling: bool = False
     ) -> None:
-        """Trade speed for memory so 768×768 fits an 8 GB GPU (model offload + slicing + tiling)."""
+        """Trade speed for memory so 768×768 fits an 8 GB GPU (model offload + slicing + tiling).
+
+        Raises:
+            UsageError: ``attention_slicing`` with an IP-Adapter backbone (diffusers' sliced attention
+                processor replaces the adapter's, which drops the sound's image branch).
+        """
+        if attention_slicing and isinstance(self.backbone, IPAdapterBackbone):
+            raise _slicing_error(self.backbone.name)
         if cpu_offload:
             self.unclip.enable_model_cpu_offload()
         if attention_slicing:
@@ -229,8 +271,9 @@ class SounDiffPipeline:
         return embeds.float().cpu()
 
     def encode_image(self, image: Any) -> torch.Tensor:
-        """(1, D) embedding of a PIL image through the pipeline's own image encoder (CLIP scale)."""
-        return encode_images(self.unclip, [image])
+        """(1, D) embedding of a PIL image through the pipeline's own image encoder (CLIP scale; for an
+        IP-Adapter backbone, the adapter's ViT-H image encoder)."""
+        return encode_images(self.backbone.image_encoder_owner, [image])
 
     def build_image_embeds(
         self,
@@ -258,7 +301,7 @@ class SounDiffPipeline:
         prompt: str = "",
         negative_prompt: str | None = None,
         num_inference_steps: int = 20,
-        guidance_scale: float = 10.0,
+        guidance_scale: float | None = None,
         noise_level: int = 0,
         height: int | None = None,
         width: int | None = None,
@@ -287,8 +330,8 @@ class SounDiffPipeline:
             prompt (`str`, *optional*, defaults to ""): text prompt; "" is the unconditional prompt.
             negative_prompt (`str`, *optional*, defaults to None): what to steer away from (with guidance).
             num_inference_steps (`int`, *optional*, defaults to 20): denoising steps.
-            guidance_scale (`float`, *optional*, defaults to 10.0): classifier-free guidance, finite and
-                >= 0; > 1 enables it.
+            guidance_scale (`float`, *optional*, defaults to the backbone's: 10.0 for unCLIP, 7.5 for
+                SD 1.5, 5.0 for SDXL): classifier-free guidance, finite and >= 0; > 1 enables it.
             noise_level (`int`, *optional*, defaults to 0): unCLIP noise added to the embedding, an integer
                 in 0..999 (0 .. the image noising scheduler's ``num_train_timesteps`` - 1).
             height (`int`, *optional*, defaults to the model's native size): a positive multiple of 8.
@@ -322,7 +365,7 @@ class SounDiffPipeline:
             raise UsageError("give exactly one of audio or image_embeds")
         settings = self._check_call_settings(
             num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
+            guidance_scale=self.default_guidance_scale if guidance_scale is None else guidance_scale,
             noise_level=noise_level,
             height=height,
             width=width,
@@ -369,20 +412,25 @@ class SounDiffPipeline:
         if rows > 1 and negative_prompt is not None:
             negatives = [negative_prompt] * rows
 
-        # 6. Denoise and decode with diffusers' own unCLIP loop
+        # 6. Denoise and decode with diffusers' own loop; the backbone turns the rows into its call's
+        # conditioning (unCLIP: image_embeds; IP-Adapter: ip_adapter_image_embeds)
+        conditioning_kwargs = self.backbone.call_kwargs(
+            embeds,
+            prompts,
+            negatives,
+            settings["num_images_per_prompt"],
+            settings["guidance_scale"],
+            settings["noise_level"],
+        )
         result = self.unclip(
-            image_embeds=embeds,
-            prompt=prompts,
-            negative_prompt=negatives,
             num_inference_steps=settings["num_inference_steps"],
             guidance_scale=settings["guidance_scale"],
-            noise_level=settings["noise_level"],
             height=settings["height"],
             width=settings["width"],
-            num_images_per_prompt=settings["num_images_per_prompt"],
             generator=generator,
             latents=latents,
             output_type=output_type,
+            **conditioning_kwargs,
         )
 
         # 7. Package the output with the conditioning that produced it and each image's record
@@ -430,7 +478,7 @@ class SounDiffPipeline:
             d[0] if output_type == "pil" else Image.fromarray((d[0] * 255).round().astype("uint8"))
             for d in draws
         ]
-        embeds = encode_images(self.unclip, pictures)  # (N, D) in the conditioning's space
+        embeds = encode_images(self.backbone.image_encoder_owner, pictures)  # (N, D), conditioning space
         scores = torch.nn.functional.cosine_similarity(embeds, conditioning, dim=-1)  # (N,)
         kept = int(scores.argmax())
         best_of = {"candidates": candidates, "seeds": seeds, "scores": [float(v) for v in scores]}
@@ -481,6 +529,7 @@ class SounDiffPipeline:
                 "unet_revision": self.info.unet_revision,
                 "audio_encoder": self.info.audio_encoder,
                 "training": self.info.training_config,
+                **self.backbone.record(),
             },
             "calibration": dataclasses.asdict(self.calibration),
             "audio": sounds,
@@ -502,11 +551,10 @@ class SounDiffPipeline:
 
     def _check_call_settings(self, **values: Any) -> dict[str, Any]:
         """The numeric settings of :meth:`__call__`, checked (finite, in range) and converted."""
-        timesteps = int(self.unclip.image_noising_scheduler.config.num_train_timesteps)
         checked = {
             "num_inference_steps": check_positive_int("num_inference_steps", values["num_inference_steps"]),
             "guidance_scale": check_number("guidance_scale", values["guidance_scale"], minimum=0.0),
-            "noise_level": check_int("noise_level", values["noise_level"], minimum=0, maximum=timesteps - 1),
+            "noise_level": self._check_noise_level(values["noise_level"]),
             "num_images_per_prompt": check_positive_int(
                 "num_images_per_prompt", values["num_images_per_prompt"]
             ),
@@ -520,6 +568,18 @@ class SounDiffPipeline:
                 raise UsageError(f"{name} must be a positive multiple of 8, got {value}")
             checked[name] = size
         return checked
+
+    def _check_noise_level(self, noise_level: Any) -> int:
+        """unCLIP's noise level: 0 .. its noising scheduler's timesteps - 1; other backbones take 0 only."""
+        if isinstance(self.backbone, UnCLIPBackbone):
+            return check_int("noise_level", noise_level, minimum=0, maximum=self.backbone.max_noise_level)
+        value = check_int("noise_level", noise_level, minimum=0)
+        if value:
+            raise UsageError(
+                f"noise_level is unCLIP's; the {self.backbone.name} backbone takes 0, got {noise_level}",
+                parameters=["noise_level"],
+            )
+        return value
 
     def _check_image_embeds(self, image_embeds: Any) -> torch.Tensor:
         """A (N, D) tensor with N >= 1 rows, all finite; UsageError naming ``image_embeds`` otherwise."""
@@ -543,6 +603,11 @@ class SounDiffPipeline:
 
         ``SounDiffPipeline.from_pretrained(directory)`` restores it offline.
         """
+        if not isinstance(self.backbone, UnCLIPBackbone):
+            raise UsageError(
+                f"save_pretrained writes unCLIP pipelines; the {self.backbone.name} backbone is loaded from "
+                "its model and adapter (model=..., ip_adapter=...) instead"
+            )
         root = Path(directory)
         root.mkdir(parents=True, exist_ok=True)
         self.unclip.save_pretrained(root, safe_serialization=True)
@@ -572,13 +637,28 @@ class SounDiffPipeline:
         attention_slicing: bool = False,
         vae_tiling: bool = False,
         channel: str | int | None = None,
+        backbone: str = "unclip",
+        ip_adapter: str | os.PathLike[str] | None = None,
+        ip_adapter_revision: str | None = None,
+        ip_scale: float = 1.0,
     ) -> SounDiffPipeline:
         """Load a pipeline; with no arguments, the zero-shot baseline (ImageBind-huge + SD 2.1 unCLIP).
 
         Args:
             model (`str` or path, *optional*, defaults to ``$SOUND2IMAGE_UNCLIP`` or
                 ``stabilityai/stable-diffusion-2-1-unclip``): a hub id, a diffusers pipeline directory, or a
-                directory written by :meth:`save_pretrained`.
+                directory written by :meth:`save_pretrained`. With another ``backbone``: its pipeline (any
+                SD 1.5 / SDXL hub id or directory; default ``stable-diffusion-v1-5/stable-diffusion-v1-5``
+                / ``stabilityai/stable-diffusion-xl-base-1.0``).
+            backbone (`str`, *optional*, defaults to "unclip"): the generator: "unclip" (SD 2.1 unCLIP),
+                "sd15-ip" or "sdxl-ip" (the pipeline ``model`` with a ViT-H IP-Adapter).
+            ip_adapter (`str` or path, *optional*): the IP-Adapter of "sd15-ip"/"sdxl-ip": a weight file
+                (its image encoder: ``image_encoder/`` beside it), a local copy of ``h94/IP-Adapter``, a hub
+                id or a hub file (``org/name/folder/file.bin``); default ``h94/IP-Adapter`` with
+                ``models/ip-adapter_sd15.bin`` / ``sdxl_models/ip-adapter_sdxl_vit-h.bin`` and the ViT-H
+                encoder ``models/image_encoder``. A calibration stored beside the weight file is used.
+            ip_adapter_revision (`str`, *optional*): hub revision of ``ip_adapter``.
+            ip_scale (`float`, *optional*, defaults to 1.0): the adapter's weight, finite and >= 0.
             unet (`str` or path, *optional*): a fine-tuned U-Net — a training export directory, a whole
                 pipeline directory or a hub id; its stored calibration is used (training and generation
                 must agree on the scale).
@@ -600,16 +680,29 @@ class SounDiffPipeline:
                 else MPS, else CPU), "cpu", "cuda", "cuda:1", "mps"; None leaves the weights on the CPU as
                 loaded (the caller places them, as the trainer does through accelerate).
             cpu_offload (`bool`, *optional*, defaults to False): keep idle models in CPU memory (CUDA only).
-            attention_slicing (`bool`, *optional*, defaults to False): compute attention in slices.
+            attention_slicing (`bool`, *optional*, defaults to False): compute attention in slices
+                (unCLIP only: diffusers' sliced processor would replace an IP-Adapter's).
             vae_tiling (`bool`, *optional*, defaults to False): decode the image in tiles.
             channel (`str` or `int`, *optional*): the audio encoder's channel policy ("mean", "first" or
                 an index); default: the encoder's own, or the one a fine-tuned U-Net was trained with.
 
         Raises:
             UsageError: an unknown or absent device, a half-precision dtype on the CPU, ``cpu_offload``
-                without a CUDA device, or a calibration path holding no calibration.
+                without a CUDA device, a calibration path holding no calibration, an unknown backbone,
+                or ``unet``/``ip_adapter`` given to a backbone that does not take it.
+            WeightsError: the model or adapter weights cannot be found or loaded (one line naming
+                ``model`` or ``ip_adapter``), or the adapter is not a ViT-H global-embedding adapter.
         """
         from diffusers import StableUnCLIPImg2ImgPipeline
+
+        generator_class = backbone_class(backbone)
+        if generator_class is not UnCLIPBackbone and unet is not None:
+            raise UsageError(f"unet applies to the unclip backbone, not {backbone}", parameters=["unet"])
+        if generator_class is UnCLIPBackbone and ip_adapter is not None:
+            raise UsageError(
+                "ip_adapter applies to the sd15-ip and sdxl-ip backbones, not unclip",
+                parameters=["ip_adapter"],
+            )
 
         from sound2image.devices import resolve_device, resolve_dtype
 
@@ -628,6 +721,26 @@ class SounDiffPipeline:
         dtype = weights_dtype
         _quiet_torchvision_notice()
 
+        if issubclass(generator_class, IPAdapterBackbone):
+            return cls._from_pretrained_ip(
+                generator_class,
+                model,
+                ip_adapter=ip_adapter,
+                ip_adapter_revision=ip_adapter_revision,
+                ip_scale=ip_scale,
+                audio_encoder=audio_encoder,
+                calibration=calibration,
+                dtype=dtype,
+                variant=variant,
+                revision=revision,
+                load_audio_encoder=load_audio_encoder,
+                audio_encoder_weights=audio_encoder_weights,
+                target=target,
+                cpu_offload=cpu_offload,
+                attention_slicing=attention_slicing,
+                vae_tiling=vae_tiling,
+                channel=channel,
+            )
         source = resolve_pipeline_source(None if model is None else str(model), revision)
         saved = _read_saved_config(source)
         components: dict[str, Any] = {}
@@ -675,6 +788,64 @@ class SounDiffPipeline:
         pipe.enable_low_memory(attention_slicing=attention_slicing, vae_tiling=vae_tiling)
         return pipe
 
+    @classmethod
+    def _from_pretrained_ip(
+        cls,
+        generator_class: type[IPAdapterBackbone],
+        model: str | os.PathLike[str] | None,
+        *,
+        ip_adapter: str | os.PathLike[str] | None,
+        ip_adapter_revision: str | None,
+        ip_scale: float,
+        audio_encoder: Any,
+        calibration: EmbeddingCalibration | None,
+        dtype: torch.dtype | None,
+        variant: str | None,
+        revision: str | None,
+        load_audio_encoder: bool,
+        audio_encoder_weights: str | os.PathLike[str] | None,
+        target: Any,
+        cpu_offload: bool,
+        attention_slicing: bool,
+        vae_tiling: bool,
+        channel: str | int | None,
+    ) -> SounDiffPipeline:
+        """:meth:`from_pretrained` for an IP-Adapter backbone (arguments already checked)."""
+        if attention_slicing:
+            raise _slicing_error(generator_class.name)
+        source = resolve_pipeline_source(
+            None if model is None else str(model),
+            revision,
+            default=generator_class.default_model,
+            what=generator_class.what,
+        )
+        kwargs: dict[str, Any] = {**_dtype_kwarg(dtype), "variant": variant, "revision": revision}
+        if not source.is_local:
+            kwargs.update(hub_kwargs())
+        generator = generator_class.load(source, ip_adapter, ip_adapter_revision, ip_scale, kwargs)
+        info = PipelineInfo(model=source.name, revision=revision or (None if source.is_local else "main"))
+        if generator.adapter is not None and generator.adapter.path is None:
+            generator.adapter = dataclasses.replace(
+                generator.adapter, revision=generator.adapter.revision or "main"
+            )
+        if audio_encoder is None and load_audio_encoder:
+            audio_encoder = _load_audio_encoder(source, audio_encoder_weights)
+        for folder in local_calibration_dirs(source, generator.adapter):
+            if calibration is not None:
+                break
+            calibration = EmbeddingCalibration.load(folder)
+        pipe = cls(audio_encoder=audio_encoder, calibration=calibration, info=info, backbone=generator)
+        if pipe.audio_encoder is not None and channel is not None:
+            pipe.audio_encoder.config = pipe.audio_encoder.sampling_config(channel=channel)
+        if cpu_offload:
+            pipe.enable_low_memory(cpu_offload=True)
+            if pipe.audio_encoder is not None:
+                pipe.audio_encoder.to(target)
+        elif target is not None:
+            pipe.to(target)
+        pipe.enable_low_memory(attention_slicing=attention_slicing, vae_tiling=vae_tiling)
+        return pipe
+
 
 # ---------------------------------------------------------------------- regeneration
 
@@ -691,6 +862,7 @@ def regenerate(
     attention_slicing: bool = False,
     vae_tiling: bool = False,
     variant: str | None = None,
+    ip_adapter: str | os.PathLike[str] | None = None,
 ) -> SounDiffOutput:
     """Draw an image again from its record alone: bit-identical pixels on the recorded kind of device.
 
@@ -706,6 +878,8 @@ def regenerate(
         cpu_offload, attention_slicing, vae_tiling: low-memory options switched on besides the recorded
             ones (those are always switched on: on a GPU they change the kernels, so the last bits).
         variant: diffusers weight variant to load.
+        ip_adapter: the IP-Adapter to load instead of the recorded one (an IP-Adapter backbone's record);
+            the recorded ``ip_scale`` always applies, also to a given ``pipe``.
 
     Returns:
         `SounDiffOutput` whose ``records[0]`` is the source record with the device, dtype, low-memory
@@ -739,6 +913,7 @@ def regenerate(
             unet=unet or record.model.get("unet"),
             revision=None if model else record.model.get("revision"),
             unet_revision=None if unet else record.model.get("unet_revision"),
+            **_recorded_backbone(record, ip_adapter),
             dtype=dtype,
             device=device,
             variant=variant,
@@ -747,14 +922,25 @@ def regenerate(
             attention_slicing=attention_slicing or low.get("attention_slicing", False),
             vae_tiling=vae_tiling or low.get("vae_tiling", False),
         )
+    recorded_backbone = record.model.get("backbone", "unclip")
+    if pipe.backbone.name != recorded_backbone:
+        raise UsageError(
+            f"the record was drawn with the {recorded_backbone} backbone; the pipeline given is "
+            f"{pipe.backbone.name}"
+        )
     previous = pipe.unclip.scheduler
+    previous_scale = getattr(pipe.backbone, "ip_scale", None)
     try:
         if record.settings.scheduler and record.settings.scheduler != pipe.scheduler_name:
             pipe.set_scheduler(record.settings.scheduler)
+        if previous_scale is not None and record.model.get("ip_scale") is not None:
+            pipe.backbone.ip_scale = float(record.model["ip_scale"])
         settings = record.settings.call_kwargs()
         output = pipe(image_embeds=record.image_embeds, seed=record.draw_seed, **settings)
     finally:
         pipe.unclip.scheduler = previous
+        if previous_scale is not None:
+            pipe.backbone.ip_scale = previous_scale
     drawn = output.records[0]
     extra = {k: v for k, v in record.extra.items() if k != "package_version"}
     output.records = [
@@ -771,6 +957,41 @@ def regenerate(
 
 
 # ---------------------------------------------------------------------- loading helpers
+
+
+def _slicing_error(backbone: str) -> UsageError:
+    return UsageError(
+        f"attention_slicing: not with the {backbone} backbone (diffusers' sliced attention replaces the "
+        "IP-Adapter's attention processors, dropping the sound); leave it out (PyTorch 2's attention "
+        "already avoids the full score matrix)",
+        parameters=["attention_slicing"],
+    )
+
+
+def _recorded_backbone(record: GenerationRecord, ip_adapter: Any) -> dict[str, Any]:
+    """:meth:`SounDiffPipeline.from_pretrained`'s backbone arguments for a record (none for unCLIP: its
+    records predate backbones and name none); ``ip_adapter`` overrides the recorded adapter."""
+    model = record.model
+    name = model.get("backbone", "unclip")
+    if name == "unclip":
+        if ip_adapter is not None:
+            raise UsageError("ip_adapter: the record was drawn with unclip, which takes no adapter")
+        return {}
+    revision = None
+    if ip_adapter is None and model.get("ip_adapter"):
+        revision = model.get("ip_adapter_revision")
+        folder, weight = model.get("ip_adapter_subfolder") or "", model.get("ip_adapter_weight_name")
+        base = Path(model["ip_adapter"])
+        if base.is_absolute():  # a local adapter: the weight file itself
+            ip_adapter = str(base / folder / weight) if weight else str(base)
+        else:  # a hub adapter: org/name/folder/file
+            ip_adapter = "/".join(part for part in (model["ip_adapter"], folder, weight) if part)
+    return {
+        "backbone": name,
+        "ip_adapter": ip_adapter,
+        "ip_adapter_revision": revision,
+        "ip_scale": float(model.get("ip_scale", 1.0)),
+    }
 
 
 def load_calibration(calibration: EmbeddingCalibration | str | os.PathLike[str] | None) -> Any:
