@@ -13,6 +13,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,6 +30,7 @@ from tests.dummies import (
     get_dummy_sdxl_components,
     write_dummy_ip_adapter,
 )
+from tests.paths import PSEUDO_ADVANCE
 from tests.training.test_train import tiny_config
 
 pytestmark = pytest.mark.numeric
@@ -78,14 +80,24 @@ def _config(kind: str, saved: tuple[Path, Path], run_dir: Path, manifest: Path, 
 def trained(kind, saved, tmp_path_factory, manifest8, shared_cache):
     """Two updates with half of the conditioning dropped, and the U-Net as it was before them."""
     _reset_accelerate()  # module scope: before the function-scoped reset of conftest
-    config = _config(
-        kind, saved, tmp_path_factory.mktemp("run") / "run", manifest8, shared_cache, conditioning_dropout=0.5
-    )
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    wav = sorted((PSEUDO_ADVANCE / "sound" / "beach").glob("*.wav"))[-1]  # not a training pair
+    validation = {"validation_steps": 2, "validation_audios": [str(wav)], "validation_inference_steps": 2}
+    config = _config(kind, saved, run_dir, manifest8, shared_cache, conditioning_dropout=0.5, **validation)
     base = SounDiffPipeline.from_pretrained(
         config.base_model, backbone=kind, ip_adapter=config.ip_adapter, device="cpu", dtype="float32"
     )
     before = copy.deepcopy(base.unclip.unet)
-    result = train(config, pipeline=base)
+    from sound2image.training.soundiff import validation_images
+
+    shown: list = []  # the validation images of the final weights, drawn while the run is live
+
+    def hook(done: int, loss: float, run) -> None:
+        if done == config.max_steps:
+            shown.extend(validation_images(run))
+
+    result = train(config, pipeline=base, on_step_end=hook)
+    result.validation_images = shown
     _reset_accelerate()
     return config, result, before
 
@@ -147,10 +159,11 @@ def test_first_loss_equals_the_objective_recomputed_by_hand(kind, trained) -> No
     with torch.no_grad():
         pred = before(noisy, timesteps, encoder_hidden_states=text, added_cond_kwargs=added).sample
     expected = float(((pred - noise) ** 2).mean())
-    # The trainer computes the same float32 ops, except add_noise's sqrt of float32 alpha-bar instead of
-    # float64: ~1e-7 relative per term, well under 1e-5 after the mean; a wrong input (text, drop, time
-    # ids, scale, target) changes the loss by far more (measured: >1e-2 relative).
-    assert result.losses[0] == pytest.approx(expected, rel=1e-5)
+    # The trainer computes the same float32 ops, except that add_noise takes the square roots of a float32
+    # alpha-bar where this takes them in float64: ~1 ulp per term (measured: 1.0e-7 / 1.1e-7 relative on
+    # the loss). 1e-6 (~8 ulp) still catches any wrong input (measured: prompt not dropped 8e-4, image
+    # embedding not dropped 5e-3, SDXL time ids of another size 5e-3, uncalibrated embeddings 1.6e-6).
+    assert result.losses[0] == pytest.approx(expected, rel=1e-6)
 
 
 def test_only_the_adapter_changes(kind, trained) -> None:
@@ -211,6 +224,30 @@ def test_export_loads_into_plain_diffusers_and_changes_the_image(kind, saved, tr
         model, backbone=kind, ip_adapter=run_dir / "ip-adapter.safetensors", device="cpu", dtype="float32"
     )
     assert ours.calibration == result.run.calibration
+
+
+def test_validation_images_are_the_exported_adapter_s_images(kind, saved, trained) -> None:
+    from sound2image.outputs import read_png_metadata
+
+    config, result, _ = trained
+    run_dir = Path(config.output_dir)
+    grids = sorted((run_dir / "validation").glob("*.png"))
+    assert len(grids) == 1 and read_png_metadata(grids[0])["step"] == 2
+    [ours] = result.validation_images  # the trained U-Net, through SounDiffPipeline's backbone
+    fresh = SounDiffPipeline.from_pretrained(
+        saved[0], backbone=kind, ip_adapter=run_dir / "ip-adapter.safetensors", device="cpu", dtype="float32"
+    )
+    embeds = result.run.calibration.apply(result.run.validation_embeds)
+    [theirs] = fresh(
+        image_embeds=embeds,
+        prompt=PROMPT,
+        height=config.resolution,
+        width=config.resolution,
+        num_inference_steps=2,
+        guidance_scale=config.validation_guidance_scale,
+        seed=config.seed,
+    ).images
+    assert np.array_equal(np.asarray(ours), np.asarray(theirs))  # same weights, same call: same pixels
 
 
 def test_killed_and_resumed_run_is_bit_identical(kind, tmp_path, saved, manifest8, shared_cache) -> None:
