@@ -290,3 +290,55 @@ def test_ip_settings_are_checked() -> None:
     assert math.isclose(
         SounDiffTrainConfig(**base, backbone="sdxl-ip", ip_scale=0.5).resolved().ip_scale, 0.5
     )
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_match_one(kind, saved, tmp_path, manifest8, shared_cache) -> None:
+    """``accelerate launch`` of the CLI on 2 CPU processes (batch 2 each) against one process of batch 4."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from tests.paths import PROJECT_ROOT
+    from tests.training.test_multiprocess import _free_port
+
+    single = train(_config(kind, saved, tmp_path / "single", manifest8, shared_cache, max_steps=3))
+    model, adapter = saved
+    flags = [
+        "train", "soundiff", "--data", str(manifest8), "--output", str(tmp_path / "double"),
+        "--model", str(model), "--backbone", kind, "--ip-adapter", str(adapter), "--prompt", PROMPT,
+        "--resolution", "16", "--batch-size", "2", "--max-steps", "3", "--learning-rate", "1e-3",
+        "--final-learning-rate", "1e-4", "--val-fraction", "0", "--checkpointing-steps", "2",
+        "--report-to", "none", "--no-progress", "--no-flip", "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT / "src"), str(PROJECT_ROOT)])
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()), "-m", "sound2image.cli.main", *flags,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240, cwd=PROJECT_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"--backbone {kind} --ip-adapter" in done.stdout  # the CLI says how to use the export
+
+    lines = (tmp_path / "double" / "metrics.jsonl").read_text().splitlines()
+    double = [json.loads(line)["loss"] for line in lines]
+    # As tests/training/test_multiprocess.py: step 1 differs only in the order of float sums (the U-Net at
+    # batch 2 instead of 4, two half means): ~1e-5 at worst; later steps follow DDP's all-reduced
+    # gradients through Adam: 1e-4 relative, 100x below the step-to-step change of the loss.
+    assert double[0] == pytest.approx(single.losses[0], rel=1e-5)
+    assert double == pytest.approx(single.losses, rel=1e-4)
+    assert (tmp_path / "double" / "checkpoints" / "checkpoint-2" / "ip_adapter.safetensors").is_file()
+    ours = load_file(str(tmp_path / "double" / "ip-adapter.safetensors"))
+    reference = load_file(str(tmp_path / "single" / "ip-adapter.safetensors"))
+    nested = torch.load(adapter / KINDS[kind].default_weight, weights_only=True)  # the adapter trained from
+    start = {f"{part}.{key}": value for part, values in nested.items() for key, value in values.items()}
+    assert ours.keys() == reference.keys() == start.keys()
+    # Weights: the runs' difference must be tiny next to how far training moved them (single entries may
+    # differ by ~lr where Adam meets a near-zero gradient whose sign flips with the order of sums).
+    deviation = sum(float((ours[k] - reference[k]).pow(2).sum()) for k in ours) ** 0.5
+    movement = sum(float((reference[k] - start[k]).pow(2).sum()) for k in ours) ** 0.5
+    assert deviation < 1e-2 * movement
