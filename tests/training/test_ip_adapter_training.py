@@ -122,9 +122,9 @@ def _reference_text(
     return states, pooled
 
 
-def test_first_loss_equals_the_objective_recomputed_by_hand(kind, trained) -> None:
-    config, result, before = trained
-    run = result.run
+def _hand_loss(kind: str, config: SounDiffTrainConfig, run, unet) -> float:
+    """The first update's loss recomputed from diffusers' conventions with ``unet`` (the U-Net before
+    training): the documented draws, the closed-form forward process, the reference text conditioning."""
     pipe = run.pipe.unclip
     # The step's randomness, drawn in the documented order from the documented seeds.
     order = torch.randperm(8, generator=torch.Generator().manual_seed(mix_seed(config.seed, "order", 0)))
@@ -157,13 +157,43 @@ def test_first_loss_equals_the_objective_recomputed_by_hand(kind, trained) -> No
         size = float(config.resolution)  # original size, crop (0, 0), target size
         added["time_ids"] = torch.tensor([[size, size, 0.0, 0.0, size, size]]).expand(4, -1)
     with torch.no_grad():
-        pred = before(noisy, timesteps, encoder_hidden_states=text, added_cond_kwargs=added).sample
-    expected = float(((pred - noise) ** 2).mean())
+        pred = unet(noisy, timesteps, encoder_hidden_states=text, added_cond_kwargs=added).sample
+    return float(((pred - noise) ** 2).mean())
+
+
+def test_first_loss_equals_the_objective_recomputed_by_hand(kind, trained) -> None:
+    config, result, before = trained
+    expected = _hand_loss(kind, config, result.run, before)
     # The trainer computes the same float32 ops, except that add_noise takes the square roots of a float32
     # alpha-bar where this takes them in float64: ~1 ulp per term (measured: 1.0e-7 / 1.1e-7 relative on
     # the loss). 1e-6 (~8 ulp) still catches any wrong input (measured: prompt not dropped 8e-4, image
     # embedding not dropped 5e-3, SDXL time ids of another size 5e-3, uncalibrated embeddings 1.6e-6).
     assert result.losses[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_ip_scale_is_the_adapters_weight_in_training(kind, saved, tmp_path, manifest8, shared_cache) -> None:
+    config = _config(
+        kind,
+        saved,
+        tmp_path / "run",
+        manifest8,
+        shared_cache,
+        max_steps=1,
+        conditioning_dropout=0.5,
+        ip_scale=0.25,
+    )
+    base = SounDiffPipeline.from_pretrained(
+        config.base_model, backbone=kind, ip_adapter=config.ip_adapter, device="cpu", dtype="float32"
+    )
+    before = copy.deepcopy(base.unclip.unet)
+    result = train(config, pipeline=base)
+    at_one = _hand_loss(kind, config, result.run, before)
+    for processor in before.attn_processors.values():
+        if hasattr(processor, "to_k_ip"):
+            processor.scale = [0.25]  # diffusers' per-adapter weight of the image tokens
+    # Tolerance as in test_first_loss_equals_the_objective_recomputed_by_hand.
+    assert result.losses[0] == pytest.approx(_hand_loss(kind, config, result.run, before), rel=1e-6)
+    assert abs(result.losses[0] / at_one - 1) > 1e-4  # the scale changed the loss
 
 
 def test_only_the_adapter_changes(kind, trained) -> None:
