@@ -372,3 +372,19 @@ def test_two_cpu_processes_match_one(kind, saved, tmp_path, manifest8, shared_ca
     deviation = sum(float((ours[k] - reference[k]).pow(2).sum()) for k in ours) ** 0.5
     movement = sum(float((reference[k] - start[k]).pow(2).sum()) for k in ours) ** 0.5
     assert deviation < 1e-2 * movement
+
+
+def test_cli_flags_and_a_pipeline_of_another_backbone(tmp_path, manifest8, soundiff, capsys) -> None:
+    from sound2image.cli.main import main
+
+    code = main(
+        ["train", "soundiff", "--data", str(manifest8), "--output", str(tmp_path / "run"),
+         "--ip-adapter", "a.bin"]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err  # the library's parameter, named by its flag
+    assert "error: --ip-adapter applies to the sd15-ip and sdxl-ip backbones, not unclip" in err
+    config = SounDiffTrainConfig(data=str(manifest8), output_dir=str(tmp_path / "run2"), backbone="sd15-ip")
+    with pytest.raises(UsageError, match="backbone is 'sd15-ip' but the pipeline given is a unclip pipeline"):
+        train(config, pipeline=soundiff)
+    assert not (tmp_path / "run2").exists()  # refused before anything is written
