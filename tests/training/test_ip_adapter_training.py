@@ -388,3 +388,15 @@ def test_cli_flags_and_a_pipeline_of_another_backbone(tmp_path, manifest8, sound
     with pytest.raises(UsageError, match="backbone is 'sd15-ip' but the pipeline given is a unclip pipeline"):
         train(config, pipeline=soundiff)
     assert not (tmp_path / "run2").exists()  # refused before anything is written
+
+
+def test_every_ip_flag_reaches_its_config_field() -> None:
+    from sound2image.cli.main import build_parser
+    from sound2image.cli.train_soundiff import config_from_args
+
+    argv = ["train", "soundiff", "--data", "d", "--output", "o"]
+    argv += ["--backbone", "sdxl-ip", "--ip-adapter", "a.bin", "--ip-scale", "0.5"]
+    config = config_from_args(build_parser().parse_args(argv))
+    assert (config.backbone, config.ip_adapter, config.ip_scale) == ("sdxl-ip", "a.bin", 0.5)
+    defaults = SounDiffTrainConfig()
+    assert (defaults.backbone, defaults.ip_adapter, defaults.ip_scale) == ("unclip", None, 1.0)
