@@ -26,6 +26,8 @@ Examples:
       --conditions none,"a satellite image with details on the ground" --features clip --out report/
   sound2image evaluate --data ../shared/data/av-digits/pairs.csv --systems transformer:runs/it/model \\
       --classifier runs/judge --features classifier:runs/judge --out report/
+  sound2image evaluate --data ADVANCE/ --backbone sdxl-ip --systems baseline,runs/sdxl-ip --out report/
+      (SDXL with h94's ViT-H adapter against the adapter trained by train soundiff --backbone sdxl-ip)
   accelerate launch --multi_gpu --num_processes 4 -m sound2image.cli.main evaluate ...   (shards items)
 
 Images are cached in OUT/cache by system fingerprint, audio SHA-256, seed and settings: a killed run
@@ -126,6 +128,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model = parser.add_argument_group("model and device")
     model.add_argument("--model", help="SounDiff base pipeline: hub id or dir (default as generate)")
     model.add_argument(
+        "--backbone",
+        choices=("unclip", "sd15-ip", "sdxl-ip"),
+        default="unclip",
+        help="SounDiff systems' generator, as generate: unclip (default), or sd15-ip / sdxl-ip (--model is "
+        "then the SD 1.5 / SDXL pipeline, baseline the zero-shot adapter, DIR an adapter training run)",
+    )
+    model.add_argument("--ip-adapter", help="baseline's IP-Adapter (default: h94/IP-Adapter's ViT-H)")
+    model.add_argument("--ip-scale", type=float, default=1.0, help="the IP-Adapter's weight (1.0)")
+    model.add_argument(
         "--imagebind-weights", metavar="FILE", help="imagebind_huge.pth (or audio .safetensors)"
     )
     model.add_argument("--variant", help='weight variant to download, e.g. "fp16"')
@@ -154,6 +165,8 @@ def _systems(args: argparse.Namespace) -> list[Any]:
         ]
         if missing:
             raise UsageError(f"--preset paper-table1 needs {' and '.join(missing)} DIR")
+        if args.backbone != "unclip":
+            raise UsageError("--backbone: --preset paper-table1 compares the paper's unCLIP systems")
         return paper_table1(args.soundiff_l, args.soundiff_s, model=args.model, candidates=args.candidates)
     extra = [
         flag
@@ -167,7 +180,13 @@ def _systems(args: argparse.Namespace) -> list[Any]:
             "--systems is required (e.g. --systems baseline,runs/soundiff-l) unless --preset is given"
         )
     return parse_systems(
-        args.systems, parse_conditions(args.conditions), model=args.model, candidates=args.candidates
+        args.systems,
+        parse_conditions(args.conditions),
+        model=args.model,
+        candidates=args.candidates,
+        backbone=args.backbone,
+        ip_adapter=args.ip_adapter,
+        ip_scale=args.ip_scale,
     )
 
 

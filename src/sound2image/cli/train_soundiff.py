@@ -1,4 +1,5 @@
-"""`sound2image train soundiff`: fine-tune the unCLIP U-Net on paired audio/image data (SounDiff-L/-S).
+"""`sound2image train soundiff`: fine-tune the unCLIP U-Net on paired audio/image data (SounDiff-L/-S),
+or, with ``--backbone sd15-ip|sdxl-ip``, only the ViT-H IP-Adapter of an SD 1.5 / SDXL pipeline.
 
 A thin layer over :func:`sound2image.training.soundiff.train`: flags map one to one onto
 :class:`~sound2image.training.soundiff.SounDiffTrainConfig` fields; a flag left out keeps the paper's
@@ -20,10 +21,15 @@ Examples:
       --mixed-precision bf16 --gradient-checkpointing
   accelerate launch --num_processes 4 -m sound2image.cli.main train soundiff --data ADVANCE/ --output runs/l4
   sound2image generate beach.wav --unet runs/soundiff-l --out images/      (use the result)
+  sound2image train soundiff --data ADVANCE/ --backbone sdxl-ip --resolution 1024 --learning-rate 1e-4 \
+      --final-learning-rate 1e-5 --validation-guidance-scale 5 --output runs/sdxl-ip
+  sound2image generate beach.wav --backbone sdxl-ip --ip-adapter runs/sdxl-ip/ip-adapter.safetensors \
+      --out images/                                                      (use the trained adapter)
 
 The run directory receives training_config.json, split.json, the cache (unless --cache-dir), checkpoints/,
-validation/ grids, logs/ (TensorBoard), metrics.jsonl and, at the end, the export: unet/,
-sound2image_soundiff.json and sound2image_calibration.json.
+validation/ grids, logs/ (TensorBoard), metrics.jsonl and, at the end, the export: unet/ (with
+--backbone sd15-ip/sdxl-ip: ip-adapter.safetensors, the adapter alone), sound2image_soundiff.json and
+sound2image_calibration.json.
 """
 
 
@@ -54,6 +60,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--prompt", default=None, help="training prompt (default: L '', S the satellite prompt)"
     )
     what.add_argument("--model", dest="base_model", default=None, help="base pipeline: hub id or directory")
+    what.add_argument(
+        "--backbone",
+        choices=("unclip", "sd15-ip", "sdxl-ip"),
+        default="unclip",
+        help="unclip: fine-tune the SD 2.1 unCLIP U-Net (default); sd15-ip / sdxl-ip: train only the ViT-H "
+        "IP-Adapter (image projection + decoupled cross-attention) of the SD 1.5 / SDXL pipeline --model",
+    )
+    what.add_argument(
+        "--ip-adapter",
+        default=None,
+        help="the IP-Adapter to start from: weight file, local h94/IP-Adapter copy or hub id "
+        "(default: h94/IP-Adapter's ViT-H weights for the backbone)",
+    )
+    what.add_argument(
+        "--ip-scale", type=float, default=1.0, help="the adapter's weight while training (default: 1.0)"
+    )
     what.add_argument("--calibration", default=None, help="directory with sound2image_calibration.json")
     what.add_argument(
         "--calibration-images", type=int, default=256, help="training images to measure the scale on"
@@ -144,8 +166,16 @@ def config_from_args(args: argparse.Namespace) -> object:
 def handler(args: argparse.Namespace) -> int:
     from sound2image.training.soundiff import train
 
-    result = train(config_from_args(args))
+    config = config_from_args(args)
+    result = train(config)
     if result.model_dir is not None:
         print(f"exported {result.steps} steps to {result.model_dir}")
-        print(f"generate with: sound2image generate SOUND --unet {result.model_dir} --out images/")
+        if config.is_ip_adapter:
+            from sound2image.training.export import IP_ADAPTER_FILE
+
+            adapter = result.model_dir / IP_ADAPTER_FILE
+            use = f"--backbone {config.backbone} --ip-adapter {adapter}"
+            print(f"generate with: sound2image generate SOUND {use} --out images/")
+        else:
+            print(f"generate with: sound2image generate SOUND --unet {result.model_dir} --out images/")
     return 0

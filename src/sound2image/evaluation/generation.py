@@ -158,12 +158,21 @@ def sampling_settings(spec: SystemSpec, options: GenerationOptions, device: str)
         **common,
         "prompt": spec.condition or "",
         "steps": options.steps,
-        "guidance_scale": 10.0 if options.guidance_scale is None else float(options.guidance_scale),
+        "guidance_scale": _guidance(spec, options),
         "size": options.size,
         "scheduler": options.scheduler,
         "noise_level": options.noise_level,
         "dtype": _dtype_name(options.dtype, device),
     }
+
+
+def _guidance(spec: SystemSpec, options: GenerationOptions) -> float:
+    """The guidance scale: the option, else the backbone's own (unCLIP 10, SD 1.5 7.5, SDXL 5)."""
+    from sound2image.diffusion.backbones import backbone_class
+
+    if options.guidance_scale is not None:
+        return float(options.guidance_scale)
+    return float(backbone_class(spec.backbone).default_guidance_scale)
 
 
 def _dtype_name(dtype: str, device: str) -> str:
@@ -363,6 +372,9 @@ def _load(spec: SystemSpec, options: GenerationOptions, device: str) -> Any:
     from sound2image.diffusion import SounDiffPipeline
 
     _quiet_loading_bars()
+    backbone = {}  # unCLIP systems load as before; IP-Adapter ones name their backbone and adapter
+    if spec.backbone != "unclip":
+        backbone = {"backbone": spec.backbone, "ip_adapter": spec.ip_adapter, "ip_scale": spec.ip_scale}
     pipe = SounDiffPipeline.from_pretrained(
         spec.source,
         unet=spec.unet,
@@ -370,6 +382,7 @@ def _load(spec: SystemSpec, options: GenerationOptions, device: str) -> Any:
         dtype=options.dtype,
         variant=options.variant,
         audio_encoder_weights=options.imagebind_weights,
+        **backbone,
     )
     if options.scheduler:
         pipe.set_scheduler(options.scheduler)
@@ -403,7 +416,7 @@ def _draw_soundiff(
     settings = {
         "prompt": spec.condition or "",
         "num_inference_steps": options.steps,
-        "guidance_scale": 10.0 if options.guidance_scale is None else options.guidance_scale,
+        "guidance_scale": _guidance(spec, options),
         "noise_level": options.noise_level,
         "height": size,
         "width": size,

@@ -286,6 +286,7 @@ def make_items(pairs: Sequence[Any]) -> tuple[list[Any], list[dict[str, str]]]:
 def _judge_pipeline(config: EvaluationConfig) -> Any:
     """The SounDiff base pipeline (no fine-tuned U-Net) whose audio and image encoders judge."""
     from sound2image.diffusion import SounDiffPipeline
+    from sound2image.evaluation.systems import judge_backbone
 
     soundiff = [spec for spec in config.systems if spec.kind == "soundiff"]
     model = config.model or (soundiff[0].source if soundiff else None)
@@ -296,6 +297,7 @@ def _judge_pipeline(config: EvaluationConfig) -> Any:
         dtype=config.generation.dtype,
         variant=config.generation.variant,
         audio_encoder_weights=config.generation.imagebind_weights,
+        **judge_backbone(config.systems),  # IP-Adapter systems: their backbone and a ViT-H encoder
     )
 
 

@@ -6,19 +6,28 @@ fine-tuned SounDiff U-Net (a training export or run directory), or an Image Tran
 turns the command's ``--systems`` / ``--conditions`` into :class:`SystemSpec` columns;
 :func:`paper_table1` gives the paper's five columns (REFERENCE.md §1).
 
+SounDiff systems run on a backbone (:mod:`sound2image.diffusion.backbones`): SD 2.1 unCLIP by default,
+or, as in ``generate``, ``backbone="sd15-ip"``/``"sdxl-ip"`` (``--backbone``) with ``model`` the SD 1.5 /
+SDXL pipeline, ``ip_adapter`` its ViT-H adapter (``--ip-adapter``; default h94/IP-Adapter's) and
+``ip_scale`` (``--ip-scale``). There ``baseline`` is the zero-shot adapter and a DIR entry is an
+adapter training run (``train soundiff --backbone ...``: its ``ip-adapter.safetensors`` replaces the
+adapter) or an adapter weight file.
+
 :func:`system_fingerprint` is what the image cache keys on besides the sound, the seed and the
 settings. It covers: the system's kind; for SounDiff, the base pipeline (a hub id with the commit its
 revision resolves to in the local cache, or a local directory's files) and the fine-tuned U-Net
 directory's ``unet/`` folder, training record and calibration (a hub model not yet in the cache is
-downloaded before it is fingerprinted, :func:`needs_download`); for the Image Transformer, its model
-directory (weights, config, scorer). A local file counts by its relative name and size, plus the
-SHA-256 of its whole content when it is at most :data:`FULL_HASH_BYTES`, else the SHA-256 of
-:data:`SAMPLED_BLOCKS` evenly spaced 1 MiB blocks and its modification time (so a 5 GB weight file is
-not read whole at every start; a copied directory of such files therefore misses the cache once). The
-ImageBind weights file, when the base directory holds no saved audio encoder, counts by its path, size
-and modification time. The condition and the sampling settings are not part of the fingerprint: they
-are keyed separately (:func:`sound2image.evaluation.generation.cache_key`), so ``baseline`` and
-``baseline + condition`` share one fingerprint.
+downloaded before it is fingerprinted, :func:`needs_download`); with an IP-Adapter backbone also the
+backbone's name, the adapter (a local weight file with the calibration and image encoder beside it, a
+local h94 copy's weights, or a hub id with its cached commit) and ``ip_scale``; for the Image
+Transformer, its model directory (weights, config, scorer). A local file counts by its relative name
+and size, plus the SHA-256 of its whole content when it is at most :data:`FULL_HASH_BYTES`, else the
+SHA-256 of :data:`SAMPLED_BLOCKS` evenly spaced 1 MiB blocks and its modification time (so a 5 GB
+weight file is not read whole at every start; a copied directory of such files therefore misses the
+cache once). The ImageBind weights file, when the base directory holds no saved audio encoder, counts
+by its path, size and modification time. The condition and the sampling settings are not part of the
+fingerprint: they are keyed separately (:func:`sound2image.evaluation.generation.cache_key`), so
+``baseline`` and ``baseline + condition`` share one fingerprint.
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ _BLOCK = 1024 * 1024
 _RUN_ONLY = frozenset({"checkpoints", "cache", "logs", "validation"})
 
 KINDS = ("soundiff", "transformer")
+#: The adapter an IP-Adapter training run exports (``sound2image.training.export.IP_ADAPTER_FILE``).
+TRAINED_ADAPTER = "ip-adapter.safetensors"
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,10 @@ class SystemSpec:
         unet: SounDiff: the fine-tuned U-Net directory (None: the base model's own, the baseline).
         condition: the text prompt (SounDiff only), None for none.
         candidates: best-of-N per image (1: plain draws).
+        backbone: SounDiff: the generator (``unclip``, ``sd15-ip`` or ``sdxl-ip``).
+        ip_adapter: SounDiff on an IP-Adapter backbone: the adapter (weight file, h94 copy or hub id;
+            None: h94/IP-Adapter's ViT-H weights).
+        ip_scale: SounDiff on an IP-Adapter backbone: the adapter's weight.
     """
 
     id: str
@@ -71,6 +86,9 @@ class SystemSpec:
     unet: str | None = None
     condition: str | None = None
     candidates: int = 1
+    backbone: str = "unclip"
+    ip_adapter: str | None = None
+    ip_scale: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,9 +98,9 @@ class SystemSpec:
         return cls(**{key: values[key] for key in cls.__dataclass_fields__ if key in values})
 
     @property
-    def model_key(self) -> tuple[str, str | None, str | None]:
+    def model_key(self) -> tuple[Any, ...]:
         """Systems with the same key use the same weights (one load serves them all)."""
-        return (self.kind, self.source, self.unet)
+        return (self.kind, self.source, self.unet, self.backbone, self.ip_adapter, self.ip_scale)
 
 
 def parse_conditions(values: Sequence[str] | str | None) -> list[str | None]:
@@ -121,6 +139,9 @@ def parse_systems(
     *,
     model: str | None = None,
     candidates: int = 1,
+    backbone: str = "unclip",
+    ip_adapter: str | None = None,
+    ip_scale: float = 1.0,
 ) -> list[SystemSpec]:
     """The columns of ``--systems`` × ``--conditions``.
 
@@ -132,11 +153,29 @@ def parse_systems(
             Transformer takes no text, so it is one column whatever the conditions.
         model: the SounDiff base pipeline (hub id or directory; None: the default, as ``generate``).
         candidates: best-of-N per image for every system.
+        backbone: every SounDiff system's generator: ``unclip`` (default) or ``sd15-ip``/``sdxl-ip``;
+            then ``model`` is the SD 1.5 / SDXL pipeline, ``baseline`` uses ``ip_adapter`` and a DIR
+            entry is an adapter training run (its ``ip-adapter.safetensors``) or an adapter weight file.
+        ip_adapter: the adapter of ``baseline`` on an IP-Adapter backbone (None: h94/IP-Adapter's).
+        ip_scale: the adapter's weight on an IP-Adapter backbone, finite and >= 0.
 
     Raises:
-        UsageError: an empty list, an entry that is neither ``baseline`` nor an existing directory, a
-            duplicate entry, or ``candidates`` below 1 (the message names ``systems`` / ``candidates``).
+        UsageError: an empty list, an entry that is neither ``baseline`` nor an existing directory (or,
+            on an IP-Adapter backbone, a directory without ``ip-adapter.safetensors`` or an adapter file),
+            a duplicate entry, ``candidates`` below 1, an unknown ``backbone``, ``ip_adapter``/``ip_scale``
+            with unCLIP or a negative ``ip_scale`` (the message names the parameter).
     """
+    from sound2image.diffusion.backbones import backbone_class
+    from sound2image.validation import check_number
+
+    backbone_class(backbone)
+    ip = backbone != "unclip"
+    if not ip and (ip_adapter is not None or ip_scale != 1.0):
+        given = "ip_adapter" if ip_adapter is not None else "ip_scale"
+        raise UsageError(
+            f"{given} applies to the sd15-ip and sdxl-ip backbones, not unclip", parameters=[given]
+        )
+    ip_scale = check_number("ip_scale", ip_scale, minimum=0.0)
     entries = [
         part.strip() for item in ([text] if isinstance(text, str) else text) for part in item.split(",")
     ]
@@ -183,29 +222,72 @@ def parse_systems(
                 )
             )
             continue
+        adapter = ip_adapter
         if entry == "baseline":
             base, label, unet = "baseline", "Baseline", None
         else:
-            if not Path(entry).is_dir():
+            if not Path(entry).is_dir() and not (ip and Path(entry).is_file()):
                 raise UsageError(
                     f"systems: {entry}: not 'baseline', 'transformer:DIR' nor an existing directory",
                     parameters=["systems"],
                 )
-            unet = str(Path(entry))
+            unet = None if ip else str(Path(entry))
+            if ip:
+                adapter = _trained_adapter(Path(entry), backbone)
             base = _slug(Path(entry).resolve().name)
             label = Path(entry).resolve().name
         stem = unique(base)
+        extra = {"backbone": backbone, "ip_adapter": adapter, "ip_scale": ip_scale}
         for condition in conditions:
             if condition is None:
-                systems.append(SystemSpec(stem, label, "soundiff", model, unet, None, candidates))
+                systems.append(SystemSpec(stem, label, "soundiff", model, unet, None, candidates, **extra))
                 continue
             tag = "cond" if len(prompts) == 1 else f"cond{prompts.index(condition) + 1}"
             title = "condition" if len(prompts) == 1 else f"condition {prompts.index(condition) + 1}"
             ident = unique(f"{stem}+{tag}")
             systems.append(
-                SystemSpec(ident, f"{label} + {title}", "soundiff", model, unet, condition, candidates)
+                SystemSpec(
+                    ident, f"{label} + {title}", "soundiff", model, unet, condition, candidates, **extra
+                )
             )
     return systems
+
+
+def _trained_adapter(entry: Path, backbone: str) -> str:
+    """An IP-Adapter system's adapter file: the entry itself, or a training run's export in it."""
+    from sound2image.diffusion.backbones import WEIGHT_SUFFIXES
+
+    if entry.is_file():
+        if not entry.name.lower().endswith(WEIGHT_SUFFIXES):
+            raise UsageError(
+                f"systems: {entry}: not an IP-Adapter weight file ({', '.join(WEIGHT_SUFFIXES)})",
+                parameters=["systems"],
+            )
+        return str(entry)
+    file = entry / TRAINED_ADAPTER
+    if not file.is_file():
+        raise UsageError(
+            f"systems: {entry}: no {TRAINED_ADAPTER} (a train soundiff --backbone {backbone} run) in this "
+            "directory",
+            parameters=["systems"],
+        )
+    return str(file)
+
+
+def judge_backbone(specs: Sequence[SystemSpec]) -> dict[str, Any]:
+    """``SounDiffPipeline.from_pretrained``'s backbone arguments for the judge pipeline (ImageBind audio
+    against the conditioning space's image encoder): none for unCLIP systems; for IP-Adapter systems the
+    backbone with the first adapter that has its ViT-H image encoder beside it (a trained adapter file
+    usually has none; the zero-shot adapter does)."""
+    from sound2image.diffusion.backbones import backbone_class, resolve_ip_adapter
+
+    ip = [spec for spec in specs if spec.kind == "soundiff" and spec.backbone != "unclip"]
+    if not ip:
+        return {}
+    default = backbone_class(ip[0].backbone).default_weight  # type: ignore[attr-defined]
+    with_encoder = [s for s in ip if resolve_ip_adapter(s.ip_adapter, default).image_encoder_folder]
+    chosen = (with_encoder or ip)[0]
+    return {"backbone": chosen.backbone, "ip_adapter": chosen.ip_adapter, "ip_scale": chosen.ip_scale}
 
 
 def _transformer_name(directory: Path) -> str:
@@ -293,21 +375,56 @@ def _hub_commit(name: str) -> str | None:
     return Path(cached).parent.name if isinstance(cached, str) else None
 
 
+def _source(spec: SystemSpec) -> Any:
+    """The SounDiff system's base pipeline source (the backbone's default model when none is given)."""
+    from sound2image.diffusion.backbones import backbone_class
+    from sound2image.diffusion.loading import resolve_pipeline_source
+
+    if spec.backbone == "unclip":
+        return resolve_pipeline_source(spec.source)
+    generator = backbone_class(spec.backbone)
+    return resolve_pipeline_source(spec.source, default=generator.default_model, what=generator.what)
+
+
 def needs_download(spec: SystemSpec) -> bool:
     """Whether the system's base pipeline is a hub id not yet in the local cache: its fingerprint can
     name the exact commit only once it is downloaded (load it first, then fingerprint)."""
     if spec.kind != "soundiff":
         return False
-    from sound2image.diffusion.loading import resolve_pipeline_source
-
-    source = resolve_pipeline_source(spec.source)
+    source = _source(spec)
+    if spec.backbone != "unclip" and _adapter_part(spec).get("commit", "") is None:
+        return True
     return source.path is None and _hub_commit(source.name) is None
 
 
-def _pipeline_part(model: str | None, imagebind_weights: str | None) -> dict[str, Any]:
-    from sound2image.diffusion.loading import resolve_pipeline_source
+def _adapter_part(spec: SystemSpec) -> dict[str, Any]:
+    """What an IP-Adapter system's adapter is: a local file (with the calibration and image encoder
+    beside it), a local h94 copy (its weight file and image encoders), or a hub id at its cached commit."""
+    from huggingface_hub import try_to_load_from_cache
 
-    source = resolve_pipeline_source(model)
+    from sound2image.diffusion.backbones import backbone_class, resolve_ip_adapter
+    from sound2image.diffusion.loading import hub_cache_dir
+
+    default = backbone_class(spec.backbone).default_weight  # type: ignore[attr-defined]
+    source = resolve_ip_adapter(spec.ip_adapter, default)
+    part: dict[str, Any] = {"backbone": spec.backbone, "ip_scale": spec.ip_scale, "file": source.file}
+    if source.path is not None:
+        top = source.file.split("/")[0]
+        include = [top, "sound2image_calibration.json"]
+        if source.image_encoder_folder:
+            include.append(source.image_encoder_folder.split("/")[0])
+        part["adapter"] = directory_digest(source.path, include)
+    else:
+        cached = try_to_load_from_cache(source.name, source.file, cache_dir=hub_cache_dir())
+        part.update(
+            adapter=source.name,
+            commit=Path(cached).parts[-1 - len(source.file.split("/"))] if isinstance(cached, str) else None,
+        )
+    return part
+
+
+def _pipeline_part(spec: SystemSpec, imagebind_weights: str | None) -> dict[str, Any]:
+    source = _source(spec)
     if source.path is not None:
         part: dict[str, Any] = {"pipeline": "dir", "digest": directory_digest(source.path)}
         has_encoder = (source.path / "audio_encoder" / "config.json").is_file()
@@ -340,7 +457,9 @@ def system_fingerprint(spec: SystemSpec, *, imagebind_weights: str | None = None
     if spec.kind == "transformer":
         parts: dict[str, Any] = {"kind": "transformer", "model": directory_digest(spec.source or ".")}
     elif spec.kind == "soundiff":
-        parts = {"kind": "soundiff", **_pipeline_part(spec.source, imagebind_weights)}
+        parts = {"kind": "soundiff", **_pipeline_part(spec, imagebind_weights)}
+        if spec.backbone != "unclip":  # unCLIP's fingerprint stays as it was before backbones
+            parts["ip"] = _adapter_part(spec)
         if spec.unet is not None:
             unet = Path(spec.unet)
             if (unet / "unet").is_dir():  # an export / run directory, or a whole pipeline: only what loads

@@ -11,6 +11,12 @@ An export directory holds
 
 ``SounDiffPipeline.from_pretrained(BASE, unet=EXPORT_DIR)`` and ``sound2image generate --unet EXPORT_DIR``
 read it.
+
+An IP-Adapter run (``backbone="sd15-ip"``/``"sdxl-ip"``) exports the adapter instead of a U-Net
+(:func:`export_ip_adapter`): ``ip-adapter.safetensors`` (diffusers' flat ``image_proj.*``/``ip_adapter.*``
+keys, loadable by plain diffusers' ``load_ip_adapter`` into any pipeline of the same architecture), with the
+calibration and training record beside it, where ``SounDiffPipeline.from_pretrained(MODEL,
+backbone=..., ip_adapter=EXPORT_DIR / "ip-adapter.safetensors")`` finds the calibration.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from sound2image import __version__
 from sound2image.diffusion.calibration import EmbeddingCalibration
 
 TRAINING_RECORD = "sound2image_soundiff.json"
+#: The exported adapter of an IP-Adapter run.
+IP_ADAPTER_FILE = "ip-adapter.safetensors"
 UNET_FOLDER = "unet"
 EXPORT_FORMAT = 1
 
@@ -71,6 +79,39 @@ def export_soundiff(
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    calibration.save(root)
+    full = {"format": EXPORT_FORMAT, "package_version": __version__, **record}
+    (root / TRAINING_RECORD).write_text(json.dumps(full, indent=2, default=str) + "\n")
+    return root
+
+
+def export_ip_adapter(
+    unet: torch.nn.Module,
+    directory: str | os.PathLike[str],
+    *,
+    calibration: EmbeddingCalibration,
+    record: dict[str, Any],
+) -> Path:
+    """Write an IP-Adapter run's export into ``directory`` (created if needed); returns it.
+
+    ``ip-adapter.safetensors`` (:func:`~sound2image.diffusion.backbones.save_ip_adapter`, written beside
+    its final name and swapped in), ``sound2image_calibration.json`` and ``sound2image_soundiff.json``.
+
+    Args:
+        unet: the U-Net with the trained adapter, unwrapped (no DDP), EMA weights already copied in.
+        directory: the export directory (the run's output directory).
+        calibration: the embedding scale used in training.
+        record: the training record (base model, backbone, adapter, prompt, config, steps ...).
+
+    Raises:
+        WeightsError: the U-Net holds no IP-Adapter.
+    """
+    from sound2image.diffusion.backbones import save_ip_adapter
+
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = save_ip_adapter(unet, root / f".tmp-{IP_ADAPTER_FILE}")
+    os.replace(tmp, root / IP_ADAPTER_FILE)
     calibration.save(root)
     full = {"format": EXPORT_FORMAT, "package_version": __version__, **record}
     (root / TRAINING_RECORD).write_text(json.dumps(full, indent=2, default=str) + "\n")

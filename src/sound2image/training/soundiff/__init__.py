@@ -3,6 +3,11 @@
 >>> from sound2image.training.soundiff import SounDiffTrainConfig, train
 >>> train(SounDiffTrainConfig(data="ADVANCE/", output_dir="runs/soundiff-l", variant="L"))
 
+With ``backbone="sd15-ip"`` or ``"sdxl-ip"`` the same run trains only the ViT-H IP-Adapter of an SD 1.5 /
+SDXL pipeline (its image projection and decoupled ``to_k_ip``/``to_v_ip``; the U-Net stays frozen) with
+:class:`~sound2image.training.objective.IPAdapterObjective`; checkpoints hold the adapter's tensors and
+the export is ``ip-adapter.safetensors`` (:func:`~sound2image.training.export.export_ip_adapter`).
+
 The run, as functions, one module each (no file much over 200 lines):
 
 1. :func:`select_pairs` (``data``) — scan the data, keep the chosen classes, the grouped 90/10 split

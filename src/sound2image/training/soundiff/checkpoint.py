@@ -1,11 +1,14 @@
 """SounDiff checkpoints: accelerate's state (+ EMA) and the shared ``trainer_state.json``, written
-atomically into ``checkpoints/checkpoint-<step>``; and restoring them."""
+atomically into ``checkpoints/checkpoint-<step>``; and restoring them. An IP-Adapter run's checkpoint
+holds the adapter's tensors (``ip_adapter.safetensors``), not the frozen U-Net."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import torch
 
 from sound2image.training.checkpoints import atomic_checkpoint
 from sound2image.training.rundir import read_state, write_state
@@ -68,3 +71,39 @@ def load_checkpoint(run: Run, path: Path) -> int:
             file=sys.stderr,
         )
     return int(state["step"])
+
+
+#: The adapter's tensors in an IP-Adapter run's checkpoint (diffusers' flat keys ``image_proj.*``, ...).
+ADAPTER_CHECKPOINT = "ip_adapter.safetensors"
+
+
+def register_adapter_checkpoints(accelerator: Any) -> None:
+    """Make ``accelerator.save_state``/``load_state`` write and read only the IP-Adapter's tensors of the
+    prepared U-Net (the rest is frozen and comes from the base model), as diffusers' training scripts
+    do with save/load hooks. Optimizer, RNG and EMA states are accelerate's as before."""
+    from safetensors.torch import load_file, save_file
+
+    from sound2image.diffusion.backbones import ip_adapter_state_dict
+
+    def save_hook(models: list[Any], weights: list[Any], output_dir: str) -> None:
+        for _ in range(len(weights)):
+            weights.pop()  # no full U-Net in the checkpoint
+        if accelerator.is_main_process:
+            for model in models:
+                state = ip_adapter_state_dict(accelerator.unwrap_model(model))
+                flat = {
+                    f"{part}.{key}": value for part, values in state.items() for key, value in values.items()
+                }
+                save_file(flat, str(Path(output_dir) / ADAPTER_CHECKPOINT))
+
+    def load_hook(models: list[Any], input_dir: str) -> None:
+        saved = load_file(str(Path(input_dir) / ADAPTER_CHECKPOINT))
+        while models:
+            live = ip_adapter_state_dict(accelerator.unwrap_model(models.pop()), detach=False)
+            with torch.no_grad():
+                for part, values in live.items():
+                    for key, tensor in values.items():
+                        tensor.copy_(saved[f"{part}.{key}"])
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)

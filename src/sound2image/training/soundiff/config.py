@@ -47,7 +47,10 @@ class SounDiffTrainConfig:
     data: str = ""
     output_dir: str = ""
     variant: str = "L"
-    base_model: str | None = None  # None: $SOUND2IMAGE_UNCLIP or stabilityai/stable-diffusion-2-1-unclip
+    base_model: str | None = None  # None: the backbone's default model
+    backbone: str = "unclip"  # "sd15-ip" / "sdxl-ip": train only the IP-Adapter of an SD 1.5 / SDXL pipeline
+    ip_adapter: str | None = None  # the adapter to start from (IP backbones; None: h94/IP-Adapter's ViT-H)
+    ip_scale: float = 1.0  # the adapter's weight in training (and validation)
     prompt: str | None = None
     classes: list[str] | None = None
     resolution: int = 768
@@ -151,10 +154,34 @@ class SounDiffTrainConfig:
             raise UsageError(f"report_to must be 'tensorboard' or 'none', got {self.report_to!r}")
         if self.validation_steps is not None and self.validation_steps < 1:
             raise UsageError(f"validation_steps must be at least 1, got {self.validation_steps}")
+        self._check_backbone()
         self.objective_config()  # checks dropout, noise level and SNR gamma
         from sound2image.audio.channels import check_channel
 
         self.audio_channel = check_channel(self.audio_channel, "audio_channel")
+
+    @property
+    def is_ip_adapter(self) -> bool:
+        """Whether the run trains an IP-Adapter (``sd15-ip``/``sdxl-ip``) rather than the unCLIP U-Net."""
+        return self.backbone != "unclip"
+
+    def _check_backbone(self) -> None:
+        from sound2image.diffusion.backbones import backbone_class
+        from sound2image.validation import check_number
+
+        backbone_class(self.backbone)  # UsageError naming backbone
+        self.ip_scale = check_number("ip_scale", self.ip_scale, minimum=0.0)
+        if not self.is_ip_adapter and self.ip_adapter is not None:
+            raise UsageError(
+                "ip_adapter applies to the sd15-ip and sdxl-ip backbones, not unclip",
+                parameters=["ip_adapter"],
+            )
+        if self.is_ip_adapter and self.lora_rank > 0:
+            raise UsageError(
+                f"lora_rank: the {self.backbone} backbone trains the IP-Adapter itself (about 22 M values "
+                "for SD 1.5); leave lora_rank at 0",
+                parameters=["lora_rank"],
+            )
 
     def objective_config(self) -> Any:
         from sound2image.training.objective import ObjectiveConfig
@@ -162,7 +189,8 @@ class SounDiffTrainConfig:
         return ObjectiveConfig(
             conditioning_dropout=self.conditioning_dropout,
             drop_prompt_with_condition=self.drop_prompt_with_condition,
-            max_noise_level=self.max_noise_level,
+            # unCLIP's embedding noise augmentation; an IP-Adapter reads the embedding as it is.
+            max_noise_level=0 if self.is_ip_adapter else self.max_noise_level,
             snr_gamma=self.snr_gamma,
         )
 

@@ -132,7 +132,9 @@ def resolve_calibration(
     count = min(len(train_pairs), config.calibration_images)
     step = len(train_pairs) / count
     paths = [train_pairs[int(i * step)].image for i in range(count)]  # evenly spread over the sorted keys
-    result = embed_image_files(pipe.unclip, paths, batch_size=config.cache_batch_size)
+    # The backbone's own image space: unCLIP's encoder, or the adapter's ViT-H one.
+    owner = pipe.backbone.image_encoder_owner
+    result = embed_image_files(owner, paths, batch_size=config.cache_batch_size)
     source = f"mean image-encoder embedding norm over {len(result.names)} training images of {config.data}"
     return EmbeddingCalibration.from_image_embeddings(result.embeds, source=source)
 

@@ -22,6 +22,7 @@ from sound2image.training.soundiff.data import select_pairs
 from sound2image.training.soundiff.setup import (
     Run,
     check_output_dir,
+    check_pipeline_backbone,
     load_base_pipeline,
     make_accelerator,
     setup_run,
@@ -31,8 +32,9 @@ from sound2image.training.soundiff.validation import log_validation, report_bad_
 
 
 def export_run(run: Run, steps: int) -> Path | None:
-    """Write the export (main process) with EMA weights if used; returns its directory."""
-    from sound2image.training.export import export_soundiff
+    """Write the export (main process) with EMA weights if used; returns its directory. An IP-Adapter
+    run exports the adapter file (``ip-adapter.safetensors``) instead of a U-Net."""
+    from sound2image.training.export import export_ip_adapter, export_soundiff
 
     run.accelerator.wait_for_everyone()
     if not run.accelerator.is_main_process:
@@ -51,6 +53,10 @@ def export_run(run: Run, steps: int) -> Path | None:
         "calibration": asdict(run.calibration),
         "training_config": run.config.to_dict(),
     }
+    if run.config.is_ip_adapter:
+        config = run.config
+        record.update(backbone=config.backbone, ip_adapter=config.ip_adapter, ip_scale=config.ip_scale)
+        return export_ip_adapter(unet, run.run_dir, calibration=run.calibration, record=record)
     return export_soundiff(unet, run.run_dir, calibration=run.calibration, record=record)
 
 
@@ -67,8 +73,9 @@ def train(
 
     Args:
         config: the settings (variant defaults are filled in).
-        pipeline: a ready ``SounDiffPipeline`` to fine-tune (tests, notebooks); by default the base model
-            ``config.base_model`` is loaded.
+        pipeline: a ready ``SounDiffPipeline`` to fine-tune (tests, notebooks), of the backbone
+            ``config.backbone``; by default the base model ``config.base_model`` is loaded (with
+            ``config.ip_adapter`` for the IP-Adapter backbones).
         on_step_end: called as ``hook(step, loss, run)`` after every update (after its checkpoint).
 
     Raises:
@@ -91,6 +98,7 @@ def train(
     # Data and weights are checked before anything is written: a failed start leaves no run behind.
     data = select_pairs(config, run_dir)
     pipe = pipeline if pipeline is not None else load_base_pipeline(config)
+    check_pipeline_backbone(config, pipe)
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,10 @@ from typing import Any
 import torch
 
 from sound2image.diffusion.calibration import EmbeddingCalibration
-from sound2image.errors import MissingExtraError
+from sound2image.errors import MissingExtraError, UsageError
 from sound2image.training.checkpoints import check_run_dir
 from sound2image.training.rundir import config_path
+from sound2image.training.soundiff.checkpoint import register_adapter_checkpoints
 from sound2image.training.soundiff.config import RESUMABLE_CHANGES, SounDiffTrainConfig
 from sound2image.training.soundiff.data import (
     SelectedData,
@@ -25,10 +26,19 @@ from sound2image.training.soundiff.data import (
 
 
 def prepare_unet(config: SounDiffTrainConfig, unet: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """Make ``unet`` trainable (whole, or LoRA adapters only); returns the trainable parameters."""
+    """Make ``unet`` trainable (whole, LoRA adapters only, or — IP backbones — the IP-Adapter only:
+    its image projection and decoupled ``to_k_ip``/``to_v_ip``); returns the trainable parameters."""
     unet.train()
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+    if config.is_ip_adapter:
+        from sound2image.diffusion.backbones import ip_adapter_parameters
+
+        unet.requires_grad_(False)
+        params = ip_adapter_parameters(unet)
+        for param in params:
+            param.requires_grad_(True)
+        return params
     if config.lora_rank > 0:
         try:
             from peft import LoraConfig
@@ -88,12 +98,32 @@ def make_accelerator(config: SounDiffTrainConfig, run_dir: Path) -> Any:
 
 
 def load_base_pipeline(config: SounDiffTrainConfig) -> Any:
-    """The base ``SounDiffPipeline`` (unCLIP + audio encoder + any stored calibration), in float32 on the
-    CPU: training keeps float32 master weights (``mixed_precision`` autocasts) and :func:`setup_run`
-    moves the models to the accelerator's device itself."""
+    """The base ``SounDiffPipeline`` (the backbone — unCLIP, or SD 1.5 / SDXL with ``config.ip_adapter``
+    — + audio encoder + any stored calibration), in float32 on the CPU: training keeps float32 master
+    weights (``mixed_precision`` autocasts) and :func:`setup_run` moves the models to the accelerator's
+    device itself."""
     from sound2image.diffusion import SounDiffPipeline
 
-    return SounDiffPipeline.from_pretrained(config.base_model, device="cpu", dtype="float32")
+    if not config.is_ip_adapter:
+        return SounDiffPipeline.from_pretrained(config.base_model, device="cpu", dtype="float32")
+    return SounDiffPipeline.from_pretrained(
+        config.base_model,
+        device="cpu",
+        dtype="float32",
+        backbone=config.backbone,
+        ip_adapter=config.ip_adapter,
+        ip_scale=config.ip_scale,
+    )
+
+
+def check_pipeline_backbone(config: SounDiffTrainConfig, pipe: Any) -> None:
+    """Refuse a given pipeline whose backbone is not ``config.backbone`` (UsageError naming it)."""
+    name = pipe.backbone.name
+    if name != config.backbone:
+        raise UsageError(
+            f"backbone is {config.backbone!r} but the pipeline given is a {name} pipeline",
+            parameters=["backbone"],
+        )
 
 
 @dataclass
@@ -112,8 +142,8 @@ class Run:
     cached: Any
     calibration: EmbeddingCalibration
     plan: StepPlan
-    prompt_embeds: torch.Tensor
-    empty_prompt_embeds: torch.Tensor
+    prompt_embeds: Any  # the objective's prompt encoding (a tensor, or a PromptEncoding for IP backbones)
+    empty_prompt_embeds: Any
     validation_embeds: torch.Tensor | None
     validation_names: list[str]
     losses: list[float] = field(default_factory=list)
@@ -143,11 +173,14 @@ def setup_run(
     config: SounDiffTrainConfig, data: SelectedData, pipe: Any, accelerator: Any, run_dir: Path
 ) -> Run:
     """Everything else before the first step: calibration, cache, model, optimizer, conditioning."""
-    from sound2image.training.objective import SounDiffObjective
+    from sound2image.training.objective import IPAdapterObjective, SounDiffObjective
 
     pipe.unclip.to(accelerator.device)
-    for frozen in ("vae", "text_encoder", "image_encoder", "image_normalizer"):
-        getattr(pipe.unclip, frozen).requires_grad_(False)  # only the U-Net is trained (paper)
+    for name, component in pipe.unclip.components.items():  # only the U-Net (or its adapter) is trained
+        if name != "unet" and isinstance(component, torch.nn.Module):
+            component.requires_grad_(False)
+    if config.is_ip_adapter:
+        pipe.backbone.ip_scale = config.ip_scale
     calibration = resolve_calibration(config, pipe, data.train, run_dir)
     if accelerator.is_main_process:
         calibration.save(run_dir)
@@ -166,7 +199,11 @@ def setup_run(
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
-    objective = SounDiffObjective(pipe.unclip, config.objective_config())
+    if config.is_ip_adapter:
+        register_adapter_checkpoints(accelerator)  # checkpoints hold the adapter's tensors, not the U-Net
+        objective: Any = IPAdapterObjective(pipe.unclip, config.objective_config(), config.resolution)
+    else:
+        objective = SounDiffObjective(pipe.unclip, config.objective_config())
     return Run(
         config=config,
         run_dir=run_dir,
@@ -181,7 +218,7 @@ def setup_run(
         calibration=calibration,
         plan=StepPlan.build(config, len(cached), accelerator.num_processes),
         prompt_embeds=objective.encode_prompt(config.prompt or "", accelerator.device),
-        empty_prompt_embeds=objective.encode_prompt("", accelerator.device),
+        empty_prompt_embeds=objective.unconditional_prompt(accelerator.device),
         validation_embeds=validation_embeds,
         validation_names=validation_names,
     )

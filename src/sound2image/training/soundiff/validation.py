@@ -26,6 +26,8 @@ def validation_images(run: Run) -> list[Any]:
         run.ema.copy_to(run.params)
     unet.eval()
     try:
+        if run.config.is_ip_adapter:
+            return _backbone_images(run)
         pipe = StableUnCLIPImg2ImgPipeline(**{**run.pipe.unclip.components, "unet": unet})
         pipe.set_progress_bar_config(disable=True)
         embeds = run.calibration.apply(run.validation_embeds).to(run.accelerator.device)
@@ -47,6 +49,28 @@ def validation_images(run: Run) -> list[Any]:
         unet.train()
         if run.ema is not None:
             run.ema.restore(run.params)
+    return images
+
+
+def _backbone_images(run: Run) -> list[Any]:
+    """Validation images of an IP-Adapter run through ``SounDiffPipeline`` itself (its backbone holds the
+    trained U-Net: training changes the adapter in place)."""
+    pipe = run.pipe
+    pipe.unclip.set_progress_bar_config(disable=True)
+    embeds = run.calibration.apply(run.validation_embeds).to(run.accelerator.device)
+    images = []
+    for i in range(embeds.shape[0]):
+        with run.accelerator.autocast():
+            result = pipe(
+                image_embeds=embeds[i : i + 1],
+                prompt=run.config.prompt or "",
+                height=run.config.resolution,
+                width=run.config.resolution,
+                num_inference_steps=run.config.validation_inference_steps,
+                guidance_scale=run.config.validation_guidance_scale,
+                seed=run.config.seed,
+            )
+        images.append(result.images[0])
     return images
 
 
