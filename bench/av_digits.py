@@ -102,6 +102,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--preset", default="av-digits", help="training preset (av-digits, av-digits-robust)")
     parser.add_argument("--column", default="speaker", help="manifest column the folds hold out")
     parser.add_argument(
+        "--reranker-epochs", type=int, default=None, help="with --folds: scorer epochs (smoke runs; preset's)"
+    )
+    parser.add_argument(
         "--known-split", action="store_true", help="with --folds: add the known-speaker (90/10) row"
     )
     return parser.parse_args()
@@ -310,6 +313,8 @@ def train_config(args: argparse.Namespace, run_dir: Path, split_by: str | None, 
         overrides["seed"] = args.train_seed
     if split_by is not None:
         overrides.update(split_by=split_by, holdout=holdout)
+    if args.reranker_epochs is not None and config.reranker is not None:
+        overrides["reranker"] = dataclasses.replace(config.reranker, epochs=args.reranker_epochs)
     model = {}
     for arg, name in (
         ("pixel_positions", "pixel_positions"),

@@ -3,12 +3,15 @@
 ``train_transformer(config)`` does, in order:
 
 1. scan the pairs (:func:`sound2image.data.scan_pairs`) and split them 90/10
-   (:func:`sound2image.data.split_pairs`, grouped and stratified, saved as ``split.json``); the pairs
-   that cannot be used are listed in ``bad_items.txt``;
+   (:func:`sound2image.data.split_pairs`, grouped and stratified, saved as ``split.json``) or, with
+   ``split_by``/``holdout``, validate on the pairs whose manifest column has a held-out value (e.g. one
+   speaker, :func:`sound2image.data.split.split_by_column`); the pairs that cannot be used are listed in
+   ``bad_items.txt``;
 2. pre-compute every clip's FFT-section features and every image's 32×32 grayscale pixels once (bad
    items are reported and skipped); per-bin feature statistics of the training set go into the model;
-3. train with AdamW, linear warm-up + cosine decay (over steps or over the ``max_minutes`` budget,
-   whichever ends first), gradient clipping, conditioning dropout, mixed precision on a GPU;
+3. train with AdamW (with ``augment`` set, each batch augmented: :mod:`sound2image.training.augment`),
+   linear warm-up + cosine decay (over steps or over the ``max_minutes`` budget, whichever ends first),
+   gradient clipping, conditioning dropout, mixed precision on a GPU;
 4. every update: a ``train`` line (loss, learning rate) in ``metrics.jsonl``; every ``eval_every``
    steps: validation bits per pixel (an ``eval`` line) and a grid of samples from validation audio
    (``validation/step-<step>.png``); every ``checkpoint_every`` steps: an atomic checkpoint that
