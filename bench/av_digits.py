@@ -433,12 +433,17 @@ def run_folds(args: argparse.Namespace) -> int:
         known = run_split(args, "known (90/10)", split_pairs(pairs, 0.1, 42), run_root / "known", None, [])
     lines += ["", *table(rows, known, args.candidates), "", "commands (the same runs, one fold):"]
     data, out = args.data, run_root
+    extra = "" if args.reranker_epochs is None else f" --reranker-epochs {args.reranker_epochs}"
+    extra += "" if args.train_seed is None else f" --seed {args.train_seed}"
+    extra += "" if args.threads is None else f" --threads {args.threads}"
     for held in folds:
         lines += [
             f"  sound2image train transformer --data {data} --preset {args.preset} --split-by {args.column} "
-            f"--holdout {held} --max-minutes {args.max_minutes} --out {out}/fold-{held}",
+            f"--holdout {held} --max-minutes {args.max_minutes} --out {out}/fold-{held}{extra}",
             f"  sound2image evaluate --data {data} --systems transformer:{out}/fold-{held}/model --split-by "
             f"{args.column} --holdout {held} --candidates {args.candidates} --seeds {args.seed} "
+            f"--temperature {args.temperature} --guidance-scale {args.guidance_scale} "
+            f"{'' if args.limit_val is None else f'--max-items {args.limit_val} '}"
             f"--classifier {out}/fold-{held}/classifier --features classifier:{out}/fold-{held}/classifier "
             f"--device cpu --out {out}/eval-{held}",
         ]
