@@ -433,6 +433,10 @@ def run_folds(args: argparse.Namespace) -> int:
         known = run_split(args, "known (90/10)", split_pairs(pairs, 0.1, 42), run_root / "known", None, [])
     lines += ["", *table(rows, known, args.candidates), "", "commands (the same runs, one fold):"]
     data, out = args.data, run_root
+
+    def judge(held: str) -> str:
+        return args.classifier or f"{out}/fold-{held}/classifier"
+
     extra = "" if args.reranker_epochs is None else f" --reranker-epochs {args.reranker_epochs}"
     extra += "" if args.train_seed is None else f" --seed {args.train_seed}"
     extra += "" if args.threads is None else f" --threads {args.threads}"
@@ -444,7 +448,7 @@ def run_folds(args: argparse.Namespace) -> int:
             f"{args.column} --holdout {held} --candidates {args.candidates} --seeds {args.seed} "
             f"--temperature {args.temperature} --guidance-scale {args.guidance_scale} "
             f"{'' if args.limit_val is None else f'--max-items {args.limit_val} '}"
-            f"--classifier {out}/fold-{held}/classifier --features classifier:{out}/fold-{held}/classifier "
+            f"--classifier {judge(held)} --features classifier:{judge(held)} "
             f"--device cpu --out {out}/eval-{held}",
         ]
     lines.append(f"load average at end: {os.getloadavg()}")
