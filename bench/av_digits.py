@@ -10,6 +10,27 @@ Run by hand (it takes up to --max-minutes of training plus a few minutes):
 4. Generate one image per validation recording (with --candidates N: the best of N draws, ranked by the
    run's own label-free audio-image scorer); AIC = fraction the classifier labels with the spoken digit.
 5. Write the numbers to bench/results/av_digits.txt and a sample grid to bench/results/av_digits_grid.png.
+
+Unseen speakers (``--folds N``): leave-one-speaker-out over the speakers of pairs.csv (sorted by name; the
+first N folds, all 5 for the reported numbers). Each fold trains the classifier and the Image Transformer
+on the other speakers' pairs (``split_by_column(pairs, "speaker", held_out)``, the same split as
+``train transformer --split-by speaker --holdout NAME``) under the same --max-minutes, then judges the
+held-out speaker's recordings (all 500, or --limit-val of them, round-robin over the digits):
+
+* best-of-N AIC: share of recordings whose kept image (the best of --candidates draws, ranked by the
+  run's label-free scorer) the classifier labels with the spoken digit;
+* single-draw AIC: the same for candidate 0 alone (seeded with --seed: what ``--candidates 1`` draws);
+* scorer label match: for each held-out recording, the held-out real image (among those of the judged
+  recordings) its scorer ranks highest shows the spoken digit (chance: about 10 %): best-of-N can only
+  help when this is high on an unseen voice;
+* oracle: at least one of the N draws is labelled right (what a perfect scorer could reach).
+
+The table gives each fold, the mean and the worst fold; --known-split adds the known-speaker row (the
+90/10 grouped split, as without --folds) under the same settings, and the exact commands are written
+with the numbers:
+
+    python bench/av_digits.py --folds 5 --known-split --candidates 8 --max-minutes 30 \
+        --preset av-digits-robust --run-dir /tmp/s2i-loso --tag av_digits
 """
 
 from __future__ import annotations
@@ -72,6 +93,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gen-batch", type=int, default=125)
     parser.add_argument("--results", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--tag", default="av_digits", help="name of the results files")
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="leave-one-speaker-out: run the first N folds (speakers sorted by name); 0: the 90/10 split",
+    )
+    parser.add_argument("--preset", default="av-digits", help="training preset (av-digits, av-digits-robust)")
+    parser.add_argument("--column", default="speaker", help="manifest column the folds hold out")
+    parser.add_argument(
+        "--reranker-epochs", type=int, default=None, help="with --folds: scorer epochs (smoke runs; preset's)"
+    )
+    parser.add_argument(
+        "--known-split", action="store_true", help="with --folds: add the known-speaker (90/10) row"
+    )
     return parser.parse_args()
 
 
@@ -91,6 +126,8 @@ def main() -> int:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.folds:
+        return run_folds(args)
     run_dir = Path(args.run_dir)
     lines = [f"command: python {' '.join(sys.argv)}", f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"]
     lines.append(f"torch threads: {torch.get_num_threads()}, cpu count: {os.cpu_count()}")
@@ -258,6 +295,201 @@ def main() -> int:
     (results / f"{args.tag}.txt").write_text(text)
     print(text)
     return 0
+
+
+# ------------------------------------------------------------------- leave one speaker out
+
+
+def train_config(args: argparse.Namespace, run_dir: Path, split_by: str | None, holdout: list[str]):
+    """The preset with this bench's overrides (the same flags as the 90/10 path)."""
+    from sound2image.training.transformer import preset
+
+    config = preset(args.preset, args.data, str(run_dir))
+    overrides = {"max_minutes": args.max_minutes, "device": args.device, "progress": False}
+    for name in ("max_steps", "epochs", "batch_size", "lr", "warmup_steps", "min_lr"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.train_seed is not None:
+        overrides["seed"] = args.train_seed
+    if split_by is not None:
+        overrides.update(split_by=split_by, holdout=holdout)
+    if args.reranker_epochs is not None and config.reranker is not None:
+        overrides["reranker"] = dataclasses.replace(config.reranker, epochs=args.reranker_epochs)
+    model = {}
+    for arg, name in (
+        ("pixel_positions", "pixel_positions"),
+        ("d_model", "d_model"),
+        ("decoder_layers", "n_decoder_layers"),
+        ("encoder_layers", "n_encoder_layers"),
+    ):
+        if getattr(args, arg) is not None:
+            model[name] = getattr(args, arg)
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, **model), **overrides)
+
+
+def round_robin(pairs: list, limit: int | None) -> list:
+    """Up to ``limit`` pairs taken one digit at a time (digits in order, each in key order), so a small
+    smoke run still covers every digit; all of them, in key order, without a limit."""
+    pairs = sorted(pairs, key=lambda pair: pair.key)
+    if limit is None or limit >= len(pairs):
+        return pairs
+    queues: dict[str, list] = {}
+    for pair in pairs:
+        queues.setdefault(str(pair.label), []).append(pair)
+    picked: list = []
+    while len(picked) < limit:
+        for label in sorted(queues):
+            if queues[label] and len(picked) < limit:
+                picked.append(queues[label].pop(0))
+    return sorted(picked, key=lambda pair: pair.key)
+
+
+def run_split(args: argparse.Namespace, name: str, split, run_dir: Path, split_by, holdout) -> dict:
+    """Train the judge and the model on ``split.train``, judge ``split.val``; the row of the table."""
+    from sound2image.metrics import ImageClassifier, load_labelled_images
+    from sound2image.training.classifier import train_classifier
+    from sound2image.training.reranker import evaluate_scorer
+    from sound2image.training.transformer import load_pair_tensors, single_thread, train_transformer
+    from sound2image.transformer import ImageTransformer, SamplingConfig, tokens_to_images
+    from sound2image.transformer.reranker import RERANKER_DIR, AudioImageScorer, generate_best_of
+
+    row: dict = {"name": name}
+    val_pairs = round_robin(split.val, args.limit_val)
+    t0 = time.monotonic()
+    if args.classifier:
+        judge = ImageClassifier.from_pretrained(args.classifier)
+    else:
+        train_x, train_y, _ = load_labelled_images(split.train, 32)
+        judge = train_classifier(train_x, train_y)
+        judge.save_pretrained(run_dir / "classifier")
+    val_x, val_y, _ = load_labelled_images(val_pairs, 32)
+    row.update(judge_real=judge.accuracy(val_x, val_y), judge_s=time.monotonic() - t0)
+    config = train_config(args, run_dir, split_by, holdout)
+    if not args.skip_train:
+        result = train_transformer(config)
+        row.update(steps=result.steps, minutes=result.elapsed_s / 60, val_bpp=result.val_bpp)
+    model = ImageTransformer.from_pretrained(run_dir / "model", map_location=args.device)
+    scorer = AudioImageScorer.from_pretrained(run_dir / "model" / RERANKER_DIR, args.device)
+    data, _ = load_pair_tensors(val_pairs, config.features, 32)
+    labels = np.array([str(label) for label in data.labels])
+    sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                              guidance_scale=args.guidance_scale, seed=args.seed)  # fmt: skip
+    t0 = time.monotonic()
+    kept, drawn = [], []
+    with single_thread(torch.device(args.device)):
+        for start in range(0, len(data), args.gen_batch):
+            features = data.features[start : start + args.gen_batch].to(args.device)
+            best = generate_best_of(
+                model, scorer, features, sampling, args.candidates, seeds=[args.seed] * len(features)
+            )
+            kept.append(best.tokens)
+            drawn.append(best.drawn)
+    every = torch.cat(drawn)  # (N, K, L)
+    hits = np.array(judge.predict(tokens_to_images(every.flatten(0, 1), 32).numpy()))
+    hits = hits.reshape(every.shape[0], every.shape[1]) == labels[:, None]
+    kept_hits = np.array(judge.predict(tokens_to_images(torch.cat(kept), 32).numpy())) == labels
+    with torch.no_grad():
+        images = data.pixels.reshape(-1, 32, 32)
+        match = evaluate_scorer(scorer, data.features, images, torch.device(args.device), list(labels))
+    match = match["val_label_match"]
+    row.update(
+        n=len(labels),
+        best=float(kept_hits.mean()),
+        single=float(hits[:, 0].mean()),
+        oracle=float(hits.any(1).mean()),
+        scorer_match=float(match),
+        gen_s=time.monotonic() - t0,
+    )
+    return row
+
+
+def run_folds(args: argparse.Namespace) -> int:
+    """Leave-one-speaker-out (see the module docstring); writes ``<results>/<tag>.txt``."""
+    from sound2image.data import scan_pairs, split_pairs
+    from sound2image.data.split import column_value, split_by_column
+
+    run_root = Path(args.run_dir)
+    pairs = scan_pairs(args.data).pairs
+    groups = sorted({value for pair in pairs if (value := column_value(pair, args.column)) is not None})
+    folds = groups[: args.folds]
+    lines = [
+        f"command: python {' '.join(sys.argv)}",
+        f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        f"torch threads: {torch.get_num_threads()}, cpu count: {os.cpu_count()}, "
+        f"load average at start: {os.getloadavg()}",
+        f"preset {args.preset}; {args.max_minutes} min per training run (scorer included); best of "
+        f"{args.candidates}; seed {args.seed}; temperature {args.temperature}, guidance "
+        f"{args.guidance_scale}; held-out recordings judged per fold: {args.limit_val or 'all'}",
+        f"{len(pairs)} pairs; {args.column}s: {', '.join(groups)}; folds run: {', '.join(folds)}",
+    ]
+    print("\n".join(lines), flush=True)
+    rows = []
+    for held in folds:
+        split = split_by_column(pairs, args.column, held)
+        rows.append(run_split(args, held, split, run_root / f"fold-{held}", args.column, [held]))
+        print(format_row(rows[-1]), flush=True)
+    known = None
+    if args.known_split:
+        known = run_split(args, "known (90/10)", split_pairs(pairs, 0.1, 42), run_root / "known", None, [])
+    lines += ["", *table(rows, known, args.candidates), "", "commands (the same runs, one fold):"]
+    data, out = args.data, run_root
+
+    def judge(held: str) -> str:
+        return args.classifier or f"{out}/fold-{held}/classifier"
+
+    extra = "" if args.reranker_epochs is None else f" --reranker-epochs {args.reranker_epochs}"
+    extra += "" if args.train_seed is None else f" --seed {args.train_seed}"
+    extra += "" if args.threads is None else f" --threads {args.threads}"
+    for held in folds:
+        lines += [
+            f"  sound2image train transformer --data {data} --preset {args.preset} --split-by {args.column} "
+            f"--holdout {held} --max-minutes {args.max_minutes} --out {out}/fold-{held}{extra}",
+            f"  sound2image evaluate --data {data} --systems transformer:{out}/fold-{held}/model --split-by "
+            f"{args.column} --holdout {held} --candidates {args.candidates} --seeds {args.seed} "
+            f"--temperature {args.temperature} --guidance-scale {args.guidance_scale} "
+            f"{'' if args.limit_val is None else f'--max-items {args.limit_val} '}"
+            f"--classifier {judge(held)} --features classifier:{judge(held)} "
+            f"--device cpu --out {out}/eval-{held}",
+        ]
+    lines.append(f"load average at end: {os.getloadavg()}")
+    text = "\n".join(lines) + "\n"
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{args.tag}.txt").write_text(text)
+    print(text)
+    return 0
+
+
+def format_row(row: dict) -> str:
+    bpp = row.get("val_bpp")
+    bpp_text = "-" if bpp is None else f"{bpp:.3f}"
+    return (
+        f"{row['name']:>14} {row['n']:5d} {row.get('steps', '-'):>6} {bpp_text:>7} "
+        f"{row['best']:9.4f} {row['single']:9.4f} {row['oracle']:8.4f} {row['scorer_match']:8.4f} "
+        f"{row['judge_real']:8.4f}"
+    )
+
+
+def table(rows: list[dict], known: dict | None, candidates: int) -> list[str]:
+    """The fold rows, then mean and worst over folds (and the known-speaker row)."""
+    header = (
+        f"{'held out':>14} {'n':>5} {'steps':>6} {'val bpp':>7} {f'best-of-{candidates}':>9} "
+        f"{'single':>9} {'oracle':>8} {'scorer':>8} {'judge':>8}"
+    )
+    out = [header, *(format_row(row) for row in rows)]
+    if rows:
+        for name, pick in (("mean", np.mean), ("worst", np.min)):
+            summary = {"name": name, "n": sum(row["n"] for row in rows)}
+            for key in ("best", "single", "oracle", "scorer_match", "judge_real"):
+                summary[key] = float(pick([row[key] for row in rows]))
+            out.append(format_row(summary))
+    if known is not None:
+        out.append(format_row(known))
+    out.append(
+        "columns: best-of-N and single-draw AIC, oracle (some draw right), scorer = its label match on the "
+        "held-out real images, judge = the classifier's accuracy on the held-out real images"
+    )
+    return out
 
 
 if __name__ == "__main__":

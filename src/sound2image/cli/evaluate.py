@@ -73,6 +73,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dataset's own grouped 90/10 split; or a split file",
     )
     what.add_argument(
+        "--split-by",
+        dest="split_by",
+        metavar="COLUMN",
+        help="evaluate on the pairs whose manifest COLUMN (e.g. speaker, label, group) has a --holdout "
+        "value, e.g. a speaker the model never heard (instead of --split)",
+    )
+    what.add_argument(
+        "--holdout",
+        nargs="+",
+        metavar="VALUE",
+        help="the held-out value(s) of --split-by (e.g. --split-by speaker --holdout jackson)",
+    )
+    what.add_argument(
         "--systems",
         help="comma-separated: baseline (the zero-shot --model), DIR (a SounDiff fine-tuning run/export) "
         "or transformer:DIR (an Image Transformer model)",
@@ -222,6 +235,8 @@ def handler(args: argparse.Namespace) -> int:
         out=args.out,
         systems=_systems(args),
         split=args.split,
+        split_by=args.split_by,
+        holdout=list(args.holdout or []),
         seeds=list(args.seeds),
         max_items=args.max_items,
         features=args.features,

@@ -8,6 +8,9 @@ EPILOG = """Examples:
   # the small configuration that learns spoken digits -> handwritten digits on a CPU in 30 minutes
   sound2image train transformer --data ../shared/data/av-digits --preset av-digits \\
       --out runs/it-digits --max-minutes 30
+  # leave one speaker out: train on the other speakers, validate on jackson (split.json says so)
+  sound2image train transformer --data ../shared/data/av-digits --preset av-digits-robust \
+      --split-by speaker --holdout jackson --out runs/it-no-jackson --max-minutes 30
   # the paper's configuration (500x220 FFT sections, 512-d, 6 + 6 layers) on an ADVANCE tree, on a GPU
   sound2image train transformer --data ADVANCE/ --preset paper --out runs/it-advance --epochs 50
   # continue the newest checkpoint (the same settings; only --max-steps, --epochs, --max-minutes, the
@@ -38,7 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", "--output", "-o", required=True, dest="output_dir", help="run directory")
     parser.add_argument(
-        "--preset", choices=("paper", "av-digits"), default="paper", help="starting configuration"
+        "--preset",
+        choices=("paper", "av-digits", "av-digits-robust"),
+        default="paper",
+        help="starting configuration (av-digits-robust: log-mel, per-utterance normalisation and "
+        "augmentation, for unseen speakers; not measured yet)",
     )
     parser.add_argument("--resume", default=None, help="'latest' or a checkpoint directory")
     run = parser.add_argument_group("run")
@@ -53,6 +60,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--warmup-steps", type=int, default=None)
     run.add_argument("--weight-decay", type=float, default=None)
     run.add_argument("--val-fraction", type=float, default=None)
+    run.add_argument(
+        "--split-by",
+        dest="split_by",
+        default=None,
+        metavar="COLUMN",
+        help="validate on the pairs whose manifest COLUMN (e.g. speaker) has a --holdout value and train "
+        "on all others (instead of the grouped --val-fraction split)",
+    )
+    run.add_argument(
+        "--holdout", nargs="+", default=None, metavar="VALUE", help="held-out value(s) of --split-by"
+    )
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1 ...")
     run.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default=None)
@@ -89,6 +107,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     features.add_argument("--sections", type=int, default=None, help="number of FFT sections")
     features.add_argument("--log-magnitude", action=argparse.BooleanOptionalAction, default=None)
     features.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None)
+    features.add_argument(
+        "--frequency-scale",
+        dest="frequency_scale",
+        choices=("linear", "mel"),
+        default=None,
+        help="linear: the FFT bins (the paper); mel: --mel-bands log-mel bands",
+    )
+    features.add_argument("--mel-bands", dest="mel_bands", type=int, default=None, help="mel bands (40)")
+    features.add_argument(
+        "--normalize",
+        choices=("none", "mean", "meanvar"),
+        default=None,
+        help="per-utterance normalisation of each band over time (after the log)",
+    )
+    augment = parser.add_argument_group("augmentation (training clips only; off unless a preset sets it)")
+    augment.add_argument("--no-augment", action="store_true", help="turn every augmentation off")
+    augment.add_argument("--time-shift", type=float, default=None, metavar="S", help="max shift, seconds")
+    augment.add_argument("--gain-db", type=float, default=None, metavar="DB", help="max gain change, dB")
+    augment.add_argument("--noise-snr-db", type=float, default=None, metavar="DB", help="white-noise SNR")
+    augment.add_argument("--noise-prob", type=float, default=None, help="share of clips given noise")
+    augment.add_argument(
+        "--speed", type=float, default=None, help="max relative speed (and pitch) change, e.g. 0.1"
+    )
+    augment.add_argument("--time-masks", type=int, default=None, help="SpecAugment time masks")
+    augment.add_argument("--time-mask-width", type=int, default=None, help="max sections per time mask")
+    augment.add_argument("--freq-masks", type=int, default=None, help="SpecAugment frequency masks")
+    augment.add_argument("--freq-mask-width", type=int, default=None, help="max bins per frequency mask")
     parser.set_defaults(func=handler)
 
 
@@ -102,6 +147,8 @@ _RUN = (
     "warmup_steps",
     "weight_decay",
     "val_fraction",
+    "split_by",
+    "holdout",
     "seed",
     "device",
     "mixed_precision",
@@ -126,7 +173,21 @@ _FEATURES = {
     "sections": "num_sections",
     "log_magnitude": "log_magnitude",
     "standardize": "standardize",
+    "frequency_scale": "frequency_scale",
+    "mel_bands": "mel_bands",
+    "normalize": "normalize",
 }
+_AUGMENT = (
+    "time_shift",
+    "gain_db",
+    "noise_snr_db",
+    "noise_prob",
+    "speed",
+    "time_masks",
+    "time_mask_width",
+    "freq_masks",
+    "freq_mask_width",
+)
 
 
 def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (imported lazily)
@@ -135,6 +196,7 @@ def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (import
 
     from sound2image.audio.sections import SectionFeatureConfig
     from sound2image.errors import UsageError
+    from sound2image.training.augment import AugmentConfig
     from sound2image.training.reranker import RerankerTrainConfig
     from sound2image.training.transformer import preset
 
@@ -157,7 +219,14 @@ def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (import
         run["reranker"] = (
             dataclasses.replace(base, epochs=args.reranker_epochs) if args.reranker_epochs else None
         )
-    return dataclasses.replace(config, features=features, model=model, progress=not args.no_progress, **run)
+    augment = AugmentConfig() if args.no_augment else config.augment
+    augment = dataclasses.replace(
+        augment, **{name: getattr(args, name) for name in _AUGMENT if getattr(args, name) is not None}
+    )
+    augment.check()
+    return dataclasses.replace(
+        config, features=features, model=model, augment=augment, progress=not args.no_progress, **run
+    )
 
 
 def handler(args: argparse.Namespace) -> int:

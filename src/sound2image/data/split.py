@@ -14,6 +14,12 @@ How pairs are assigned (default 90/10, seed 42):
 
 :meth:`Split.save` writes a JSON file with the settings, a fingerprint of the pair list and the keys
 on each side; :meth:`Split.load` restores it for the same pairs.
+
+:func:`split_by_column` makes a different kind of split: the pairs whose manifest column (``speaker``,
+``label``, ``group`` or any extra column kept in :attr:`Pair.extra`) has one of the held-out values go
+to validation, all others to training (leave-one-group-out, e.g. an unseen speaker). Groups are still
+merged as above: a pair that shares a group or a file with a held-out pair is held out too, so no file
+is on both sides.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ class SplitSettings:
 
     val_fraction: float = DEFAULT_VAL_FRACTION
     seed: int = DEFAULT_SEED
+    #: ``split_by_column``: the column, and the held-out values (sorted); None / () for ``split_pairs``.
+    split_by: str | None = None
+    holdout: tuple[str, ...] = ()
 
 
 @dataclass
@@ -83,7 +92,7 @@ class Split:
             "format": SPLIT_FORMAT,
             "version": SPLIT_VERSION,
             "package_version": __version__,
-            "settings": {"val_fraction": self.settings.val_fraction, "seed": self.settings.seed},
+            "settings": self._settings_dict(),
             "grouping": "pair.group, merged where pairs share a file",
             "stratified": self.stratified,
             "fingerprint": self.fingerprint,
@@ -96,6 +105,13 @@ class Split:
             "train": [pair.key for pair in self.train],
             "val": [pair.key for pair in self.val],
         }
+
+    def _settings_dict(self) -> dict[str, object]:
+        values: dict[str, object] = {"val_fraction": self.settings.val_fraction, "seed": self.settings.seed}
+        if self.settings.split_by is not None:  # files of plain splits stay as they were
+            values["split_by"] = self.settings.split_by
+            values["holdout"] = list(self.settings.holdout)
+        return values
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the split as JSON to ``path`` (atomically; parent folders are created)."""
@@ -154,7 +170,12 @@ class Split:
         return cls(
             train=[by_key[key] for key in sorted(train_keys)],
             val=[by_key[key] for key in sorted(val_keys)],
-            settings=SplitSettings(val_fraction=float(settings["val_fraction"]), seed=int(settings["seed"])),
+            settings=SplitSettings(
+                val_fraction=float(settings["val_fraction"]),
+                seed=int(settings["seed"]),
+                split_by=settings.get("split_by"),
+                holdout=tuple(str(value) for value in settings.get("holdout", ())),
+            ),
             fingerprint=fingerprint,
             stratified=bool(record.get("stratified", False)),
             unassigned=new,
@@ -283,6 +304,79 @@ def split_pairs(
         settings=SplitSettings(val_fraction=val_fraction, seed=seed),
         fingerprint=pairs_fingerprint(pairs),
         stratified=stratified,
+    )
+
+
+def column_value(pair: Pair, column: str) -> str | None:
+    """The value of a manifest ``column`` for ``pair``: ``label`` and ``group`` are :class:`Pair` fields,
+    any other name is looked up in :attr:`Pair.extra` (case-insensitively, as manifest columns are read);
+    ``None`` when the pair has no such column or it is empty."""
+    if column == "label":
+        return pair.label
+    if column == "group":
+        return pair.group or None
+    wanted = column.strip().lower()
+    for name, value in pair.extra.items():
+        if name.strip().lower() == wanted:
+            return value if value != "" else None
+    return None
+
+
+def split_by_column(pairs: Sequence[Pair], column: str, holdout: str | Sequence[str]) -> Split:
+    """Hold out every pair whose ``column`` equals one of the ``holdout`` values; train on the rest.
+
+    For leave-one-speaker-out on av-digits: ``split_by_column(pairs, "speaker", "jackson")`` puts the
+    500 ``jackson`` recordings in ``val`` and the other 2,000 in ``train``. Grouping is kept: a pair that
+    shares its group or a file with a held-out pair is held out too (so no file is on both sides).
+
+    Args:
+        pairs: the pairs (any order).
+        column: ``label``, ``group``, or a manifest column kept in :attr:`Pair.extra` (e.g. ``speaker``).
+        holdout: one value or several; values are compared as strings, exactly.
+
+    Returns:
+        A :class:`Split` whose settings record ``split_by`` and ``holdout`` (``val_fraction`` is the
+        achieved share, ``seed`` 0: neither is used).
+
+    Raises:
+        UsageError: no holdout value, or no pair has the column, or a holdout value matches no pair
+            (the message lists the values present).
+        DataError: duplicate pair keys.
+    """
+    values = sorted({holdout} if isinstance(holdout, str) else {str(value) for value in holdout})
+    if not values or any(value == "" for value in values):
+        raise UsageError(f"holdout: give at least one non-empty value of {column!r}", parameters=["holdout"])
+    keys = Counter(pair.key for pair in pairs)
+    duplicates = [key for key, count in keys.items() if count > 1]
+    if duplicates:
+        raise DataError(f"{len(duplicates)} duplicate pair key(s), first: {sorted(duplicates)[0]}")
+    present = sorted({value for pair in pairs if (value := column_value(pair, column)) is not None})
+    if not present:
+        raise UsageError(f"split_by: no pair has a value in column {column!r}", parameters=["split_by"])
+    unknown = [value for value in values if value not in present]
+    if unknown:
+        shown = ", ".join(present[:20]) + (" ..." if len(present) > 20 else "")
+        raise UsageError(
+            f"holdout: {column} {unknown[0]!r} matches no pair (values: {shown})", parameters=["holdout"]
+        )
+    wanted = set(values)
+    train: list[Pair] = []
+    val: list[Pair] = []
+    for members in _merged_groups(pairs):
+        held = any(column_value(pair, column) in wanted for pair in members)
+        (val if held else train).extend(members)
+    total = len(train) + len(val)
+    return Split(
+        train=sorted(train, key=lambda pair: pair.key),
+        val=sorted(val, key=lambda pair: pair.key),
+        settings=SplitSettings(
+            val_fraction=round(len(val) / total, 6) if total else 0.0,
+            seed=0,
+            split_by=column,
+            holdout=tuple(values),
+        ),
+        fingerprint=pairs_fingerprint(pairs),
+        stratified=False,
     )
 
 

@@ -51,6 +51,10 @@ class EvaluationConfig:
         split: ``"val"`` — the validation side of the split a system's run directory holds
             (``split.json``; the first system that has one), else the dataset's own grouped split
             (90/10, seed 42, as training makes it) — or the path of a split file.
+        split_by: evaluate on the pairs whose manifest column ``split_by`` (``speaker``, ``label``,
+            ``group`` or any extra column) has one of the ``holdout`` values
+            (:func:`sound2image.data.split.split_by_column`), e.g. an unseen speaker; replaces ``split``.
+        holdout: the held-out values of ``split_by``.
         seeds: one image per item, system and seed.
         max_items: evaluate at most this many items (taken round-robin over classes, in key order).
         features: FID/KID feature space: ``inception``, ``clip`` (the SounDiff pipeline's own image
@@ -68,6 +72,8 @@ class EvaluationConfig:
     out: str
     systems: list[SystemSpec]
     split: str = "val"
+    split_by: str | None = None
+    holdout: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [1])
     max_items: int | None = None
     features: str = "inception"
@@ -121,6 +127,16 @@ class EvaluationConfig:
                 )
         if self.classifier is not None and not Path(self.classifier).is_dir():
             raise UsageError(f"classifier {self.classifier}: no such directory", parameters=["classifier"])
+        if self.split_by is not None and not self.holdout:
+            raise UsageError(
+                f"split_by {self.split_by}: give the held-out value(s) with holdout", parameters=["holdout"]
+            )
+        if self.holdout and self.split_by is None:
+            raise UsageError("holdout needs split_by (the column it refers to)", parameters=["split_by"])
+        if self.split_by is not None and self.split != "val":
+            raise UsageError(
+                f"split {self.split} and split_by {self.split_by}: give one of them", parameters=["split_by"]
+            )
         if self.split != "val" and not Path(self.split).is_file():
             raise UsageError(f"split {self.split}: expected 'val' or a split file", parameters=["split"])
         try:
@@ -201,7 +217,12 @@ def run_split_file(systems: Sequence[SystemSpec]) -> Path | None:
 
 
 def select_pairs(
-    data: str, split: str, systems: Sequence[SystemSpec], max_items: int | None
+    data: str,
+    split: str,
+    systems: Sequence[SystemSpec],
+    max_items: int | None,
+    split_by: str | None = None,
+    holdout: Sequence[str] = (),
 ) -> tuple[list[Any], dict[str, Any]]:
     """The pairs to evaluate and the ``data`` part of results.json (without ``n_items``).
 
@@ -209,16 +230,22 @@ def select_pairs(
     system was trained with), else of the dataset's own grouped split (:func:`sound2image.data.split_pairs`,
     90/10, seed 42). A path: that split file's validation side. ``max_items`` keeps that many, taken
     round-robin over the classes in sorted order (each class in key order), so a small N still covers
-    every class.
+    every class. ``split_by``: the pairs whose column ``split_by`` has one of the ``holdout`` values
+    (:func:`sound2image.data.split.split_by_column`'s validation side), whatever ``split`` says.
 
     Raises:
         DataError: the dataset cannot be scanned, the split file does not fit it, or the split is empty.
+        UsageError: ``split_by`` names a column no pair has, or a ``holdout`` value matches no pair.
     """
     from sound2image.data import Split, scan_pairs, split_pairs
 
     scan = scan_pairs(data)
-    split_file = Path(split) if split != "val" else run_split_file(systems)
-    if split_file is not None:
+    split_file = None if split_by is not None else Path(split) if split != "val" else run_split_file(systems)
+    if split_by is not None:
+        from sound2image.data.split import split_by_column
+
+        chosen = split_by_column(scan.pairs, split_by, list(holdout)).val
+    elif split_file is not None:
         chosen = Split.load(split_file, scan.pairs, allow_new=True).val
     else:
         chosen = split_pairs(scan.pairs).val
@@ -246,8 +273,10 @@ def select_pairs(
         chosen = sorted(picked, key=lambda pair: pair.key)
     info = {
         "path": str(Path(data).resolve()),
-        "split": "val" if split == "val" else "file",
+        "split": "column" if split_by is not None else "val" if split == "val" else "file",
         "split_file": None if split_file is None else str(split_file.resolve()),
+        "split_by": split_by,
+        "holdout": sorted(holdout) if split_by is not None else [],
         "classes": sorted({pair.label for pair in chosen if pair.label is not None}),
     }
     return chosen, info
@@ -484,7 +513,9 @@ def evaluate(config: EvaluationConfig, *, progress: bool = True) -> dict[str, An
     config.check()
     out = Path(config.out)
     state = PartialState()
-    pairs, data_info = select_pairs(config.data, config.split, config.systems, config.max_items)
+    pairs, data_info = select_pairs(
+        config.data, config.split, config.systems, config.max_items, config.split_by, config.holdout
+    )
     items, bad_items = make_items(pairs)
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
