@@ -263,6 +263,9 @@ def test_validation_images_are_the_exported_adapter_s_images(kind, saved, traine
     run_dir = Path(config.output_dir)
     grids = sorted((run_dir / "validation").glob("*.png"))
     assert len(grids) == 1 and read_png_metadata(grids[0])["step"] == 2
+    # No validation guidance given: the backbone's own, as generation uses (diffusers' pipeline defaults).
+    assert config.validation_guidance_scale is None
+    assert read_png_metadata(grids[0])["guidance_scale"] == {"sd15-ip": 7.5, "sdxl-ip": 5.0}[kind]
     [ours] = result.validation_images  # the trained U-Net, through SounDiffPipeline's backbone
     fresh = SounDiffPipeline.from_pretrained(
         saved[0], backbone=kind, ip_adapter=run_dir / "ip-adapter.safetensors", device="cpu", dtype="float32"
@@ -274,7 +277,7 @@ def test_validation_images_are_the_exported_adapter_s_images(kind, saved, traine
         height=config.resolution,
         width=config.resolution,
         num_inference_steps=2,
-        guidance_scale=config.validation_guidance_scale,
+        guidance_scale={"sd15-ip": 7.5, "sdxl-ip": 5.0}[kind],
         seed=config.seed,
     ).images
     assert np.array_equal(np.asarray(ours), np.asarray(theirs))  # same weights, same call: same pixels

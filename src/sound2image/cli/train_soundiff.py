@@ -22,7 +22,7 @@ Examples:
   accelerate launch --num_processes 4 -m sound2image.cli.main train soundiff --data ADVANCE/ --output runs/l4
   sound2image generate beach.wav --unet runs/soundiff-l --out images/      (use the result)
   sound2image train soundiff --data ADVANCE/ --backbone sdxl-ip --resolution 1024 --learning-rate 1e-4 \
-      --final-learning-rate 1e-5 --validation-guidance-scale 5 --output runs/sdxl-ip
+      --final-learning-rate 1e-5 --output runs/sdxl-ip
   sound2image generate beach.wav --backbone sdxl-ip --ip-adapter runs/sdxl-ip/ip-adapter.safetensors \
       --out images/                                                      (use the trained adapter)
 
@@ -146,7 +146,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--num-validation-audios", type=int, default=4, help="taken from the split (default: 4)")
     run.add_argument("--validation-inference-steps", type=int, default=20)
-    run.add_argument("--validation-guidance-scale", type=float, default=10.0)
+    run.add_argument(
+        "--validation-guidance-scale", type=float, default=None, help="default: the backbone's (10, 7.5, 5)"
+    )
     run.add_argument("--report-to", choices=("tensorboard", "none"), default="tensorboard")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=handler)

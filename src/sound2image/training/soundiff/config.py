@@ -87,7 +87,7 @@ class SounDiffTrainConfig:
     validation_audios: list[str] = field(default_factory=list)
     num_validation_audios: int = 4  # taken from the validation split when none are given
     validation_inference_steps: int = 20
-    validation_guidance_scale: float = 10.0
+    validation_guidance_scale: float | None = None  # None: the backbone's own (unclip 10, sd15 7.5, sdxl 5)
     calibration: str | None = None  # a directory holding sound2image_calibration.json
     calibration_images: int = 256
     cache_dir: str | None = None  # None: <output_dir>/cache

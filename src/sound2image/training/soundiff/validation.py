@@ -41,7 +41,7 @@ def validation_images(run: Run) -> list[Any]:
                     height=run.config.resolution,
                     width=run.config.resolution,
                     num_inference_steps=run.config.validation_inference_steps,
-                    guidance_scale=run.config.validation_guidance_scale,
+                    guidance_scale=validation_guidance(run),
                     generator=generator,
                 )
             images.append(result.images[0])
@@ -67,11 +67,18 @@ def _backbone_images(run: Run) -> list[Any]:
                 height=run.config.resolution,
                 width=run.config.resolution,
                 num_inference_steps=run.config.validation_inference_steps,
-                guidance_scale=run.config.validation_guidance_scale,
+                guidance_scale=validation_guidance(run),
                 seed=run.config.seed,
             )
         images.append(result.images[0])
     return images
+
+
+def validation_guidance(run: Run) -> float:
+    """The validation guidance scale: the configured one, else the backbone's default (unCLIP 10, SD 1.5
+    IP-Adapter 7.5, SDXL IP-Adapter 5: what generation uses)."""
+    given = run.config.validation_guidance_scale
+    return float(given) if given is not None else float(run.pipe.default_guidance_scale)
 
 
 def log_validation(run: Run, step: int) -> Path:
@@ -88,7 +95,7 @@ def log_validation(run: Run, step: int) -> Path:
         "audios": run.validation_names,
         "prompt": run.config.prompt,
         "seed": run.config.seed,
-        "guidance_scale": run.config.validation_guidance_scale,
+        "guidance_scale": validation_guidance(run),
         "steps": run.config.validation_inference_steps,
     }
     save_png(grid, path, metadata, overwrite=True)
