@@ -135,8 +135,6 @@ def breakdown(model, audio: torch.Tensor, repeats: int = 200) -> dict:
     """
     import torch.nn.functional as F
 
-    from sound2image.modules.attention import biased_attention
-
     parts: dict[str, float] = {}
     with torch.inference_mode():
         memory_kv = model.project_memory(model.encode(audio))
@@ -170,7 +168,7 @@ def breakdown(model, audio: torch.Tensor, repeats: int = 200) -> dict:
 
         def self_attention() -> None:
             for cache in caches:
-                biased_attention(q, cache.keys, cache.values, cache.bias)
+                F.scaled_dot_product_attention(q, cache.keys, cache.values, attn_mask=cache.bias[None, :])
 
         parts["cross attention"] = median_seconds(cross, repeats)[0] * 1e3
         parts["self attention"] = median_seconds(self_attention, repeats)[0] * 1e3
@@ -245,13 +243,23 @@ def main() -> int:
             check=True, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
         baseline = f"baseline: src/ of {args.baseline_ref} ({commit}), interleaved with the current code\n"
-    lines = [
+
+    class Lines(list):
+        """The report's lines, each also printed as soon as it is known (a long run shows progress)."""
+
+        def append(self, line: str) -> None:
+            print(line, flush=True)
+            super().append(line)
+
+    lines = Lines()
+    lines += [
         f"command: python bench/bench_kv_cache.py {' '.join(sys.argv[1:])}",
         f"model: {model.config} ({model.num_parameters() / 1e6:.1f} M parameters), random weights",
         f"device: {args.device}, torch {torch.__version__}, threads {args.threads}, cpus {os.cpu_count()}, "
         f"load average {os.getloadavg()}",
         f"steps: {args.steps} (32 × 32 pixels), sampling temperature 1, seed 0",
     ]
+    print("\n".join(lines), flush=True)
     if baseline:
         lines.append(baseline.rstrip())
     baseline_src = export_source(args.baseline_ref) if args.baseline_ref else None
@@ -326,7 +334,6 @@ def main() -> int:
         lines.append(f"batch {batch:2d} speed-up of the cache: {uncached_s / seconds:.1f}×")
     lines.append(f"load average at the end {os.getloadavg()}")
     text = "\n".join(lines) + "\n"
-    print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)

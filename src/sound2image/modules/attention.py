@@ -59,9 +59,8 @@ def biased_attention(
     """``softmax(q kᵀ / √d + bias) v`` for (..., Lq, d) queries, (..., Lk, d) keys/values and an additive
     ``bias`` broadcast to (..., Lq, Lk) (0 where a key is visible, -inf where not).
 
-    The one formula of the decoder's self-attention: the blocked training/uncached path
-    (:func:`masked_attention`) and the one-token cached step both call it, so they run the same
-    operations in the same order (scores, scale, bias, float softmax, weighted sum).
+    The blocked training/uncached path's formula (:func:`masked_attention`); the one-token cached step
+    gives the same bias to SDPA instead (one call, see ``LocalSelfAttention._step``).
     """
     scores = q @ k.transpose(-1, -2)  # (..., Lq, Lk)
     if not scores.requires_grad:
@@ -238,7 +237,7 @@ class LocalSelfAttention(nn.Module):
     def step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Decode one position: ``x`` (B, 1, C) is the newest token's input -> (B, 1, C).
 
-        The same result as ``forward(x, cache)``, with fewer operations: the fast path of sampling.
+        ``forward(x, cache)`` in eval mode (no dropout), with fewer operations: the fast path of sampling.
         """
         batch, _, width = x.shape
         qkv = F.linear(x, self.qkv.weight, self.qkv.bias).view(batch, 3, self.n_heads, 1, -1)
@@ -258,7 +257,9 @@ class LocalSelfAttention(nn.Module):
         cache.values[:, :, slot] = v[:, :, 0]
         cache.bias[slot] = 0.0
         cache.length += 1
-        return biased_attention(q, cache.keys, cache.values, cache.bias)
+        # One fused call (one parallel region): with two threads on a busy CPU every parallel region can
+        # wait for a descheduled thread, and the written-out form has three (two bmm and the softmax).
+        return F.scaled_dot_product_attention(q, cache.keys, cache.values, attn_mask=cache.bias[None, :])
 
 
 class CrossAttention(nn.Module):
