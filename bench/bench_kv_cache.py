@@ -4,25 +4,35 @@ Paper-size Image Transformer (512-d, 6 + 6 layers, 8 heads, local attention: que
 memory 128) with random weights, 500 × 220 audio features, 1,024 sampling steps, on the CPU:
 
     python bench/bench_kv_cache.py                  # batch 1 and 16
+    python bench/bench_kv_cache.py --threads 2 --baseline-ref main --repeats-cached 3
     python bench/bench_kv_cache.py --threads 2 --full-uncached-batch1
 
 Both paths compute the encoder once; "uncached" re-runs the decoder over the whole prefix at each step.
-The cached path is always measured in full. The uncached path at full length takes very long on a
-CPU, so by default its per-step cost is measured at several prefix lengths (each timed over repeats),
-fitted with a least-squares polynomial in the prefix length t (degree 2: attention over a local window
-makes a step O(t), global attention would add t²), and summed over t = 1..1024. ``--full-uncached-*``
-measures it directly instead. Peak memory: each configuration runs in a fresh subprocess and reports
-its peak resident memory above the loaded model, plus the bytes held by the KV caches.
+The cached path is always measured in full, ``--repeats-cached`` times (medians reported). With
+``--baseline-ref REF`` the same cached runs are also made with the ``src/`` tree of git revision REF
+(``git archive``), interleaved with the current code's runs (baseline, current, baseline, ...), so the
+ratio between them is measured under the same machine load; the full token sequences of the two are
+compared too. The uncached path at full length takes very long on a CPU, so by default its per-step cost
+is measured at several prefix lengths (each timed over repeats), fitted with a least-squares polynomial
+in the prefix length t (degree 2: attention over a local window makes a step O(t), global attention would
+add t²), and summed over t = 1..1024. ``--full-uncached-*`` measures it directly instead. Peak memory:
+each configuration runs in a fresh subprocess and reports its peak resident memory above the loaded
+model, plus the bytes held by the KV caches. ``--breakdown`` adds a timing of one batch-1 cached step by
+parts (linear layers, attention, the rest) and the time to stream the decoder's weights once.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,12 +70,13 @@ def child(mode: str, batch: int, steps: int, repeats: int, device: str) -> dict:
     base = current_rss_mb()
     result: dict = {"mode": mode, "batch": batch, "device": device}
     if mode == "cached":
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         tokens = generate(model, audio, SamplingConfig(temperature=1.0, seed=0), num_steps=steps)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         result["seconds"] = time.perf_counter() - start
-        result["tokens"] = tokens[:, :64].tolist()
+        result["cpu_seconds"] = time.process_time() - cpu
+        result["tokens"] = tokens[:1].tolist()  # the first row, every step
         caches = model.allocate_caches(batch, device)
         result["cache_bytes"] = sum(c.nbytes() for c in caches)
         result["full_cache_bytes"] = result["cache_bytes"] * model.config.seq_len // caches[0].window
@@ -90,6 +101,8 @@ def child(mode: str, batch: int, steps: int, repeats: int, device: str) -> dict:
                 torch.cuda.synchronize()
             per_step[length] = (time.perf_counter() - start) / repeats
         result["per_step"] = per_step
+    elif mode == "breakdown":
+        result.update(breakdown(model, audio))
     elif mode == "uncached-prefix-check":
         tokens = generate(
             model, audio, SamplingConfig(temperature=1.0, seed=0), num_steps=64, use_cache=False
@@ -102,14 +115,89 @@ def child(mode: str, batch: int, steps: int, repeats: int, device: str) -> dict:
     return result
 
 
-def run_child(args: argparse.Namespace, mode: str, batch: int) -> dict:
+def median_seconds(function, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU (this process) seconds of ``function()`` over ``repeats`` calls."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        function()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def breakdown(model, audio: torch.Tensor, repeats: int = 200) -> dict:
+    """Median times of one batch-1 cached step and of its parts, each timed on its own (milliseconds).
+
+    "linear": the decoder's 36 linear layers and the output head on one token; "self attention" and
+    "cross attention": the six layers' attention computations (given q, k, v); "stream": summing the
+    weights of those linear layers once (a memory-bandwidth floor: a step must read them all).
+    """
+    import torch.nn.functional as F
+
+    parts: dict[str, float] = {}
+    with torch.inference_mode():
+        memory_kv = model.project_memory(model.encode(audio))
+        caches = model.allocate_caches(1)
+        token = torch.full((1, 1), model.config.start_token)
+        for _ in range(300):  # warm up, and fill the caches past the first query blocks
+            model.decode_step(token, memory_kv, caches)
+        wall, cpu = median_seconds(lambda: model.decode_step(token, memory_kv, caches), repeats)
+        parts["step"], parts["step_cpu"] = wall * 1e3, cpu * 1e3
+        # every Linear a step applies: not cross_attn.kv, which project_memory applies once per image
+        linears = [
+            module
+            for block in model.decoder
+            for name, module in block.named_modules()
+            if isinstance(module, torch.nn.Linear) and name != "cross_attn.kv"
+        ] + [model.head]
+        inputs = [torch.randn(1, 1, m.in_features) for m in linears]
+
+        def apply_linears() -> None:
+            for module, x in zip(linears, inputs, strict=True):
+                F.linear(x, module.weight, module.bias)
+
+        parts["linear"] = median_seconds(apply_linears, repeats)[0] * 1e3
+        parts["linear_layers"] = len(linears)
+        heads, width = model.config.n_heads, model.config.d_model
+        q = torch.randn(1, heads, 1, width // heads)
+
+        def cross() -> None:
+            for kv in memory_kv:
+                F.scaled_dot_product_attention(q, *kv)
+
+        def self_attention() -> None:
+            for cache in caches:
+                F.scaled_dot_product_attention(q, cache.keys, cache.values, attn_mask=cache.bias[None, :])
+
+        parts["cross attention"] = median_seconds(cross, repeats)[0] * 1e3
+        parts["self attention"] = median_seconds(self_attention, repeats)[0] * 1e3
+        flat = torch.cat([p.detach().flatten() for m in linears for p in m.parameters()])
+        parts["stream"] = median_seconds(flat.sum, 50)[0] * 1e3
+        parts["stream_mb"] = flat.numel() * flat.element_size() / 1e6
+    return parts
+
+
+def run_child(args: argparse.Namespace, mode: str, batch: int, src: Path | None = None) -> dict:
     command = [sys.executable, __file__, "--child", mode, "--batch", str(batch),
                "--threads", str(args.threads), "--steps", str(args.steps),
                "--repeats", str(args.repeats), "--device", args.device]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    source = str(src or ROOT / "src")
+    env = {**os.environ, "PYTHONPATH": source + os.pathsep + os.environ.get("PYTHONPATH", "")}
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
     return json.loads(line[len("RESULT ") :])
+
+
+def export_source(ref: str) -> Path:
+    """``src/`` of git revision ``ref`` in a temporary directory (kept until the process ends)."""
+    directory = Path(tempfile.mkdtemp(prefix="bench_kv_baseline_"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", ref, "src"], check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(directory, filter="data")
+    return directory / "src"
 
 
 def extrapolate(per_step: dict[str, float], steps: int) -> tuple[float, np.ndarray]:
@@ -135,6 +223,11 @@ def main() -> int:
     parser.add_argument(
         "--full-uncached-batch1", action="store_true", help="measure uncached batch 1 in full"
     )
+    parser.add_argument("--repeats-cached", type=int, default=3, help="full cached runs per batch size")
+    parser.add_argument(
+        "--baseline-ref", default=None, help="git revision whose src/ to time too (interleaved), e.g. main"
+    )
+    parser.add_argument("--breakdown", action="store_true", help="time one batch-1 step by parts")
     parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -143,28 +236,80 @@ def main() -> int:
         return 0
 
     model = build()
-    lines = [
+    baseline = ""
+    if args.baseline_ref:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline_ref],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        baseline = f"baseline: src/ of {args.baseline_ref} ({commit}), interleaved with the current code\n"
+
+    class Lines(list):
+        """The report's lines, each also printed as soon as it is known (a long run shows progress)."""
+
+        def append(self, line: str) -> None:
+            print(line, flush=True)
+            super().append(line)
+
+    lines = Lines()
+    lines += [
         f"command: python bench/bench_kv_cache.py {' '.join(sys.argv[1:])}",
         f"model: {model.config} ({model.num_parameters() / 1e6:.1f} M parameters), random weights",
         f"device: {args.device}, torch {torch.__version__}, threads {args.threads}, cpus {os.cpu_count()}, "
         f"load average {os.getloadavg()}",
         f"steps: {args.steps} (32 × 32 pixels), sampling temperature 1, seed 0",
     ]
+    print("\n".join(lines), flush=True)
+    if baseline:
+        lines.append(baseline.rstrip())
+    baseline_src = export_source(args.baseline_ref) if args.baseline_ref else None
     check = run_child(args, "uncached-prefix-check", 1)
     for batch in args.batches:
-        cached = run_child(args, "cached", batch)
-        shared = min(64, args.steps)
-        same = cached["tokens"][0][:shared] == check["tokens"][0][:shared] if batch == 1 else None
+        runs: dict[str, list[dict]] = {"current": [], "baseline": []}
+        for _ in range(args.repeats_cached):  # interleaved: both see the same load
+            if baseline_src is not None:
+                runs["baseline"].append(run_child(args, "cached", batch, baseline_src))
+            runs["current"].append(run_child(args, "cached", batch))
+        cached = runs["current"][-1]
+        seconds = statistics.median(r["seconds"] for r in runs["current"])
         lines.append(
-            f"batch {batch:2d} cached:   {cached['seconds']:8.1f} s  "
-            f"{batch * args.steps / cached['seconds']:8.1f} tokens/s  "
+            f"batch {batch:2d} cached:   {seconds:8.2f} s  "
+            f"{batch * args.steps / seconds:8.1f} tokens/s  (median of {len(runs['current'])}: "
+            + ", ".join(f"{r['seconds']:.2f}" for r in runs["current"])
+            + f" s; CPU {statistics.median(r['cpu_seconds'] for r in runs['current']):.2f} s)  "
             f"peak RSS +{cached['peak_rss_above_model_mb']:.0f} MB  KV cache "
             f"{cached['cache_bytes'] / 2**20:.1f} MB (a full-length cache would be "
             f"{cached['full_cache_bytes'] / 2**20:.1f} MB)"
             + (f"  cuda peak {cached['cuda_peak_mb']:.0f} MB" if "cuda_peak_mb" in cached else "")
         )
-        if same is not None:
+        if runs["baseline"]:
+            base = statistics.median(r["seconds"] for r in runs["baseline"])
+            lines.append(
+                f"batch {batch:2d} baseline {args.baseline_ref}: {base:8.2f} s  "
+                f"{batch * args.steps / base:8.1f} tokens/s  (median of {len(runs['baseline'])}: "
+                + ", ".join(f"{r['seconds']:.2f}" for r in runs["baseline"])
+                + f" s; CPU {statistics.median(r['cpu_seconds'] for r in runs['baseline']):.2f} s)"
+            )
+            same_all = all(r["tokens"] == runs["current"][0]["tokens"] for r in runs["baseline"])
+            lines.append(
+                f"batch {batch:2d} current / baseline speed: {base / seconds:.2f}×; "
+                f"all {args.steps} tokens of row 0 identical to the baseline's: {same_all}"
+            )
+        if batch == 1:
+            shared = min(64, args.steps)
+            same = cached["tokens"][0][:shared] == check["tokens"][0][:shared]
             lines.append(f"  first {shared} tokens identical to the uncached path (same seed): {same}")
+        if batch == 1 and args.breakdown:
+            parts = run_child(args, "breakdown", 1)
+            rest = parts["step"] - parts["linear"] - parts["self attention"] - parts["cross attention"]
+            lines.append(
+                f"batch  1 one cached step (median of 200): {parts['step']:.2f} ms wall, "
+                f"{parts['step_cpu']:.2f} ms CPU; parts timed alone: {parts['linear_layers']} linear layers "
+                f"{parts['linear']:.2f} ms, self-attention {parts['self attention']:.2f} ms, "
+                f"cross-attention {parts['cross attention']:.2f} ms, the rest (norms, residuals, GELU, "
+                f"cache writes, embedding, dispatch) {rest:.2f} ms; streaming the "
+                f"{parts['stream_mb']:.0f} MB of decoder weights once: {parts['stream']:.2f} ms"
+            )
         if batch == 1 and args.full_uncached_batch1:
             full = run_child(args, "uncached-full", batch)
             uncached_s, how = full["seconds"], "measured in full"
@@ -186,9 +331,9 @@ def main() -> int:
             f"{batch * args.steps / uncached_s:8.1f} tokens/s  "
             f"peak RSS +{memory:.0f} MB  ({how})"
         )
-        lines.append(f"batch {batch:2d} speed-up of the cache: {uncached_s / cached['seconds']:.1f}×")
+        lines.append(f"batch {batch:2d} speed-up of the cache: {uncached_s / seconds:.1f}×")
+    lines.append(f"load average at the end {os.getloadavg()}")
     text = "\n".join(lines) + "\n"
-    print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)

@@ -50,7 +50,23 @@ def masked_attention(
     layer's forward + backward went from 71 to 41 ms (batch 16, 32×32 image, 2 cores).
     """
     bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
-    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5 + bias  # (..., Lq, Lk)
+    return biased_attention(q, k, v, bias, dropout)
+
+
+def biased_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout: float = 0.0
+) -> torch.Tensor:
+    """``softmax(q kᵀ / √d + bias) v`` for (..., Lq, d) queries, (..., Lk, d) keys/values and an additive
+    ``bias`` broadcast to (..., Lq, Lk) (0 where a key is visible, -inf where not).
+
+    The blocked training/uncached path's formula (:func:`masked_attention`); the one-token cached step
+    gives the same bias to SDPA instead (one call, see ``LocalSelfAttention._step``).
+    """
+    scores = q @ k.transpose(-1, -2)  # (..., Lq, Lk)
+    if not scores.requires_grad:
+        scores = scores.mul_(q.shape[-1] ** -0.5).add_(bias)  # in place: same rounding, no new buffers
+    else:
+        scores = scores * q.shape[-1] ** -0.5 + bias
     weights = scores.float().softmax(dim=-1).to(v.dtype)
     if dropout > 0:
         weights = F.dropout(weights, dropout)
@@ -71,13 +87,15 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 class KVCache:
     """Ring buffer of keys and values for one self-attention layer.
 
-    ``positions[slot]`` is the absolute position stored in ``slot`` (``-1`` when empty); ``length`` is
-    the number of positions decoded so far, i.e. the position of the next token.
+    Position ``p`` lives in slot ``p % window``. ``bias[slot]`` is 0 where the slot holds a key that the
+    next query may see and -inf where it may not (empty, or older than the query block's memory), so a
+    step attends over the whole buffer with one additive bias and no per-step mask arithmetic.
+    ``length`` is the number of positions decoded so far, i.e. the position of the next token.
     """
 
     keys: torch.Tensor  # (B, H, W, hd)
     values: torch.Tensor  # (B, H, W, hd)
-    positions: torch.Tensor  # (W,) long
+    bias: torch.Tensor  # (W,) 0 or -inf, same dtype as keys
     length: int = 0
 
     @classmethod
@@ -90,12 +108,12 @@ class KVCache:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> KVCache:
-        """An empty cache with ``window`` slots."""
+        """An empty cache with ``window`` slots (every slot masked until written)."""
         shape = (batch, n_heads, window, head_dim)
         return cls(
             keys=torch.zeros(shape, device=device, dtype=dtype),
             values=torch.zeros(shape, device=device, dtype=dtype),
-            positions=torch.full((window,), -1, dtype=torch.long, device=device),
+            bias=torch.full((window,), float("-inf"), device=device, dtype=dtype),
         )
 
     @property
@@ -104,7 +122,22 @@ class KVCache:
 
     def nbytes(self) -> int:
         """Memory held by the buffers, in bytes."""
-        return sum(t.numel() * t.element_size() for t in (self.keys, self.values, self.positions))
+        return sum(t.numel() * t.element_size() for t in (self.keys, self.values, self.bias))
+
+    def hide_before(self, lowest: int) -> None:
+        """Mask every stored position below ``lowest`` (called when a query block starts).
+
+        The buffer holds positions ``max(0, length - window) .. length - 1``; those below ``lowest``
+        form one run of consecutive slots (wrapping at most once), set to -inf here.
+        """
+        first = max(0, self.length - self.window)
+        if lowest <= first:
+            return
+        start = first % self.window
+        end = start + (lowest - first)  # lowest - first <= window
+        self.bias[start : min(end, self.window)] = float("-inf")
+        if end > self.window:
+            self.bias[: end - self.window] = float("-inf")
 
 
 class LocalSelfAttention(nn.Module):
@@ -201,20 +234,32 @@ class LocalSelfAttention(nn.Module):
         windows = torch.cat([blocks[:, :, i : i + n_blocks] for i in range(lead + 1)], dim=3)
         return windows[:, :, :, lead * block - memory :]  # (B, H, nb, Lm + Lq, hd)
 
+    def step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Decode one position: ``x`` (B, 1, C) is the newest token's input -> (B, 1, C).
+
+        ``forward(x, cache)`` in eval mode (no dropout), with fewer operations: the fast path of sampling.
+        """
+        batch, _, width = x.shape
+        qkv = F.linear(x, self.qkv.weight, self.qkv.bias).view(batch, 3, self.n_heads, 1, -1)
+        y = self._step(qkv[:, 0], qkv[:, 1], qkv[:, 2], cache)  # (B, H, 1, hd)
+        return F.linear(y.view(batch, 1, width), self.proj.weight, self.proj.bias)
+
     def _step(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Decode one position: store its key/value in the ring buffer, attend over the valid slots."""
+        """Decode one position: store its key/value in the ring buffer, attend over the visible slots.
+
+        ``q``, ``k``, ``v``: (B, H, 1, hd) -> (B, H, 1, hd).
+        """
         position = cache.length
+        if self.is_local and position % self.block_size == 0:  # a new query block: forget old memory
+            cache.hide_before(position - self.memory_length)
         slot = position % cache.window
         cache.keys[:, :, slot] = k[:, :, 0]
         cache.values[:, :, slot] = v[:, :, 0]
-        cache.positions[slot] = position
+        cache.bias[slot] = 0.0
         cache.length += 1
-        lowest = 0
-        if self.is_local:
-            lowest = (position // self.block_size) * self.block_size - self.memory_length
-        valid = (cache.positions >= max(lowest, 0)) & (cache.positions <= position)  # (W,)
-        # One query: here SDPA's single call beats the written-out form (46 vs 81 µs at batch 1).
-        return F.scaled_dot_product_attention(q, cache.keys, cache.values, attn_mask=valid[None, :])
+        # One fused call (one parallel region): with two threads on a busy CPU every parallel region can
+        # wait for a descheduled thread, and the written-out form has three (two bmm and the softmax).
+        return F.scaled_dot_product_attention(q, cache.keys, cache.values, attn_mask=cache.bias[None, :])
 
 
 class CrossAttention(nn.Module):
@@ -250,6 +295,13 @@ class CrossAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, *memory_kv, dropout_p=p)
         return self.resid_dropout(self.proj(_merge_heads(y)))
+
+    def step(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """One query per row, ``x`` (B, 1, C) -> (B, 1, C): ``forward`` in eval mode, fewer operations."""
+        batch, _, width = x.shape
+        q = F.linear(x, self.q.weight, self.q.bias).view(batch, self.n_heads, 1, -1)  # (B, H, 1, hd)
+        y = F.scaled_dot_product_attention(q, *memory_kv)
+        return F.linear(y.view(batch, 1, width), self.proj.weight, self.proj.bias)
 
 
 class SelfAttention(nn.Module):

@@ -106,6 +106,23 @@ class DecoderBlock(nn.Module):
         x = x + self.cross_attn(self.ln_cross(x), memory_kv)
         return x + self.mlp(self.ln_mlp(x))
 
+    def step(
+        self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], cache: KVCache
+    ) -> torch.Tensor:
+        """``forward`` for one new token per row in eval mode, ``x`` (B, 1, C) -> (B, 1, C).
+
+        The same kernels as ``forward`` (``F.layer_norm``, ``F.linear``, ``F.gelu``) called directly,
+        without the modules' call machinery: at batch 1 a step is bound by per-operation overhead.
+        """
+        width = (x.shape[-1],)
+        h = F.layer_norm(x, width, self.ln_self.weight, self.ln_self.bias, self.ln_self.eps)
+        x = x + self.self_attn.step(h, cache)
+        h = F.layer_norm(x, width, self.ln_cross.weight, self.ln_cross.bias, self.ln_cross.eps)
+        x = x + self.cross_attn.step(h, memory_kv)
+        h = F.layer_norm(x, width, self.ln_mlp.weight, self.ln_mlp.bias, self.ln_mlp.eps)
+        mlp = self.mlp
+        return x + F.linear(F.gelu(F.linear(h, mlp.fc.weight, mlp.fc.bias)), mlp.proj.weight, mlp.proj.bias)
+
 
 @dataclass
 class ImageTransformerConfig:
@@ -260,14 +277,33 @@ class ImageTransformer(nn.Module):
         """``tokens`` (B, T) -> logits (B, T, 256) for the pixel *after* each token.
 
         Without ``caches`` the tokens start at position 0; with ``caches`` they continue from
-        ``caches[0].length`` and the caches are updated in place.
+        ``caches[0].length`` and the caches are updated in place. One token with caches in eval mode
+        (sampling) takes the fast path, :meth:`decode_step`: the same operations, fewer of them.
         """
+        if caches and tokens.shape[1] == 1 and not self.training:
+            return self.decode_step(tokens, memory_kv, caches)[:, None]  # (B, 1, V)
         start = caches[0].length if caches else 0
         positions = self.pixel_pos[start : start + tokens.shape[1]]
         x = self.dropout(self.pixel_in(tokens) + positions)  # (B, T, C)
         for index, block in enumerate(self.decoder):
             x = block(x, memory_kv[index], caches[index] if caches else None)
         return self.head(self.ln_out(x))
+
+    def decode_step(
+        self, tokens: torch.Tensor, memory_kv: list[tuple[torch.Tensor, torch.Tensor]], caches: list[KVCache]
+    ) -> torch.Tensor:
+        """One cached sampling step: ``tokens`` (B, 1), the newest token per row -> logits (B, 256).
+
+        The same computation as ``decode(tokens, memory_kv, caches)[:, -1]`` in eval mode (no dropout),
+        through each block's :meth:`DecoderBlock.step`; updates ``caches`` in place.
+        """
+        start = caches[0].length
+        x = F.embedding(tokens, self.pixel_in.weight) + self.pixel_pos[start : start + 1]  # (B, 1, C)
+        for index, block in enumerate(self.decoder):
+            x = block.step(x, memory_kv[index], caches[index])
+        ln = self.ln_out
+        x = F.layer_norm(x, (x.shape[-1],), ln.weight, ln.bias, ln.eps)
+        return F.linear(x[:, 0], self.head.weight)
 
     def allocate_caches(
         self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32

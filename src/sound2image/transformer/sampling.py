@@ -84,11 +84,15 @@ def choose_tokens(logits: torch.Tensor, config: SamplingConfig, generator: Gener
     """(B, V) logits -> (B,) tokens: argmax if temperature is 0, else inverse-CDF sampling."""
     if config.temperature == 0:
         return logits.argmax(dim=-1)
-    logits = filter_logits(logits.float() / config.temperature, config.top_k, config.top_p)
-    cdf = logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
+    logits = logits.float()
+    if config.temperature != 1:  # dividing by 1 is exact: skipping it changes no bit
+        logits = logits / config.temperature
+    if config.top_k is not None or config.top_p is not None:
+        logits = filter_logits(logits, config.top_k, config.top_p)
+    cdf = logits.softmax(dim=-1).cumsum_(dim=-1)  # (B, V)
     uniform = _uniform(logits.shape[0], generator).to(logits.device)  # (B,)
     tokens = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None]).squeeze(1)
-    return tokens.clamp_max(logits.shape[-1] - 1)
+    return tokens.clamp_max_(logits.shape[-1] - 1)
 
 
 @torch.inference_mode()  # not just no_grad: it also skips version counting, ~15 % of a batch-1 cached step
@@ -135,21 +139,23 @@ def generate(
         memory = torch.cat([memory, model.null_memory_batch(batch).to(memory.dtype)], dim=0)  # (2B, S, C)
     memory_kv = model.project_memory(memory)
 
-    # 2. Decode pixel by pixel from the start token.
-    tokens = torch.full((memory.shape[0], 1), c.start_token, dtype=torch.long, device=memory.device)
-    caches = model.allocate_caches(memory.shape[0], memory.device, memory.dtype) if use_cache else None
-    for _ in tqdm(range(steps), disable=not progress, desc="pixels", leave=False):
-        if use_cache:
-            logits = model.decode(tokens[:, -1:], memory_kv, caches)[:, -1]  # (B', V)
+    # 2. Decode pixel by pixel from the start token, into a preallocated (B', 1 + steps) buffer.
+    rows = memory.shape[0]
+    tokens = torch.empty((rows, steps + 1), dtype=torch.long, device=memory.device)
+    tokens[:, 0] = c.start_token
+    caches = model.allocate_caches(rows, memory.device, memory.dtype) if use_cache else None
+    for step in tqdm(range(steps), disable=not progress, desc="pixels", leave=False):
+        if caches is not None:
+            logits = model.decode(tokens[:, step : step + 1], memory_kv, caches)[:, -1]  # (B', V)
         else:
-            logits = model.decode(tokens, memory_kv)[:, -1]  # whole prefix again
+            logits = model.decode(tokens[:, : step + 1], memory_kv)[:, -1]  # whole prefix again
         if guided:
             conditional, unconditional = logits.float().chunk(2, dim=0)
             logits = unconditional + config.guidance_scale * (conditional - unconditional)  # (B, V)
         chosen = choose_tokens(logits, config, generator)
+        tokens[:batch, step + 1] = chosen
         if guided:
-            chosen = chosen.repeat(2)  # both halves continue with the same pixel
-        tokens = torch.cat([tokens, chosen[:, None]], dim=1)
+            tokens[batch:, step + 1] = chosen  # both halves continue with the same pixel
     return tokens[:batch, 1:].cpu()
 
 

@@ -1,0 +1,170 @@
+"""The fast cached step (``decode_step``): the cache's visibility bias, equality with the other paths, and a
+model saved before the change sampling the same tokens after it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sound2image.modules import KVCache, LocalSelfAttention
+from sound2image.transformer import ImageTransformer, SamplingConfig, generate
+from sound2image.transformer.sampling import choose_tokens
+from tests.transformer.test_attention import reference_mask
+from tests.transformer.tiny import tiny_model
+
+pytestmark = pytest.mark.numeric
+SAVED = Path(__file__).parent / "data" / "tiny_model_a217b33"
+
+WINDOWS = [
+    (50, 4, 8),  # the ring wraps many times
+    (40, 8, 4),  # block longer than memory
+    (20, 4, 0),  # no memory: each block sees only itself
+    (16, 12, 8),  # block + memory > length: the window is the whole image, no slot is ever reused
+    (9, 16, 16),  # one partial block
+    (12, None, None),  # global causal attention
+]
+
+
+@pytest.mark.parametrize(("length", "block", "memory"), WINDOWS)
+def test_cache_bias_shows_exactly_the_local_window(
+    length: int, block: int | None, memory: int | None
+) -> None:
+    """After writing position p, the slots with bias 0 hold exactly the positions that query p may see
+    (Parmar et al.'s window, built with loops in ``reference_mask``) and all others are -inf."""
+    layer = LocalSelfAttention(8, 2, block, memory).eval()
+    cache = KVCache.allocate(1, 2, layer.cache_window(length), 4)
+    expected = reference_mask(length, block, memory)
+    for position in range(length):
+        marker = torch.full((1, 2, 1, 4), float(position))  # the key records its own position
+        layer._step(marker, marker, marker, cache)
+        visible = cache.bias == 0
+        assert torch.equal(visible | torch.isneginf(cache.bias), torch.ones_like(visible))  # only 0 or -inf
+        seen = sorted(int(p) for p in cache.keys[0, 0, visible, 0].tolist())
+        assert seen == expected[position].nonzero().flatten().tolist(), position
+
+
+MODELS = {
+    "local": {},
+    "global": {"query_block": None, "memory_length": None},
+    "2d": {"pixel_positions": "2d"},
+    "no-memory": {"query_block": 4, "memory_length": 0},
+    "window-longer-than-image": {"image_size": 4, "query_block": 12, "memory_length": 8},
+}
+
+
+@pytest.mark.parametrize("overrides", MODELS.values(), ids=MODELS.keys())
+def test_decode_step_equals_the_generic_cached_and_the_uncached_decoder(overrides: dict) -> None:
+    model = tiny_model(seed=4, **overrides)
+    length = model.config.seq_len
+    tokens = torch.randint(0, 257, (2, length), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        memory_kv = model.project_memory(model.encode(torch.randn(2, 6, 10)))
+        full = model.decode(tokens, memory_kv)  # (B, L, V): the whole sequence at once, no cache
+        fast, generic = model.allocate_caches(2), model.allocate_caches(2)
+        for t in range(length):
+            step = model.decode_step(tokens[:, t : t + 1], memory_kv, fast)
+            # In training mode decode() runs the modules (no fast path); all dropouts of this model are 0.
+            reference = model.train().decode(tokens[:, t : t + 1], memory_kv, generic)[:, -1]
+            model.eval()
+            # decode_step runs the same operations as the module path: bit-identical.
+            assert torch.equal(step, reference), t
+            # The uncached path multiplies T rows at once (other GEMM blocking, other summation order over
+            # <= 128-wide dots and <= 16 keys): float32 rounding, ~1e-7 relative measured; 1e-5 bounds it.
+            torch.testing.assert_close(step, full[:, t], rtol=1e-5, atol=1e-5)
+    assert fast[0].length == generic[0].length == length
+
+
+def test_decode_takes_the_fast_step_for_one_cached_token_in_eval_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = tiny_model()
+    calls: list[int] = []
+    real = model.decode_step
+    monkeypatch.setattr(
+        model, "decode_step", lambda tokens, *a: calls.append(tokens.shape[1]) or real(tokens, *a)
+    )
+    with torch.inference_mode():
+        memory_kv = model.project_memory(model.encode(torch.randn(1, 6, 10)))
+        caches = model.allocate_caches(1)
+        assert model.decode(torch.tensor([[256]]), memory_kv, caches).shape == (1, 1, 256)
+        model.decode(torch.tensor([[3, 4]]), memory_kv, caches)  # two tokens: the module path
+        model.train().decode(torch.tensor([[5]]), memory_kv, caches)  # training: the module path
+    assert calls == [1] and caches[0].length == 4
+
+
+def test_window_longer_than_image_samples_the_same_tokens_cached_and_uncached() -> None:
+    model = tiny_model(seed=5, image_size=4, query_block=12, memory_length=8)
+    audio = torch.randn(3, 6, 10)
+    config = SamplingConfig(temperature=1.0, seed=9)
+    assert torch.equal(generate(model, audio, config), generate(model, audio, config, use_cache=False))
+
+
+def test_choose_tokens_leaves_the_logits_unchanged() -> None:
+    """The in-place cumsum/clamp work on new tensors, never on the caller's logits (which the guided path
+    and the benchmark reuse)."""
+    logits = torch.randn(4, 256, generator=torch.Generator().manual_seed(1))
+    before = logits.clone()
+    for config in (
+        SamplingConfig(temperature=1.0),
+        SamplingConfig(temperature=0.5, top_k=10),
+        SamplingConfig(temperature=1.0, top_p=0.9),
+    ):
+        choose_tokens(logits, config, torch.Generator().manual_seed(0))
+        assert torch.equal(logits, before)
+
+
+def test_temperature_one_draws_by_the_inverse_cdf() -> None:
+    """Temperature 1 skips the division (x / 1 is exact): the token is the first whose cumulative
+    probability exceeds u · total, computed here in float64 with a loop."""
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(2))
+    tokens = choose_tokens(logits, SamplingConfig(temperature=1.0), torch.Generator().manual_seed(7))
+    uniforms = torch.rand(3, generator=torch.Generator().manual_seed(7)).double()
+    probabilities = logits.double().softmax(dim=-1)
+    for row in range(3):
+        cumulative, target = 0.0, uniforms[row].item()
+        drawn = None
+        for candidate, p in enumerate(probabilities[row].tolist()):
+            cumulative += p
+            if cumulative >= target:
+                drawn = candidate
+                break
+        assert tokens[row].item() == drawn
+
+
+def test_state_dict_layout_is_unchanged() -> None:
+    """Saved weights keep the pre-change names and shapes (the fused ``qkv`` was already one tensor)."""
+    block = {k: tuple(v.shape) for k, v in tiny_model().decoder[0].state_dict().items()}
+    assert block == {
+        "ln_self.weight": (32,), "ln_self.bias": (32,),
+        "self_attn.qkv.weight": (96, 32), "self_attn.qkv.bias": (96,),
+        "self_attn.proj.weight": (32, 32), "self_attn.proj.bias": (32,),
+        "ln_cross.weight": (32,), "ln_cross.bias": (32,),
+        "cross_attn.q.weight": (32, 32), "cross_attn.q.bias": (32,),
+        "cross_attn.kv.weight": (64, 32), "cross_attn.kv.bias": (64,),
+        "cross_attn.proj.weight": (32, 32), "cross_attn.proj.bias": (32,),
+        "ln_mlp.weight": (32,), "ln_mlp.bias": (32,),
+        "mlp.fc.weight": (64, 32), "mlp.fc.bias": (64,),
+        "mlp.proj.weight": (32, 64), "mlp.proj.bias": (32,),
+    }  # fmt: skip
+
+
+def test_model_saved_before_the_change_samples_the_same_tokens() -> None:
+    """tests/transformer/data/tiny_model_a217b33 was saved, and sampled, by the code of commit a217b33
+    (before decode_step): it loads, gives the same logits, and both paths draw the recorded tokens."""
+    record = json.loads((SAVED / "expected_tokens.json").read_text())
+    model = ImageTransformer.from_pretrained(SAVED)
+    audio = torch.tensor(record["audio"])
+    with torch.inference_mode():
+        logits = model.decode(
+            torch.tensor([[256, 5, 200, 17]]), model.project_memory(model.encode(audio[:1]))
+        )
+    # Same weights, same operations on the uncached path: only library-version rounding, ~1e-7.
+    torch.testing.assert_close(logits[0, 3, :8], torch.tensor(record["logits_row0_pos3_first8"]))
+    for name in ("plain", "greedy", "top_k_guided"):
+        config = SamplingConfig(**record[name]["config"])
+        expected = torch.tensor(record[name]["tokens"])
+        assert torch.equal(generate(model, audio, config), expected), name
+        assert torch.equal(generate(model, audio, config, use_cache=False), expected), name
