@@ -47,3 +47,25 @@ def test_help_examples_name_the_shipped_sound(capsys) -> None:
     readme = (EXAMPLES.parent / "README.md").read_text()
     assert "sound2image generate examples/waves.flac" in readme
     assert (EXAMPLES / "waves.flac").is_file()
+
+
+def test_readme_first_command_offline_says_one_line_in_a_fresh_process(tmp_path) -> None:
+    """The README's first command on a machine without the weights: exit 1 and exactly one line on stderr
+    naming what to supply, in a fresh process (a library notice printed once per process, such as
+    transformers' torchvision fallback, would show up here and nowhere in a long test session)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path)}
+    env.pop("SOUND2IMAGE_UNCLIP", None)
+    command = ["generate", str(EXAMPLES / "waves.flac"), "--out", str(tmp_path / "outputs")]
+    done = subprocess.run(
+        [sys.executable, "-m", "sound2image.cli.main", *command], capture_output=True, text=True, env=env,
+        timeout=300,
+    )  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: stabilityai/stable-diffusion-2-1-unclip: ")
+    assert "--model=DIR" in lines[0]
+    assert not (tmp_path / "outputs").exists()

@@ -693,6 +693,7 @@ class SounDiffPipeline:
             WeightsError: the model or adapter weights cannot be found or loaded (one line naming
                 ``model`` or ``ip_adapter``), or the adapter is not a ViT-H global-embedding adapter.
         """
+        _quiet_torchvision_notice()  # before diffusers imports its pipelines: the notice comes at import
         from diffusers import StableUnCLIPImg2ImgPipeline
 
         generator_class = backbone_class(backbone)
