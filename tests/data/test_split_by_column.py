@@ -13,7 +13,6 @@ from sound2image.data.split import column_value, split_by_column
 from sound2image.errors import UsageError
 from tests.paths import AV_DIGITS
 
-pytestmark = pytest.mark.skipif(not (AV_DIGITS / "pairs.csv").is_file(), reason="needs av-digits")
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "yweweler"]
 
 

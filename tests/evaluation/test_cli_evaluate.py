@@ -137,8 +137,6 @@ def test_the_preset_uses_the_runs_own_split_and_writes_results_only_in_out(
 def test_end_to_end_paper_preset_writes_scored_results_and_the_report(
     tmp_path, base_dir, soundiff_l, soundiff_s
 ) -> None:
-    pytest.importorskip("sound2image.evaluation.scoring")
-    pytest.importorskip("sound2image.evaluation.report")
     out = tmp_path / "out"
     assert main(preset_args(base_dir, soundiff_l, soundiff_s, out, "--max-items", "4")) == 0
     results = json.loads((out / "results.json").read_text())
@@ -189,7 +187,6 @@ def test_the_config_round_trips_through_its_file_and_names_bad_settings(tmp_path
 def test_missing_inception_weights_stop_the_run_before_any_image_is_drawn(
     tmp_path, base_dir, monkeypatch, capsys
 ) -> None:
-    pytest.importorskip("sound2image.metrics.features")  # merged from the metrics branch
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no Inception weights there
     out = tmp_path / "out"
     args = ["evaluate", "--data", str(PSEUDO_ADVANCE), "--systems", "baseline", "--model", str(base_dir)]
@@ -202,8 +199,6 @@ def test_missing_inception_weights_stop_the_run_before_any_image_is_drawn(
 def test_end_to_end_with_models_fine_tuned_by_the_library_trainer(tmp_path, base_dir) -> None:
     """The acceptance run: the base model, SounDiff-L and SounDiff-S each fine-tuned for 2 steps by
     ``training.soundiff.train`` on 8 real pairs, --preset paper-table1, the split the L run saved."""
-    pytest.importorskip("sound2image.evaluation.scoring")
-    pytest.importorskip("sound2image.evaluation.report")
     from sound2image.training.soundiff import SounDiffTrainConfig, train
     from tests.dummies import get_dummy_soundiff_pipeline
     from tests.evaluation.conftest import CALIBRATION

@@ -13,8 +13,6 @@ from sound2image.evaluation.run import EvaluationConfig, select_pairs
 from sound2image.evaluation.systems import parse_systems
 from tests.paths import AV_DIGITS
 
-pytestmark = pytest.mark.skipif(not (AV_DIGITS / "pairs.csv").is_file(), reason="needs av-digits")
-
 
 def speaker_keys(*speakers: str) -> set[str]:
     with open(AV_DIGITS / "pairs.csv", newline="") as handle:

@@ -778,16 +778,28 @@ class SounDiffPipeline:
         if calibration is None and source.path is not None:
             calibration = EmbeddingCalibration.load(source.path)
         pipe = cls(unclip, audio_encoder, calibration, info)
-        if pipe.audio_encoder is not None and channel is not None:
-            pipe.audio_encoder.config = pipe.audio_encoder.sampling_config(channel=channel)
+        return pipe._placed(channel, target, cpu_offload, attention_slicing, vae_tiling)
+
+    def _placed(
+        self,
+        channel: str | int | None,
+        target: Any,
+        cpu_offload: bool,
+        attention_slicing: bool,
+        vae_tiling: bool,
+    ) -> SounDiffPipeline:
+        """The last step of loading, for every backbone: the channel policy, the device (or CPU offload, with
+        the audio encoder on the device) and the low-memory options; returns ``self``."""
+        if self.audio_encoder is not None and channel is not None:
+            self.audio_encoder.config = self.audio_encoder.sampling_config(channel=channel)
         if cpu_offload:
-            pipe.enable_low_memory(cpu_offload=True)
-            if pipe.audio_encoder is not None:
-                pipe.audio_encoder.to(target)
+            self.enable_low_memory(cpu_offload=True)
+            if self.audio_encoder is not None:
+                self.audio_encoder.to(target)
         elif target is not None:
-            pipe.to(target)
-        pipe.enable_low_memory(attention_slicing=attention_slicing, vae_tiling=vae_tiling)
-        return pipe
+            self.to(target)
+        self.enable_low_memory(attention_slicing=attention_slicing, vae_tiling=vae_tiling)
+        return self
 
     @classmethod
     def _from_pretrained_ip(
@@ -836,16 +848,7 @@ class SounDiffPipeline:
                 break
             calibration = EmbeddingCalibration.load(folder)
         pipe = cls(audio_encoder=audio_encoder, calibration=calibration, info=info, backbone=generator)
-        if pipe.audio_encoder is not None and channel is not None:
-            pipe.audio_encoder.config = pipe.audio_encoder.sampling_config(channel=channel)
-        if cpu_offload:
-            pipe.enable_low_memory(cpu_offload=True)
-            if pipe.audio_encoder is not None:
-                pipe.audio_encoder.to(target)
-        elif target is not None:
-            pipe.to(target)
-        pipe.enable_low_memory(attention_slicing=attention_slicing, vae_tiling=vae_tiling)
-        return pipe
+        return pipe._placed(channel, target, cpu_offload, attention_slicing, vae_tiling)
 
 
 # ---------------------------------------------------------------------- regeneration
