@@ -102,7 +102,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--preset", default="av-digits", help="training preset (av-digits, av-digits-robust)")
     parser.add_argument("--column", default="speaker", help="manifest column the folds hold out")
     parser.add_argument(
-        "--reranker-epochs", type=int, default=None, help="with --folds: scorer epochs (smoke runs; preset's)"
+        "--reranker-epochs",
+        type=int,
+        default=None,
+        help="scorer epochs (default: the preset's; fewer for smoke runs)",
     )
     parser.add_argument(
         "--known-split", action="store_true", help="with --folds: add the known-speaker (90/10) row"
@@ -119,7 +122,7 @@ def main() -> int:
     )
     from sound2image.outputs import make_grid
     from sound2image.training.classifier import train_classifier
-    from sound2image.training.transformer import load_pair_tensors, preset, single_thread, train_transformer
+    from sound2image.training.transformer import load_pair_tensors, single_thread, train_transformer
     from sound2image.transformer import ImageTransformer, SamplingConfig, generate, tokens_to_images
     from sound2image.transformer.reranker import RERANKER_DIR, AudioImageScorer, generate_best_of
 
@@ -155,25 +158,7 @@ def main() -> int:
     )
 
     # 3. The Image Transformer.
-    config = preset("av-digits", args.data, str(run_dir))
-    overrides = {"max_minutes": args.max_minutes, "device": args.device, "progress": False}
-    for name in ("max_steps", "epochs", "batch_size", "lr", "warmup_steps", "min_lr"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    if args.train_seed is not None:
-        overrides["seed"] = args.train_seed
-    model_overrides = {}
-    for arg, name in (
-        ("pixel_positions", "pixel_positions"),
-        ("d_model", "d_model"),
-        ("decoder_layers", "n_decoder_layers"),
-        ("encoder_layers", "n_encoder_layers"),
-    ):
-        if getattr(args, arg) is not None:
-            model_overrides[name] = getattr(args, arg)
-    config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, **model_overrides), **overrides
-    )
+    config = train_config(args, run_dir, None, [])  # the preset with this bench's overrides
     if not args.skip_train:
         t0 = time.monotonic()
         result = train_transformer(config)

@@ -398,3 +398,42 @@ def test_infinite_gradients_stop_before_a_checkpoint_saves_nan_weights(
     with pytest.raises(TrainingDivergedError, match=r"gradient norm became (inf|nan) at step 3"):
         train(config, pipeline=soundiff, on_step_end=explode)
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_unclip_validation_images_are_the_plain_diffusers_call(
+    tmp_path, manifest8, shared_cache, soundiff
+) -> None:
+    """Validation goes through SounDiffPipeline for every backbone; for unCLIP that must be exactly the plain
+    diffusers call with the trained (EMA) U-Net, the calibrated embedding and a CPU generator seeded with the
+    run's seed (guidance: unCLIP's default 10)."""
+    import numpy as np
+    from diffusers import StableUnCLIPImg2ImgPipeline
+
+    from tests.paths import PSEUDO_ADVANCE
+
+    wav = sorted((PSEUDO_ADVANCE / "sound" / "beach").glob("*.wav"))[-1]
+    config = tiny_config(
+        tmp_path / "run", manifest8, shared_cache, max_steps=2, validation_steps=2,
+        validation_audios=[str(wav)], validation_inference_steps=2, ema=True, ema_decay=0.5,
+    )  # fmt: skip
+    pairs: list = []
+
+    def hook(done: int, loss: float, run) -> None:
+        if done == config.max_steps:
+            ours = sd.validation_images(run)
+            run.ema.store(run.params)
+            run.ema.copy_to(run.params)  # the weights validation shows
+            plain = StableUnCLIPImg2ImgPipeline(**run.pipe.unclip.components)
+            plain.set_progress_bar_config(disable=True)
+            embeds = run.calibration.apply(run.validation_embeds)
+            theirs = plain(
+                image_embeds=embeds[:1], prompt="", height=16, width=16, num_inference_steps=2,
+                guidance_scale=10.0, generator=torch.Generator("cpu").manual_seed(config.seed),
+            ).images  # fmt: skip
+            run.ema.restore(run.params)
+            pairs.append((ours, theirs))
+
+    _run(config, soundiff, hook)
+    [(ours, theirs)] = pairs
+    assert len(ours) == 1
+    assert np.array_equal(np.asarray(ours[0]), np.asarray(theirs[0]))

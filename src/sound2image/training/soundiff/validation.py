@@ -18,33 +18,15 @@ if TYPE_CHECKING:
 @torch.no_grad()
 def validation_images(run: Run) -> list[Any]:
     """Images from the fixed validation audios with the current (EMA) U-Net, fixed seed."""
-    from diffusers import StableUnCLIPImg2ImgPipeline
-
     unet = run.accelerator.unwrap_model(run.unet)
     if run.ema is not None:
         run.ema.store(run.params)
         run.ema.copy_to(run.params)
     unet.eval()
     try:
-        if run.config.is_ip_adapter:
-            return _backbone_images(run)
-        pipe = StableUnCLIPImg2ImgPipeline(**{**run.pipe.unclip.components, "unet": unet})
-        pipe.set_progress_bar_config(disable=True)
-        embeds = run.calibration.apply(run.validation_embeds).to(run.accelerator.device)
-        images = []
-        for i in range(embeds.shape[0]):
-            generator = torch.Generator("cpu").manual_seed(run.config.seed)
-            with run.accelerator.autocast():
-                result = pipe(
-                    image_embeds=embeds[i : i + 1],
-                    prompt=run.config.prompt or "",
-                    height=run.config.resolution,
-                    width=run.config.resolution,
-                    num_inference_steps=run.config.validation_inference_steps,
-                    guidance_scale=validation_guidance(run),
-                    generator=generator,
-                )
-            images.append(result.images[0])
+        # Through SounDiffPipeline itself, for every backbone: its diffusers pipeline holds the trained
+        # U-Net (the very module training updates, EMA weights swapped in above).
+        images = _pipeline_images(run)
     finally:
         unet.train()
         if run.ema is not None:
@@ -52,9 +34,9 @@ def validation_images(run: Run) -> list[Any]:
     return images
 
 
-def _backbone_images(run: Run) -> list[Any]:
-    """Validation images of an IP-Adapter run through ``SounDiffPipeline`` itself (its backbone holds the
-    trained U-Net: training changes the adapter in place)."""
+def _pipeline_images(run: Run) -> list[Any]:
+    """One validation image per validation audio through ``SounDiffPipeline`` (the run's own pipeline, whose
+    backbone holds the U-Net being trained), seeded with the run's seed."""
     pipe = run.pipe
     pipe.unclip.set_progress_bar_config(disable=True)
     embeds = run.calibration.apply(run.validation_embeds).to(run.accelerator.device)
