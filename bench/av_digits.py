@@ -100,6 +100,7 @@ def parse_args() -> argparse.Namespace:
         help="leave-one-speaker-out: run the first N folds (speakers sorted by name); 0: the 90/10 split",
     )
     parser.add_argument("--preset", default="av-digits", help="training preset (av-digits, av-digits-robust)")
+    parser.add_argument("--no-augment", action="store_true", help="train without the preset's augmentation")
     parser.add_argument("--column", default="speaker", help="manifest column the folds hold out")
     parser.add_argument(
         "--reranker-epochs",
@@ -109,6 +110,20 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--known-split", action="store_true", help="with --folds: add the known-speaker (90/10) row"
+    )
+    parser.add_argument(
+        "--holdouts",
+        nargs="*",
+        default=None,
+        help="run these held-out values only (none: just --known-split), e.g. in two processes side by "
+        "side, one core each; every run also writes <tag>.json for --merge",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="combine the <tag>.json files of separate --folds runs into one table (<results>/<tag>.txt)",
     )
     return parser.parse_args()
 
@@ -129,7 +144,9 @@ def main() -> int:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.folds:
+    if args.merge:
+        return merge_runs(args)
+    if args.folds or args.holdouts is not None:
         return run_folds(args)
     run_dir = Path(args.run_dir)
     lines = [f"command: python {' '.join(sys.argv)}", f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"]
@@ -296,6 +313,8 @@ def train_config(args: argparse.Namespace, run_dir: Path, split_by: str | None, 
             overrides[name] = getattr(args, name)
     if args.train_seed is not None:
         overrides["seed"] = args.train_seed
+    if args.no_augment:
+        overrides["augment"] = type(config.augment)()  # every option off, as train --no-augment
     if split_by is not None:
         overrides.update(split_by=split_by, holdout=holdout)
     if args.reranker_epochs is not None and config.reranker is not None:
@@ -389,15 +408,21 @@ def run_split(args: argparse.Namespace, name: str, split, run_dir: Path, split_b
 
 
 def run_folds(args: argparse.Namespace) -> int:
-    """Leave-one-speaker-out (see the module docstring); writes ``<results>/<tag>.txt``."""
+    """Leave-one-speaker-out (see the module docstring); writes ``<results>/<tag>.txt`` and
+    ``<results>/<tag>.json`` (the rows, for ``--merge``)."""
+    import json
+
     from sound2image.data import scan_pairs, split_pairs
     from sound2image.data.split import column_value, split_by_column
 
     run_root = Path(args.run_dir)
     pairs = scan_pairs(args.data).pairs
     groups = sorted({value for pair in pairs if (value := column_value(pair, args.column)) is not None})
-    folds = groups[: args.folds]
-    lines = [
+    folds = groups[: args.folds] if args.holdouts is None else list(args.holdouts)
+    unknown = sorted(set(folds) - set(groups))
+    if unknown:
+        sys.exit(f"--holdouts: no {args.column} {', '.join(unknown)} in {args.data} ({', '.join(groups)})")
+    header = [
         f"command: python {' '.join(sys.argv)}",
         f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         f"torch threads: {torch.get_num_threads()}, cpu count: {os.cpu_count()}, "
@@ -405,9 +430,9 @@ def run_folds(args: argparse.Namespace) -> int:
         f"preset {args.preset}; {args.max_minutes} min per training run (scorer included); best of "
         f"{args.candidates}; seed {args.seed}; temperature {args.temperature}, guidance "
         f"{args.guidance_scale}; held-out recordings judged per fold: {args.limit_val or 'all'}",
-        f"{len(pairs)} pairs; {args.column}s: {', '.join(groups)}; folds run: {', '.join(folds)}",
+        f"{len(pairs)} pairs; {args.column}s: {', '.join(groups)}; folds run: {', '.join(folds) or '-'}",
     ]
-    print("\n".join(lines), flush=True)
+    print("\n".join(header), flush=True)
     rows = []
     for held in folds:
         split = split_by_column(pairs, args.column, held)
@@ -416,8 +441,51 @@ def run_folds(args: argparse.Namespace) -> int:
     known = None
     if args.known_split:
         known = run_split(args, "known (90/10)", split_pairs(pairs, 0.1, 42), run_root / "known", None, [])
-    lines += ["", *table(rows, known, args.candidates), "", "commands (the same runs, one fold):"]
-    data, out = args.data, run_root
+        print(format_row(known), flush=True)
+    header.append(f"load average at end: {os.getloadavg()}")
+    record = {"header": header, "rows": rows, "known": known, "commands": fold_commands(args, folds)}
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{args.tag}.json").write_text(json.dumps(record, indent=1))
+    text = "\n".join(report_lines([record], args.candidates)) + "\n"
+    (results / f"{args.tag}.txt").write_text(text)
+    print(text)
+    return 0
+
+
+def merge_runs(args: argparse.Namespace) -> int:
+    """One table from several ``--folds``/``--holdouts`` runs' JSON records (``--merge``)."""
+    import json
+
+    records = [json.loads(Path(path).read_text()) for path in args.merge]
+    text = "\n".join(report_lines(records, args.candidates)) + "\n"
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{args.tag}.txt").write_text(text)
+    print(text)
+    return 0
+
+
+def report_lines(records: list[dict], candidates: int) -> list[str]:
+    """Each run's header, then the combined table, then every run's commands."""
+    lines: list[str] = []
+    for number, record in enumerate(records, 1):
+        title = f"run {number}:" if len(records) > 1 else "run:"
+        lines += [title, *(f"  {line}" for line in record["header"])]
+    rows = [row for record in records for row in record["rows"]]
+    knowns = [record["known"] for record in records if record.get("known")]
+    if len(knowns) > 1:
+        raise SystemExit("--merge: more than one run has a known-speaker row")
+    known = knowns[0] if knowns else None
+    lines += ["", *table(rows, known, candidates), "", "commands (the same runs, one fold):"]
+    for record in records:
+        lines += record["commands"]
+    return lines
+
+
+def fold_commands(args: argparse.Namespace, folds: list[str]) -> list[str]:
+    """The library commands that train and evaluate each fold as this bench does."""
+    data, out = args.data, Path(args.run_dir)
 
     def judge(held: str) -> str:
         return args.classifier or f"{out}/fold-{held}/classifier"
@@ -425,6 +493,8 @@ def run_folds(args: argparse.Namespace) -> int:
     extra = "" if args.reranker_epochs is None else f" --reranker-epochs {args.reranker_epochs}"
     extra += "" if args.train_seed is None else f" --seed {args.train_seed}"
     extra += "" if args.threads is None else f" --threads {args.threads}"
+    extra += " --no-augment" if args.no_augment else ""
+    lines = []
     for held in folds:
         lines += [
             f"  sound2image train transformer --data {data} --preset {args.preset} --split-by {args.column} "
@@ -436,13 +506,7 @@ def run_folds(args: argparse.Namespace) -> int:
             f"--classifier {judge(held)} --features classifier:{judge(held)} "
             f"--device cpu --out {out}/eval-{held}",
         ]
-    lines.append(f"load average at end: {os.getloadavg()}")
-    text = "\n".join(lines) + "\n"
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{args.tag}.txt").write_text(text)
-    print(text)
-    return 0
+    return lines
 
 
 def format_row(row: dict) -> str:

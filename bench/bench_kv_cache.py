@@ -1,7 +1,8 @@
 """KV-cache sampling vs recomputing the whole prefix at every step (the reference code's way).
 
 Paper-size Image Transformer (512-d, 6 + 6 layers, 8 heads, local attention: query blocks of 64,
-memory 128) with random weights, 500 × 220 audio features, 1,024 sampling steps, on the CPU:
+memory 128) with random weights, 500 × 220 audio features, 1,024 sampling steps, on the CPU
+(``--model av-digits``: preset av-digits' 64-d, 2 + 4 layer model on 50 × 80 features instead):
 
     python bench/bench_kv_cache.py                  # batch 1 and 16
     python bench/bench_kv_cache.py --threads 2 --baseline-ref main --repeats-cached 3
@@ -43,11 +44,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PREFIX_LENGTHS = (64, 256, 512, 768, 1024)
 
 
-def build(seed: int = 0):
+def build(size: str = "paper", seed: int = 0):
+    """A random-weight model of ``size``: ``paper`` (the defaults: 512-d, 6 + 6 layers, 500 × 220
+    features) or a preset's model (``av-digits``: 64-d, 2 + 4 layers, 50 × 80 features)."""
+    from dataclasses import replace
+
+    from sound2image.training.transformer import preset
     from sound2image.transformer import ImageTransformer, ImageTransformerConfig
 
     torch.manual_seed(seed)
-    return ImageTransformer(ImageTransformerConfig(dropout=0.0)).eval()  # defaults = paper size
+    config = ImageTransformerConfig() if size == "paper" else preset(size, "data", "out").model
+    return ImageTransformer(replace(config, dropout=0.0)).eval()
 
 
 def rss_mb() -> float:
@@ -61,12 +68,12 @@ def current_rss_mb() -> float:
 
 
 @torch.no_grad()
-def child(mode: str, batch: int, steps: int, repeats: int, device: str) -> dict:
+def child(mode: str, batch: int, steps: int, repeats: int, device: str, size: str = "paper") -> dict:
     """One measurement in this (fresh) process; prints a JSON line."""
     from sound2image.transformer import SamplingConfig, generate
 
-    model = build().to(device)
-    audio = torch.randn(batch, 500, 220, device=device)
+    model = build(size).to(device)
+    audio = torch.randn(batch, model.config.audio_sections, model.config.audio_bins, device=device)
     base = current_rss_mb()
     result: dict = {"mode": mode, "batch": batch, "device": device}
     if mode == "cached":
@@ -181,7 +188,8 @@ def breakdown(model, audio: torch.Tensor, repeats: int = 200) -> dict:
 def run_child(args: argparse.Namespace, mode: str, batch: int, src: Path | None = None) -> dict:
     command = [sys.executable, __file__, "--child", mode, "--batch", str(batch),
                "--threads", str(args.threads), "--steps", str(args.steps),
-               "--repeats", str(args.repeats), "--device", args.device]  # fmt: skip
+               "--repeats", str(args.repeats), "--device", args.device,
+               "--model", args.model]  # fmt: skip
     source = str(src or ROOT / "src")
     env = {**os.environ, "PYTHONPATH": source + os.pathsep + os.environ.get("PYTHONPATH", "")}
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
@@ -227,15 +235,21 @@ def main() -> int:
     parser.add_argument(
         "--baseline-ref", default=None, help="git revision whose src/ to time too (interleaved), e.g. main"
     )
+    parser.add_argument(
+        "--model",
+        choices=("paper", "av-digits"),
+        default="paper",
+        help="model size: the paper's (default) or preset av-digits' (what the digits runs sample with)",
+    )
     parser.add_argument("--breakdown", action="store_true", help="time one batch-1 step by parts")
     parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
-        child(args.child, args.batch, args.steps, args.repeats, args.device)
+        child(args.child, args.batch, args.steps, args.repeats, args.device, args.model)
         return 0
 
-    model = build()
+    model = build(args.model)
     baseline = ""
     if args.baseline_ref:
         commit = subprocess.run(

@@ -44,8 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--preset",
         choices=("paper", "av-digits", "av-digits-robust"),
         default="paper",
-        help="starting configuration (av-digits-robust: log-mel, per-utterance normalisation and "
-        "augmentation, for unseen speakers; not measured yet)",
+        help="starting configuration (av-digits-robust: log-mel bands normalised per utterance, for "
+        "unseen speakers)",
     )
     parser.add_argument("--resume", default=None, help="'latest' or a checkpoint directory")
     run = parser.add_argument_group("run")
