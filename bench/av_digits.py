@@ -443,21 +443,23 @@ def run_folds(args: argparse.Namespace) -> int:
         known = run_split(args, "known (90/10)", split_pairs(pairs, 0.1, 42), run_root / "known", None, [])
         print(format_row(known), flush=True)
     header.append(f"load average at end: {os.getloadavg()}")
-    record = {"header": header, "rows": rows, "known": known, "commands": fold_commands(args, folds)}
+    record = {"header": header, "rows": rows, "known": known, "commands": fold_commands(args, folds),
+              "candidates": args.candidates}  # fmt: skip
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{args.tag}.json").write_text(json.dumps(record, indent=1))
-    text = "\n".join(report_lines([record], args.candidates)) + "\n"
-    (results / f"{args.tag}.txt").write_text(text)
-    print(text)
-    return 0
+    return write_report([record], args)
 
 
 def merge_runs(args: argparse.Namespace) -> int:
     """One table from several ``--folds``/``--holdouts`` runs' JSON records (``--merge``)."""
     import json
 
-    records = [json.loads(Path(path).read_text()) for path in args.merge]
+    return write_report([json.loads(Path(path).read_text()) for path in args.merge], args)
+
+
+def write_report(records: list[dict], args: argparse.Namespace) -> int:
+    """``<results>/<tag>.txt``: each run's header, then one table of all their rows, then the commands."""
     text = "\n".join(report_lines(records, args.candidates)) + "\n"
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -466,8 +468,12 @@ def merge_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_lines(records: list[dict], candidates: int) -> list[str]:
+def report_lines(records: list[dict], default_candidates: int) -> list[str]:
     """Each run's header, then the combined table, then every run's commands."""
+    counts = {record.get("candidates", default_candidates) for record in records}
+    if len(counts) > 1:
+        raise SystemExit(f"--merge: the runs drew different numbers of candidates ({sorted(counts)})")
+    candidates = counts.pop()
     lines: list[str] = []
     for number, record in enumerate(records, 1):
         title = f"run {number}:" if len(records) > 1 else "run:"

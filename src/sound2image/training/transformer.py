@@ -199,11 +199,11 @@ def preset(name: str, data: str, output_dir: str) -> TransformerTrainConfig:
     ``av-digits-robust``.
 
     ``av-digits-robust`` is ``av-digits`` with features meant to carry over to unseen speakers: 40 log-mel
-    bands, each normalised per utterance (mean/variance over time). Measured on one leave-one-speaker-out
-    fold (held-out speaker george, 30 minutes on one core, bench/results/av_digits.txt): best-of-8 AIC 0.434
-    against av-digits' 0.408, single draw 0.232 against 0.200, and the best-of-8 scorer's label match on
-    the unseen voice 0.676 against 0.498. It has no augmentation: the same fold with speed, shift, gain,
-    noise and SpecAugment masks (``AugmentConfig``) fell to 0.312 / 0.104 within the same 30 minutes.
+    bands, each normalised per utterance (mean/variance over time). Leave-one-speaker-out, 30 minutes on one
+    core per fold (bench/results/av_digits.txt): best-of-8 AIC 0.475 and single draw 0.253 on average over
+    three held-out speakers; on george 0.434 / 0.232 against av-digits' 0.408 / 0.200, with the best-of-8
+    scorer's label match on the unseen voice 0.676 against 0.498. It has no augmentation: with speed, shift,
+    gain, noise and SpecAugment masks (``AugmentConfig``) two folds fell to 0.312 / 0.104 and 0.364 / 0.140.
     """
     if name == "paper":
         return TransformerTrainConfig(data=data, output_dir=output_dir)
