@@ -304,6 +304,7 @@ def main() -> int:
 
 def train_config(args: argparse.Namespace, run_dir: Path, split_by: str | None, holdout: list[str]):
     """The preset with this bench's overrides (the same flags as the 90/10 path)."""
+    from sound2image.training.augment import AugmentConfig
     from sound2image.training.transformer import preset
 
     config = preset(args.preset, args.data, str(run_dir))
@@ -314,7 +315,7 @@ def train_config(args: argparse.Namespace, run_dir: Path, split_by: str | None, 
     if args.train_seed is not None:
         overrides["seed"] = args.train_seed
     if args.no_augment:
-        overrides["augment"] = type(config.augment)()  # every option off, as train --no-augment
+        overrides["augment"] = AugmentConfig()  # every option off, as train --no-augment
     if split_by is not None:
         overrides.update(split_by=split_by, holdout=holdout)
     if args.reranker_epochs is not None and config.reranker is not None:

@@ -208,6 +208,16 @@ def export_source(ref: str) -> Path:
     return directory / "src"
 
 
+def summarize_runs(runs: list[dict], tokens: int) -> tuple[float, str]:
+    """Median wall seconds of full cached runs, and its report text (tokens/s, every run, median CPU)."""
+    seconds = statistics.median(r["seconds"] for r in runs)
+    cpu = statistics.median(r["cpu_seconds"] for r in runs)
+    each = ", ".join(f"{r['seconds']:.2f}" for r in runs)
+    rate = tokens / seconds
+    text = f"{seconds:8.2f} s  {rate:8.1f} tokens/s  (median of {len(runs)}: {each} s; CPU {cpu:.2f} s)"
+    return seconds, text
+
+
 def extrapolate(per_step: dict[str, float], steps: int) -> tuple[float, np.ndarray]:
     """Fit seconds(t) = c0 + c1·t + c2·t² on the measured prefix lengths; sum it over t = 1..steps."""
     lengths = np.array([float(k) for k in per_step])
@@ -285,25 +295,17 @@ def main() -> int:
                 runs["baseline"].append(run_child(args, "cached", batch, baseline_src))
             runs["current"].append(run_child(args, "cached", batch))
         cached = runs["current"][-1]
-        seconds = statistics.median(r["seconds"] for r in runs["current"])
+        seconds, timing = summarize_runs(runs["current"], batch * args.steps)
         lines.append(
-            f"batch {batch:2d} cached:   {seconds:8.2f} s  "
-            f"{batch * args.steps / seconds:8.1f} tokens/s  (median of {len(runs['current'])}: "
-            + ", ".join(f"{r['seconds']:.2f}" for r in runs["current"])
-            + f" s; CPU {statistics.median(r['cpu_seconds'] for r in runs['current']):.2f} s)  "
+            f"batch {batch:2d} cached:   {timing}  "
             f"peak RSS +{cached['peak_rss_above_model_mb']:.0f} MB  KV cache "
             f"{cached['cache_bytes'] / 2**20:.1f} MB (a full-length cache would be "
             f"{cached['full_cache_bytes'] / 2**20:.1f} MB)"
             + (f"  cuda peak {cached['cuda_peak_mb']:.0f} MB" if "cuda_peak_mb" in cached else "")
         )
         if runs["baseline"]:
-            base = statistics.median(r["seconds"] for r in runs["baseline"])
-            lines.append(
-                f"batch {batch:2d} baseline {args.baseline_ref}: {base:8.2f} s  "
-                f"{batch * args.steps / base:8.1f} tokens/s  (median of {len(runs['baseline'])}: "
-                + ", ".join(f"{r['seconds']:.2f}" for r in runs["baseline"])
-                + f" s; CPU {statistics.median(r['cpu_seconds'] for r in runs['baseline']):.2f} s)"
-            )
+            base, timing = summarize_runs(runs["baseline"], batch * args.steps)
+            lines.append(f"batch {batch:2d} baseline {args.baseline_ref}: {timing}")
             same_all = all(r["tokens"] == runs["current"][0]["tokens"] for r in runs["baseline"])
             lines.append(
                 f"batch {batch:2d} current / baseline speed: {base / seconds:.2f}×; "
