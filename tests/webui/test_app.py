@@ -3,13 +3,15 @@ errors as one line, no state left behind."""
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from sound2image.errors import NotAudioError, UsageError
 from sound2image.outputs import read_png_metadata
-from sound2image.webui.app import MODEL_SCHEDULER, ServeConfig, WebApp, page_error
+from sound2image.webui.app import CANCELLED, CANCELLING, MODEL_SCHEDULER, ServeConfig, WebApp, page_error
 from sound2image.webui.jobs import ModelCache, model_choices
 from tests.webui.conftest import SIZE, STEPS
 
@@ -54,6 +56,52 @@ def test_a_emptied_number_box_and_a_bad_file_are_one_line(app: WebApp, wavs, bad
     with pytest.raises(NotAudioError, match=r"^notes\.wav: not a recognised audio format"):
         app.generate(**_values(str(bad_files["text"]), model))
     assert app.running() == 0 and list((tmp_path / "requests").iterdir()) == []
+
+
+def _generate_in_background(
+    app: WebApp, wav: Path, session: str, release: threading.Event
+) -> tuple[threading.Thread, list]:
+    """Start a long Generate (60 images) for ``session``; return once its first step has reported. Each
+    progress report then waits for ``release``: the job cannot reach its next step until it is set."""
+    started, answers = threading.Event(), []
+
+    def progress(*_: object, **__: object) -> None:
+        started.set()
+        assert release.wait(60)
+
+    def run() -> None:
+        values = _values(str(wav), app.models.labels[0], num_images=60)
+        answers.append(app.generate(**values, session=session, progress=progress))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert started.wait(60)  # a generous bound for the tiny model's first step on a loaded machine
+    return thread, answers
+
+
+@pytest.mark.parametrize("job_held", [False, True])
+def test_cancel_answers_the_jobs_final_state_once_it_has_stopped(
+    app: WebApp, wavs, tmp_path, job_held: bool
+) -> None:
+    """Cancel's status and Generate's may reach the page in either order: both say "cancelled" once the
+    job has stopped, and Cancel says "cancelling…" only when the job outlives its wait."""
+    # held: Cancel's wait runs out while the job is held; free: a generous wait for one tiny step
+    app.config = replace(app.config, cancel_wait_seconds=0.2 if job_held else 60.0)
+    release = threading.Event()
+    if not job_held:
+        release.set()
+    assert app.cancel("tab-1") == "nothing to cancel"
+    thread, answers = _generate_in_background(app, wavs[0], "tab-1", release)
+    assert app.cancel("tab-2") == "nothing to cancel"  # another tab's Cancel leaves this job alone
+    assert app.running() == 1
+    answer = app.cancel("tab-1")
+    release.set()
+    thread.join(60)
+    # held: the job sits in a progress report until after Cancel has answered, so it is still running
+    assert answer == (CANCELLING if job_held else CANCELLED) and not thread.is_alive()
+    assert answers == [([], [], "", CANCELLED)]  # and no images of the cancelled job
+    assert app.running() == 0 and list((tmp_path / "requests").iterdir()) == []
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 def test_page_errors_are_one_escaped_line_without_traceback() -> None:

@@ -7,7 +7,6 @@ Screenshots of each state are saved as test artifacts (``$SOUND2IMAGE_TEST_ARTIF
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -248,12 +247,11 @@ def test_cancel_stops_the_running_job(serve, tiny_dir, wavs, tmp_path) -> None:
         page.get_by_text("denoising").first.wait_for(timeout=TIMEOUT_MS)  # the progress bar's label
         save_screenshot(page, tmp_path, "webapp_progress.png")
         page.click("#cancel")
+        # Cancel answers once the job has stopped; Generate's own answer (if Gradio still delivers it)
+        # says the same, so whichever arrives last the page ends on "cancelled"
         page.wait_for_function(
-            "document.querySelector('#status textarea')?.value === 'cancelling…'", timeout=TIMEOUT_MS
+            "document.querySelector('#status textarea')?.value === 'cancelled'", timeout=TIMEOUT_MS
         )
-        deadline = time.monotonic() + 10
-        while app.running() and time.monotonic() < deadline:  # the job stops at its next step
-            time.sleep(0.05)
         assert app.running() == 0
         save_screenshot(page, tmp_path, "webapp_cancelled.png")
         assert page.locator("#downloads a[download]").count() == 0  # no result of the cancelled job

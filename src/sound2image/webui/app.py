@@ -74,6 +74,8 @@ class ServeConfig:
         temp_root: where per-request folders are made (None: the system's temp folder).
         cache_seconds: Gradio's ``delete_cache``: uploads and served files older than this are deleted
             (checked as often).
+        cancel_wait_seconds: how long Cancel waits for the job to stop (it stops at its next denoising or
+            pixel step) before answering; a job still running then is reported as "cancelling…".
         defaults: the page's starting values.
     """
 
@@ -86,6 +88,7 @@ class ServeConfig:
     out: str | None = None
     temp_root: str | None = None
     cache_seconds: int = 3600
+    cancel_wait_seconds: float = 30.0
     defaults: PageDefaults = field(default_factory=PageDefaults)
 
     @property
@@ -124,6 +127,18 @@ def _in_page(handler: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+CANCELLED = "cancelled"
+CANCELLING = "cancelling… (the job stops at its next step)"
+
+
+@dataclass
+class _RunningJob:
+    """A running request's two signals: ``cancel`` (set by Cancel) and ``ended`` (set when it returns)."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)
+
+
 class WebApp:
     """The app's state (models, limits, cancel flags of running requests) and its event handlers.
 
@@ -134,7 +149,7 @@ class WebApp:
     def __init__(self, models: ModelCache, config: ServeConfig | None = None) -> None:
         self.models = models
         self.config = config or ServeConfig()
-        self._cancels: dict[str, threading.Event] = {}
+        self._cancels: dict[str, _RunningJob] = {}
         self._cancels_lock = threading.Lock()
         self.cache_dir: str | None = None  # Gradio's file cache, known once the page is built
 
@@ -149,16 +164,17 @@ class WebApp:
         target.mkdir(parents=True)
         return [str(shutil.copy2(f, target / f.name)) for f in files]
 
-    def _flag(self, session: str) -> threading.Event:
+    def _start_job(self, session: str) -> _RunningJob:
         with self._cancels_lock:
-            flag = threading.Event()
-            self._cancels[session] = flag
-            return flag
+            job = _RunningJob()
+            self._cancels[session] = job
+            return job
 
-    def _drop_flag(self, session: str, flag: threading.Event) -> None:
+    def _end_job(self, session: str, job: _RunningJob) -> None:
         with self._cancels_lock:
-            if self._cancels.get(session) is flag:
+            if self._cancels.get(session) is job:
                 del self._cancels[session]
+        job.ended.set()
 
     def running(self) -> int:
         """Requests running now (that have a cancel flag)."""
@@ -219,16 +235,16 @@ class WebApp:
                 progress((done, total), desc=text)
 
         key = session or uuid.uuid4().hex
-        flag = self._flag(key)
+        job = self._start_job(key)
         try:
             with request_folder(self.config.temp_root) as folder:
-                result = run_job(request, self.models, folder, self.config.limits, report, flag)
+                result = run_job(request, self.models, folder, self.config.limits, report, job.cancel)
                 keep_copies(result.files, self.config.out)
                 served = self.publish(result.files)
         except JobCancelled:
-            return [], [], "", "cancelled"
+            return [], [], "", CANCELLED
         finally:
-            self._drop_flag(key, flag)
+            self._end_job(key, job)
         captions = [i.caption for i in result.images] + ["contact sheet"] * len(result.sheets)
         gallery = list(zip(served, captions, strict=True))
         seeds = " ".join(str(s) for s in result.seeds)
@@ -238,12 +254,18 @@ class WebApp:
         return gallery, served, seeds, status
 
     def cancel(self, session: str) -> str:
-        """Stop the session's running job at its next step."""
+        """Stop the session's running job at its next step; the status line to show.
+
+        Waits up to ``config.cancel_wait_seconds`` for the job to end, so the answer is the job's final
+        state ("cancelled") whichever of the two handlers' answers reaches the page last: Gradio runs
+        Cancel outside the queue and cancels the Generate event, whose own answer may or may not arrive.
+        """
         with self._cancels_lock:
-            flag = self._cancels.get(session)
-        if flag is not None:
-            flag.set()
-        return "cancelling…" if flag is not None else "nothing to cancel"
+            job = self._cancels.get(session)
+        if job is None:
+            return "nothing to cancel"
+        job.cancel.set()
+        return CANCELLED if job.ended.wait(self.config.cancel_wait_seconds) else CANCELLING
 
     def regenerate(
         self, png: str | None, model: str, sound: str | None
