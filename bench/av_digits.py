@@ -101,6 +101,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--preset", default="av-digits", help="training preset (av-digits, av-digits-robust)")
     parser.add_argument("--no-augment", action="store_true", help="train without the preset's augmentation")
+    parser.add_argument(
+        "--utterance-embedding",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="condition the decoder on the scorer's audio embedding (as train --utterance-embedding)",
+    )
     parser.add_argument("--column", default="speaker", help="manifest column the folds hold out")
     parser.add_argument(
         "--reranker-epochs",
@@ -305,7 +311,7 @@ def main() -> int:
 def train_config(args: argparse.Namespace, run_dir: Path, split_by: str | None, holdout: list[str]):
     """The preset with this bench's overrides (the same flags as the 90/10 path)."""
     from sound2image.training.augment import AugmentConfig
-    from sound2image.training.transformer import preset
+    from sound2image.training.transformer import preset, with_utterance_embedding
 
     config = preset(args.preset, args.data, str(run_dir))
     overrides = {"max_minutes": args.max_minutes, "device": args.device, "progress": False}
@@ -329,7 +335,10 @@ def train_config(args: argparse.Namespace, run_dir: Path, split_by: str | None, 
     ):
         if getattr(args, arg) is not None:
             model[name] = getattr(args, arg)
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, **model), **overrides)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model), **overrides)
+    if args.utterance_embedding is not None:
+        config = with_utterance_embedding(config, args.utterance_embedding)
+    return config
 
 
 def round_robin(pairs: list, limit: int | None) -> list:
@@ -501,6 +510,8 @@ def fold_commands(args: argparse.Namespace, folds: list[str]) -> list[str]:
     extra += "" if args.train_seed is None else f" --seed {args.train_seed}"
     extra += "" if args.threads is None else f" --threads {args.threads}"
     extra += " --no-augment" if args.no_augment else ""
+    if args.utterance_embedding is not None:
+        extra += " --utterance-embedding" if args.utterance_embedding else " --no-utterance-embedding"
     lines = []
     for held in folds:
         lines += [

@@ -215,9 +215,13 @@ def test_cli_flags_and_the_robust_preset(tmp_path, monkeypatch) -> None:
     f = config.features
     assert (f.frequency_scale, f.mel_bands, f.normalize, f.num_bins) == ("mel", 32, "meanvar", 32)
     assert (config.model.audio_sections, config.model.audio_bins) == (50, 32)
+    assert config.model.embedding_dim == config.reranker.embed_dim  # the utterance embedding is on
     assert main([*base, "--preset", "av-digits-robust", "--normalize", "none"]) == 0
     assert not seen["config"].augment.enabled and seen["config"].features.normalize == "none"
     assert main([*base, "--preset", "av-digits-robust", "--gain-db", "3", "--no-augment"]) == 0
     assert seen["config"].augment == AugmentConfig(gain_db=3.0)  # --no-augment clears, flags still add
+    assert main([*base, "--preset", "av-digits-robust", "--no-utterance-embedding"]) == 0
+    assert seen["config"].model.embedding_dim == 0 and seen["config"].reranker is not None
     assert main([*base, "--preset", "av-digits"]) == 0
     assert not seen["config"].augment.enabled and seen["config"].features.frequency_scale == "linear"
+    assert seen["config"].model.embedding_dim == 0

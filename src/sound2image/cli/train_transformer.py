@@ -44,8 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--preset",
         choices=("paper", "av-digits", "av-digits-robust"),
         default="paper",
-        help="starting configuration (av-digits-robust: log-mel bands normalised per utterance, for "
-        "unseen speakers)",
+        help="starting configuration (av-digits-robust: log-mel bands normalised per utterance and the "
+        "decoder conditioned on the scorer's utterance embedding, for unseen speakers)",
     )
     parser.add_argument("--resume", default=None, help="'latest' or a checkpoint directory")
     run = parser.add_argument_group("run")
@@ -100,6 +100,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="train the contrastive audio-image scorer for N epochs before the transformer, inside the "
         "same --max-minutes (0 = none; preset av-digits: 30, paper: none); used by generate --candidates",
+    )
+    rerank.add_argument(
+        "--utterance-embedding",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="condition the decoder on the scorer's audio embedding of the whole clip (a frozen copy; trains "
+        "the default scorer if there is none)",
     )
     features = parser.add_argument_group("audio features")
     features.add_argument("--sample-rate", type=int, default=None)
@@ -198,7 +205,7 @@ def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (import
     from sound2image.errors import UsageError
     from sound2image.training.augment import AugmentConfig
     from sound2image.training.reranker import RerankerTrainConfig
-    from sound2image.training.transformer import preset
+    from sound2image.training.transformer import preset, with_utterance_embedding
 
     config = preset(args.preset, args.data, args.output_dir)
     features = dataclasses.replace(
@@ -224,9 +231,14 @@ def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (import
         augment, **{name: getattr(args, name) for name in _AUGMENT if getattr(args, name) is not None}
     )
     augment.check()
-    return dataclasses.replace(
+    config = dataclasses.replace(
         config, features=features, model=model, augment=augment, progress=not args.no_progress, **run
     )
+    if args.utterance_embedding and args.reranker_epochs == 0:
+        raise UsageError("--utterance-embedding is the scorer's: it cannot go with --reranker-epochs 0")
+    if args.utterance_embedding is not None:
+        config = with_utterance_embedding(config, args.utterance_embedding)
+    return config
 
 
 def handler(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Building blocks: attention (local 1-D blocks, KV cache, cross-attention) and position encodings."""
+"""Building blocks: attention (local 1-D blocks, KV cache, cross-attention), position encodings and the
+convolutional towers that pool a sound or an image into one vector."""
 
 from sound2image.modules.attention import (
     CrossAttention,
@@ -8,9 +9,12 @@ from sound2image.modules.attention import (
     local_attention_mask,
 )
 from sound2image.modules.positional import sinusoidal_positions, sinusoidal_positions_2d
+from sound2image.modules.towers import AudioTower, ImageTower
 
 __all__ = [
+    "AudioTower",
     "CrossAttention",
+    "ImageTower",
     "KVCache",
     "LocalSelfAttention",
     "SelfAttention",

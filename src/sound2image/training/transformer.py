@@ -21,6 +21,8 @@
 With ``reranker`` set (preset ``av-digits``), a small contrastive audio-image scorer is trained first on
 the same training pairs (:mod:`sound2image.training.reranker`, no labels), inside the same time budget,
 and exported to ``<output_dir>/model/reranker`` for best-of-N sampling (``generate --candidates N``).
+With the model's ``embedding_dim`` set too (:func:`with_utterance_embedding`, ``--utterance-embedding``),
+the scorer's audio tower is then copied into the transformer, frozen, as its utterance embedding.
 
 The run directory's file names, the metrics schema and :class:`~sound2image.training.rundir.TrainResult`
 are the ones SounDiff's trainer uses too (:mod:`sound2image.training.rundir`).
@@ -74,7 +76,12 @@ from sound2image.training.rundir import (
 )
 from sound2image.training.schedules import make_adamw, run_progress, set_lr, warmup_cosine
 from sound2image.transformer.model import ImageTransformer, ImageTransformerConfig
-from sound2image.transformer.reranker import RERANKER_DIR, read_scorer_record
+from sound2image.transformer.reranker import (
+    RERANKER_DIR,
+    AudioImageScorer,
+    RerankerConfig,
+    read_scorer_record,
+)
 from sound2image.transformer.sampling import SamplingConfig, generate, tokens_to_images
 
 #: Settings that may change between a run and its resumption (the rest must match, as for SounDiff):
@@ -156,11 +163,31 @@ class TransformerTrainConfig:
         if self.holdout and self.split_by is None:
             raise UsageError("holdout needs split_by (the column it refers to)", parameters=["split_by"])
         self.augment.check()
+        self._check_utterance_embedding()
         m, f = self.model, self.features
         if (m.audio_sections, m.audio_bins) != (f.num_sections, f.num_bins):
             raise UsageError(
                 f"model expects {m.audio_sections}×{m.audio_bins} audio features but the feature settings "
                 f"give {f.num_sections}×{f.num_bins}"
+            )
+
+    def _check_utterance_embedding(self) -> None:
+        """The utterance embedding is a copy of the scorer's audio tower: it needs the scorer, same shape."""
+        m = self.model
+        if m.embedding_dim <= 0:
+            return
+        if self.reranker is None:
+            raise UsageError(
+                "the utterance embedding (model embedding_dim > 0) is copied from the best-of-N scorer: "
+                "train one (reranker settings) or set embedding_dim to 0",
+                parameters=["reranker", "model.embedding_dim"],
+            )
+        scorer = RerankerConfig(embed_dim=self.reranker.embed_dim)
+        if (m.embedding_dim, m.embedding_channels) != (scorer.embed_dim, scorer.audio_channels):
+            raise UsageError(
+                f"the utterance embedding ({m.embedding_dim} outputs, {m.embedding_channels} channels) must "
+                f"have the scorer's shape ({scorer.embed_dim}, {scorer.audio_channels})",
+                parameters=["model.embedding_dim", "reranker.embed_dim"],
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,7 +238,7 @@ def preset(name: str, data: str, output_dir: str) -> TransformerTrainConfig:
         base = preset("av-digits", data, output_dir)
         features = AV_DIGITS_ROBUST_FEATURES
         model = replace(base.model, audio_sections=features.num_sections, audio_bins=features.num_bins)
-        return replace(base, features=features, model=model)
+        return with_utterance_embedding(replace(base, features=features, model=model))
     if name == "av-digits":
         # Sized for a shared 2-core CPU and a 30-minute budget (~2,000 steps of 16 images): 64-d,
         # 2 + 4 layers, one-row query blocks with two rows of memory, log-magnitude features over 1 s at
@@ -248,6 +275,20 @@ def preset(name: str, data: str, output_dir: str) -> TransformerTrainConfig:
             reranker=RerankerTrainConfig(),
         )
     raise UsageError(f"unknown preset {name!r} (choose {', '.join(PRESETS)})", parameters=["preset"])
+
+
+def with_utterance_embedding(config: TransformerTrainConfig, on: bool = True) -> TransformerTrainConfig:
+    """``config`` with the decoder conditioned (or not) on the best-of-N scorer's frozen audio embedding.
+
+    On: the model's ``embedding_dim``/``embedding_channels`` take the scorer's shape, and a run without a
+    scorer gets the default one (:class:`RerankerTrainConfig`), trained first inside the same budget.
+    """
+    if not on:
+        return replace(config, model=replace(config.model, embedding_dim=0))
+    reranker = config.reranker or RerankerTrainConfig()
+    shape = RerankerConfig(embed_dim=reranker.embed_dim)
+    model = replace(config.model, embedding_dim=shape.embed_dim, embedding_channels=shape.audio_channels)
+    return replace(config, model=model, reranker=reranker)
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -509,6 +550,8 @@ def _train(config: TransformerTrainConfig, on_step_end: StepHook | None) -> Trai
 
     # The best-of-N scorer first: its time comes out of the same budget, so the transformer gets the rest.
     reranker_s = _reranker_stage(config, model, train, val, out, device)
+    if model.utterance is not None:  # frozen from here on (a resumed run then loads the same weights)
+        model.set_utterance_tower(AudioImageScorer.from_pretrained(out / RERANKER_DIR, device).audio)
 
     steps_per_epoch = max(1, len(train) // config.batch_size)
     max_steps = config.max_steps or max(1, int(config.epochs * steps_per_epoch))

@@ -7,6 +7,10 @@ Read top to bottom (nanoGPT style): the blocks, then the config, then the model.
 - Decoder: pixel tokens (0..255, plus a start token 256) -> embedding + sinusoidal positions -> pre-norm
   blocks of local 1-D causal self-attention, cross-attention to the memory *on the self-attention
   output* (the reference code fed it the block input), and an MLP -> logits over 256 pixel values.
+- Utterance embedding (optional, ``embedding_dim`` > 0): a frozen copy of the best-of-N scorer's audio
+  tower pools the whole recording into one unit vector; its projection is added to every memory position.
+  The scorer learnt it contrastively against the images, so it carries what a sound and its picture share
+  (on av-digits, the digit) more than who is speaking.
 - Conditioning dropout: during training a random fraction of the batch sees a learned "null" memory
   instead of its audio, so the same model also knows p(image) and classifier-free guidance works.
 """
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sound2image.modules import (
+    AudioTower,
     CrossAttention,
     KVCache,
     LocalSelfAttention,
@@ -133,7 +138,9 @@ class ImageTransformerConfig:
     for the row and half for the column (Parmar et al.), which learns vertical structure much sooner.
     ``dropout`` applies to embeddings and residual branches; ``attention_dropout`` to attention weights
     (off by default: on a CPU it costs a third of a training step). ``cond_dropout`` is the probability
-    that a training example sees the null audio memory.
+    that a training example sees the null audio memory. ``embedding_dim`` > 0 adds the utterance embedding
+    (module docstring): an ``AudioTower`` of ``embedding_channels`` channels and ``embedding_dim`` outputs,
+    the shape of the scorer (:class:`~sound2image.transformer.reranker.RerankerConfig`) it is copied from.
     """
 
     image_size: int = 32
@@ -151,6 +158,8 @@ class ImageTransformerConfig:
     memory_length: int | None = 128
     cond_dropout: float = 0.1
     pixel_positions: str = "1d"
+    embedding_dim: int = 0
+    embedding_channels: int = 128
 
     @property
     def seq_len(self) -> int:
@@ -195,6 +204,13 @@ class ImageTransformer(nn.Module):
             for _ in range(c.n_encoder_layers)
         )
         self.ln_memory = nn.LayerNorm(c.d_model)
+        # The utterance embedding: frozen (copied from a trained scorer, see :meth:`set_utterance_tower`).
+        self.utterance: AudioTower | None = None
+        self.utterance_in: nn.Linear | None = None
+        if c.embedding_dim > 0:
+            self.utterance = AudioTower(c.audio_bins, c.embedding_channels, c.embedding_dim)
+            self.utterance.requires_grad_(False)
+            self.utterance_in = nn.Linear(c.embedding_dim, c.d_model)
         self.null_memory = nn.Parameter(torch.zeros(1, c.audio_sections, c.d_model))
 
         self.pixel_in = nn.Embedding(c.pixel_levels + 1, c.d_model)  # + the start token
@@ -234,6 +250,30 @@ class ImageTransformer(nn.Module):
         nn.init.normal_(self.pixel_in.weight, std=1.0)
         nn.init.normal_(self.audio_in.weight, std=self.config.audio_bins**-0.5)
         nn.init.normal_(self.null_memory, std=0.02)
+        if self.utterance_in is not None:  # a unit vector in -> channels at the memory's unit scale
+            nn.init.normal_(self.utterance_in.weight, std=1.0)
+
+    def train(self, mode: bool = True) -> ImageTransformer:
+        """As ``nn.Module.train``, but the frozen utterance tower stays in eval mode: its batch norms use
+        the scorer's running statistics, as when the scorer was trained."""
+        super().train(mode)
+        if self.utterance is not None:
+            self.utterance.eval()
+        return self
+
+    def set_utterance_tower(self, tower: nn.Module) -> None:
+        """Copy a trained scorer's audio tower (``scorer.audio``) into the frozen utterance embedding.
+
+        Raises:
+            ValueError: the model has no utterance embedding (``embedding_dim`` 0) or the shapes differ.
+        """
+        if self.utterance is None:
+            raise ValueError("this Image Transformer has no utterance embedding (embedding_dim is 0)")
+        try:
+            self.utterance.load_state_dict(tower.state_dict())
+        except RuntimeError as error:
+            message = f"the scorer's audio tower does not fit the utterance embedding: {error}"
+            raise ValueError(message) from None
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -241,19 +281,21 @@ class ImageTransformer(nn.Module):
     # --- audio -> memory --------------------------------------------------------------------------
 
     def encode(self, audio_features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """``audio_features`` (B, S, F) -> memory (B, S, C); rows where ``keep`` is False get the null
-        memory."""
+        """``audio_features`` (B, S, F) -> memory (B, S, C), plus the utterance embedding's projection at
+        every position when the model has one; rows where ``keep`` is False get the null memory."""
         c = self.config
         if audio_features.shape[1:] != (c.audio_sections, c.audio_bins):
             raise ValueError(
                 f"audio features of shape {tuple(audio_features.shape[1:])}, "
                 f"expected ({c.audio_sections}, {c.audio_bins})"
             )
-        x = (audio_features - self.feature_mean) / self.feature_std
-        x = self.dropout(self.audio_in(x) + self.audio_pos)  # (B, S, C)
+        standard = (audio_features - self.feature_mean) / self.feature_std
+        x = self.dropout(self.audio_in(standard) + self.audio_pos)  # (B, S, C)
         for block in self.encoder:
             x = block(x)
         memory = self.ln_memory(x)
+        if self.utterance is not None and self.utterance_in is not None:
+            memory = memory + self.utterance_in(self.utterance(standard))[:, None]  # (B, 1, C) to every S
         if keep is not None:
             memory = torch.where(keep[:, None, None], memory, self.null_memory.to(memory.dtype))
         return memory
