@@ -225,12 +225,13 @@ def preset(name: str, data: str, output_dir: str) -> TransformerTrainConfig:
     """Named starting points: ``paper`` (500×220 features, 512-d 6+6 model), ``av-digits`` and
     ``av-digits-robust``.
 
-    ``av-digits-robust`` is ``av-digits`` with features meant to carry over to unseen speakers: 40 log-mel
-    bands, each normalised per utterance (mean/variance over time). Leave-one-speaker-out, 30 minutes on one
-    core per fold (bench/results/av_digits.txt): best-of-8 AIC 0.475 and single draw 0.253 on average over
-    three held-out speakers; on george 0.434 / 0.232 against av-digits' 0.408 / 0.200, with the best-of-8
-    scorer's label match on the unseen voice 0.676 against 0.498. It has no augmentation: with speed, shift,
-    gain, noise and SpecAugment masks (``AugmentConfig``) two folds fell to 0.312 / 0.104 and 0.364 / 0.140.
+    ``av-digits-robust`` is ``av-digits`` made to carry over to unseen speakers: 40 log-mel bands, each
+    normalised per utterance (mean/variance over time), and the utterance embedding
+    (:func:`with_utterance_embedding`). Leave-one-speaker-out, 30 minutes on one core per fold
+    (bench/results/av_digits.txt): best-of-8 AIC 0.529 and single draw 0.366 on average over three held-out
+    speakers (george, nicolas, lucas), against 0.401 / 0.209 on the same folds without the embedding (0.452 /
+    0.227 over all five). It has no augmentation: with speed, shift, gain, noise and SpecAugment masks
+    (``AugmentConfig``) two folds fell to 0.312 / 0.104 and 0.364 / 0.140.
     """
     if name == "paper":
         return TransformerTrainConfig(data=data, output_dir=output_dir)
