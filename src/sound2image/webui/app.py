@@ -140,17 +140,17 @@ class _RunningJob:
 
 
 class WebApp:
-    """The app's state (models, limits, cancel flags of running requests) and its event handlers.
+    """The app's state (models, limits, the running requests' cancel and end signals) and its event handlers.
 
     Nothing here holds a user's data after their request: a request's files live in its own folder, its
-    cancel flag is dropped when it ends.
+    signals are dropped when it ends.
     """
 
     def __init__(self, models: ModelCache, config: ServeConfig | None = None) -> None:
         self.models = models
         self.config = config or ServeConfig()
-        self._cancels: dict[str, _RunningJob] = {}
-        self._cancels_lock = threading.Lock()
+        self._jobs: dict[str, _RunningJob] = {}
+        self._jobs_lock = threading.Lock()
         self.cache_dir: str | None = None  # Gradio's file cache, known once the page is built
 
     # ------------------------------------------------------------------ helpers
@@ -165,21 +165,21 @@ class WebApp:
         return [str(shutil.copy2(f, target / f.name)) for f in files]
 
     def _start_job(self, session: str) -> _RunningJob:
-        with self._cancels_lock:
+        with self._jobs_lock:
             job = _RunningJob()
-            self._cancels[session] = job
+            self._jobs[session] = job
             return job
 
     def _end_job(self, session: str, job: _RunningJob) -> None:
-        with self._cancels_lock:
-            if self._cancels.get(session) is job:
-                del self._cancels[session]
+        with self._jobs_lock:
+            if self._jobs.get(session) is job:
+                del self._jobs[session]
         job.ended.set()
 
     def running(self) -> int:
-        """Requests running now (that have a cancel flag)."""
-        with self._cancels_lock:
-            return len(self._cancels)
+        """Requests running now."""
+        with self._jobs_lock:
+            return len(self._jobs)
 
     # ------------------------------------------------------------------ handlers
 
@@ -260,8 +260,8 @@ class WebApp:
         state ("cancelled") whichever of the two handlers' answers reaches the page last: Gradio runs
         Cancel outside the queue and cancels the Generate event, whose own answer may or may not arrive.
         """
-        with self._cancels_lock:
-            job = self._cancels.get(session)
+        with self._jobs_lock:
+            job = self._jobs.get(session)
         if job is None:
             return "nothing to cancel"
         job.cancel.set()
