@@ -182,11 +182,11 @@ class TransformerTrainConfig:
                 "train one (reranker settings) or set embedding_dim to 0",
                 parameters=["reranker", "model.embedding_dim"],
             )
-        scorer = RerankerConfig(embed_dim=self.reranker.embed_dim)
-        if (m.embedding_dim, m.embedding_channels) != (scorer.embed_dim, scorer.audio_channels):
+        shape = scorer_tower_shape(self.reranker)
+        if (m.embedding_dim, m.embedding_channels) != shape:
             raise UsageError(
                 f"the utterance embedding ({m.embedding_dim} outputs, {m.embedding_channels} channels) must "
-                f"have the scorer's shape ({scorer.embed_dim}, {scorer.audio_channels})",
+                f"have the scorer's shape {shape}",
                 parameters=["model.embedding_dim", "reranker.embed_dim"],
             )
 
@@ -287,9 +287,15 @@ def with_utterance_embedding(config: TransformerTrainConfig, on: bool = True) ->
     if not on:
         return replace(config, model=replace(config.model, embedding_dim=0))
     reranker = config.reranker or RerankerTrainConfig()
-    shape = RerankerConfig(embed_dim=reranker.embed_dim)
-    model = replace(config.model, embedding_dim=shape.embed_dim, embedding_channels=shape.audio_channels)
+    dim, channels = scorer_tower_shape(reranker)
+    model = replace(config.model, embedding_dim=dim, embedding_channels=channels)
     return replace(config, model=model, reranker=reranker)
+
+
+def scorer_tower_shape(reranker: RerankerTrainConfig) -> tuple[int, int]:
+    """(outputs, channels) of the audio tower the scorer trained with ``reranker`` settings gets."""
+    shape = RerankerConfig(embed_dim=reranker.embed_dim)
+    return shape.embed_dim, shape.audio_channels
 
 
 # --- data -----------------------------------------------------------------------------------------
