@@ -107,6 +107,12 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="condition the decoder on the scorer's audio embedding (as train --utterance-embedding)",
     )
+    parser.add_argument(
+        "--scorer-labels",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the scorer counts pairs that share a digit as matches (as train --scorer-labels)",
+    )
     parser.add_argument("--column", default="speaker", help="manifest column the folds hold out")
     parser.add_argument(
         "--reranker-epochs",
@@ -311,7 +317,7 @@ def main() -> int:
 def train_config(args: argparse.Namespace, run_dir: Path, split_by: str | None, holdout: list[str]):
     """The preset with this bench's overrides (the same flags as the 90/10 path)."""
     from sound2image.training.augment import AugmentConfig
-    from sound2image.training.transformer import preset, with_utterance_embedding
+    from sound2image.training.transformer import preset, with_scorer_labels, with_utterance_embedding
 
     config = preset(args.preset, args.data, str(run_dir))
     overrides = {"max_minutes": args.max_minutes, "device": args.device, "progress": False}
@@ -338,6 +344,8 @@ def train_config(args: argparse.Namespace, run_dir: Path, split_by: str | None, 
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model), **overrides)
     if args.utterance_embedding is not None:
         config = with_utterance_embedding(config, args.utterance_embedding)
+    if args.scorer_labels is not None:
+        config = with_scorer_labels(config, args.scorer_labels)
     return config
 
 
@@ -512,6 +520,8 @@ def fold_commands(args: argparse.Namespace, folds: list[str]) -> list[str]:
     extra += " --no-augment" if args.no_augment else ""
     if args.utterance_embedding is not None:
         extra += " --utterance-embedding" if args.utterance_embedding else " --no-utterance-embedding"
+    if args.scorer_labels is not None:
+        extra += " --scorer-labels" if args.scorer_labels else " --no-scorer-labels"
     lines = []
     for held in folds:
         lines += [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sound2image.errors import WeightsError
+from sound2image.errors import DataError, WeightsError
 from sound2image.training.reranker import RerankerTrainConfig, contrastive_loss, train_reranker
 from sound2image.training.transformer import train_transformer
 from sound2image.transformer import ImageTransformer, SamplingConfig, generate
@@ -63,6 +63,69 @@ def test_contrastive_loss_by_hand() -> None:
     # float32 log(1 + e^-3) = 0.0486: rounding 1 + e^-3 (eps / 2) is ~1.2e-6 relative after the log, plus
     # the log's own ulp (vectorised logf is 1-ulp accurate): ~3e-6 worst case (4.5e-7 measured).
     assert loss.item() == pytest.approx(np.log1p(np.exp(-a)), rel=3e-6)
+
+
+def test_label_positives_loss_by_hand() -> None:
+    # Two pairs of one class, logits [[a, 0], [0, a]]: each row's target is (1/2, 1/2), so each row and
+    # column costs -(1/2) log p - (1/2) log (1 - p) with p = e^a / (e^a + 1), i.e. log(1 + e^a) - a / 2.
+    a = 3.0
+    logits = torch.tensor([[a, 0.0], [0.0, a]])
+    loss = contrastive_loss(logits, torch.tensor([4, 4]))
+    # float32 log1p/exp/division: a few ulps of a value ~1.55 (see test_contrastive_loss_by_hand).
+    assert loss.item() == pytest.approx(np.log1p(np.exp(a)) - a / 2, rel=3e-6)
+    # Classes all different: exactly the plain InfoNCE (one-hot targets).
+    logits = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(contrastive_loss(logits, torch.arange(5)), contrastive_loss(logits))
+
+
+def test_label_positives_spread_the_target_over_the_class_in_both_directions() -> None:
+    # Three pairs, classes (0, 0, 1): row 0's target is (1/2, 1/2, 0), row 2's is (0, 0, 1); the loss is
+    # the mean of the row-wise and the column-wise soft cross-entropies, computed here with numpy.
+    logits = torch.tensor([[2.0, 1.0, -1.0], [0.5, 3.0, 0.0], [-2.0, 1.5, 4.0]])
+    target = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+
+    def soft_ce(rows: np.ndarray) -> float:
+        log_p = rows - np.log(np.exp(rows).sum(axis=1, keepdims=True))
+        return float(-(target * log_p).sum(axis=1).mean())
+
+    expected = (soft_ce(logits.double().numpy()) + soft_ce(logits.double().numpy().T)) / 2
+    # float32 softmax over 3 logits of magnitude <= 4: a few ulps relative to a loss ~1.
+    assert contrastive_loss(logits, torch.tensor([0, 0, 1])).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_label_positives_needs_a_label_on_every_training_pair() -> None:
+    audio, images, labels = class_pairs(8, seed=0)
+    config = RerankerTrainConfig(epochs=1, batch_size=4, label_positives=True)
+    for bad in (None, labels[:-1] + [None], labels[:-1] + [""]):
+        with pytest.raises(DataError, match="label_positives needs a label on every training pair"):
+            train_reranker(audio, images, config, labels=bad)
+
+
+def test_label_positives_changes_training_only_where_pairs_share_a_label() -> None:
+    audio, images, labels = class_pairs(16, seed=0)
+    config = RerankerTrainConfig(epochs=2, batch_size=8)
+    plain = train_reranker(audio, images, config, labels=labels).scorer.state_dict()
+    on = dataclasses.replace(config, label_positives=True)
+    distinct = train_reranker(audio, images, on, labels=[str(i) for i in range(16)]).scorer.state_dict()
+    shared = train_reranker(audio, images, on, labels=labels).scorer.state_dict()
+    for key, value in plain.items():  # one class per pair: the same targets, the same weights
+        torch.testing.assert_close(distinct[key], value, msg=key)
+    assert not torch.allclose(shared["audio.out.weight"], plain["audio.out.weight"])
+
+
+def test_label_positives_learn_the_classes() -> None:
+    # Same data and steps as the label-free test above: class-aware targets still match held-out sounds
+    # to images of their class (chance 1/4), and the held-out loss falls.
+    audio, images, labels = class_pairs(128, seed=0)
+    val_audio, val_images, val_labels = class_pairs(40, seed=1)
+    config = RerankerTrainConfig(
+        epochs=8, batch_size=32, lr=3e-3, warmup_steps=4, image_shift=0, time_shift=1, label_positives=True
+    )
+    result = train_reranker(
+        audio, images, config, labels=labels, val=(val_audio, val_images), val_labels=val_labels
+    )
+    assert result.history[-1]["val_label_match"] >= 0.9
+    assert _label_match(result.scorer, val_audio, val_images, val_labels) >= 0.9
 
 
 def test_save_and_load_keep_the_scores(tmp_path) -> None:
@@ -194,3 +257,54 @@ def test_training_config_round_trips_with_and_without_a_scorer(tmp_path) -> None
     assert digits.reranker == RerankerTrainConfig()
     for config in (digits, preset("paper", "data", "out")):
         assert TransformerTrainConfig.from_dict(config.to_dict()) == config
+
+
+def _relabel(root, labels: list[str]) -> None:
+    """Rewrite make_dataset's manifest with these labels (in pair order)."""
+    import csv
+
+    with open(root / "pairs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row, label in zip(rows, labels, strict=True):
+        row["label"] = label
+    with open(root / "pairs.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["audio", "image", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _trained_scorer(data, out, label_positives: bool) -> dict[str, torch.Tensor]:
+    reranker = RerankerTrainConfig(epochs=2, batch_size=4, embed_dim=16, label_positives=label_positives)
+    result = train_transformer(tiny_run(data, out, max_steps=1, reranker=reranker))
+    return AudioImageScorer.from_pretrained(result.model_dir / RERANKER_DIR).state_dict()
+
+
+def test_the_transformer_trainer_gives_the_scorer_the_manifests_labels(tmp_path) -> None:
+    make_dataset(tmp_path, count=4)  # labels 0, 1, 2, 3: one pair per label
+    plain = _trained_scorer(tmp_path, tmp_path / "plain", label_positives=False)
+    distinct = _trained_scorer(tmp_path, tmp_path / "distinct", label_positives=True)
+    _relabel(tmp_path, ["a", "a", "b", "b"])
+    shared = _trained_scorer(tmp_path, tmp_path / "shared", label_positives=True)
+    for key, value in plain.items():  # a label per pair: the targets of plain InfoNCE
+        torch.testing.assert_close(distinct[key], value, rtol=0, atol=0, msg=key)
+    assert not torch.equal(shared["audio.out.weight"], plain["audio.out.weight"])
+    _relabel(tmp_path, ["a", "", "b", "b"])
+    with pytest.raises(DataError, match="1 of 4 have none"):
+        _trained_scorer(tmp_path, tmp_path / "missing", label_positives=True)
+
+
+def test_scorer_labels_flag() -> None:
+    from sound2image.cli.main import build_parser
+    from sound2image.cli.train_transformer import build_config
+    from sound2image.errors import UsageError
+
+    def config(*flags: str):
+        base = ["train", "transformer", "--data", "d", "--out", "o", "--preset", "av-digits"]
+        return build_config(build_parser().parse_args([*base, *flags]))
+
+    assert config().reranker.label_positives is False
+    assert config("--scorer-labels").reranker.label_positives is True
+    assert config("--scorer-labels", "--no-scorer-labels").reranker.label_positives is False
+    assert config("--reranker-epochs", "0", "--no-scorer-labels").reranker is None
+    with pytest.raises(UsageError, match="scorer labels are a setting of the best-of-N scorer"):
+        config("--reranker-epochs", "0", "--scorer-labels")

@@ -108,6 +108,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="condition the decoder on the scorer's audio embedding of the whole clip (a frozen copy; trains "
         "the default scorer if there is none)",
     )
+    rerank.add_argument(
+        "--scorer-labels",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the scorer counts every pair that shares the sound's manifest label as a match (supervised "
+        "contrastive; every training pair needs a label)",
+    )
     features = parser.add_argument_group("audio features")
     features.add_argument("--sample-rate", type=int, default=None)
     features.add_argument("--duration", type=float, default=None, help="seconds of audio used per clip")
@@ -205,7 +212,7 @@ def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (import
     from sound2image.errors import UsageError
     from sound2image.training.augment import AugmentConfig
     from sound2image.training.reranker import RerankerTrainConfig
-    from sound2image.training.transformer import preset, with_utterance_embedding
+    from sound2image.training.transformer import preset, with_scorer_labels, with_utterance_embedding
 
     config = preset(args.preset, args.data, args.output_dir)
     features = dataclasses.replace(
@@ -238,6 +245,8 @@ def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (import
         raise UsageError("--utterance-embedding is the scorer's: it cannot go with --reranker-epochs 0")
     if args.utterance_embedding is not None:
         config = with_utterance_embedding(config, args.utterance_embedding)
+    if args.scorer_labels is not None:
+        config = with_scorer_labels(config, args.scorer_labels)
     return config
 
 

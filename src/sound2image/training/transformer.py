@@ -292,6 +292,24 @@ def with_utterance_embedding(config: TransformerTrainConfig, on: bool = True) ->
     return replace(config, model=model, reranker=reranker)
 
 
+def with_scorer_labels(config: TransformerTrainConfig, on: bool = True) -> TransformerTrainConfig:
+    """``config`` whose best-of-N scorer counts every pair that shares the sound's label as a match
+    (``RerankerTrainConfig.label_positives``; the manifest must label every training pair).
+
+    Raises:
+        UsageError: ``on`` for a run that trains no scorer.
+    """
+    if config.reranker is None:
+        if not on:
+            return config
+        raise UsageError(
+            "scorer labels are a setting of the best-of-N scorer, and this run trains none "
+            "(give it scorer epochs)",
+            parameters=["reranker"],
+        )
+    return replace(config, reranker=replace(config.reranker, label_positives=on))
+
+
 def scorer_tower_shape(reranker: RerankerTrainConfig) -> tuple[int, int]:
     """(outputs, channels) of the audio tower the scorer trained with ``reranker`` settings gets."""
     shape = RerankerConfig(embed_dim=reranker.embed_dim)
@@ -683,6 +701,7 @@ def _reranker_stage(
         train.features,
         train.pixels,
         config.reranker,
+        labels=train.labels,
         feature_stats=(model.feature_mean.cpu(), model.feature_std.cpu()),
         val=(val.features, val.pixels) if len(val) >= 2 else None,
         val_labels=val.labels,

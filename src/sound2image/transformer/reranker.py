@@ -3,8 +3,10 @@
 An autoregressive sampler commits to a shape in its first rows and cannot take it back; a 32×32 digit
 model that draws the spoken digit 60 % of the time draws it at least once in 4 tries ~90 % of the time.
 DALL-E reranked its samples with CLIP for the same reason. Our scorer is a small CLIP trained on the
-same audio/image pairs as the transformer, with the symmetric InfoNCE loss and **no labels**: what a
-recording and its image share (on av-digits, the digit) is all it can learn to match.
+same audio/image pairs as the transformer, with the symmetric InfoNCE loss and, by default, **no labels**:
+what a recording and its image share (on av-digits, the digit) is all it can learn to match. When the
+manifest labels every pair, ``RerankerTrainConfig.label_positives`` (``train transformer --scorer-labels``)
+counts every same-label pair in a batch as a match (:mod:`sound2image.training.reranker`).
 
 - :class:`AudioImageScorer`: audio tower (B, S, F) FFT sections -> unit vector (B, E); image tower
   (B, H, W) uint8 grayscale -> unit vector (B, E); score = cosine similarity.
