@@ -228,10 +228,10 @@ def preset(name: str, data: str, output_dir: str) -> TransformerTrainConfig:
     ``av-digits-robust`` is ``av-digits`` made to carry over to unseen speakers: 40 log-mel bands, each
     normalised per utterance (mean/variance over time), and the utterance embedding
     (:func:`with_utterance_embedding`). Leave-one-speaker-out, 30 minutes on one core per fold
-    (bench/results/av_digits.txt): best-of-8 AIC 0.529 and single draw 0.366 on average over three held-out
-    speakers (george, nicolas, lucas), against 0.401 / 0.209 on the same folds without the embedding (0.452 /
-    0.227 over all five). It has no augmentation: with speed, shift, gain, noise and SpecAugment masks
-    (``AugmentConfig``) two folds fell to 0.312 / 0.104 and 0.364 / 0.140.
+    (bench/results/av_digits.txt): best-of-8 AIC 0.541 and single draw 0.379 on average over the five
+    held-out speakers (worst 0.406 / 0.254), against 0.452 / 0.227 without the embedding; on known speakers
+    (90/10) 0.844 / 0.580, against 0.704 / 0.284. It has no augmentation: with speed, shift, gain, noise and
+    SpecAugment masks (``AugmentConfig``) two folds fell to 0.312 / 0.104 and 0.364 / 0.140.
     """
     if name == "paper":
         return TransformerTrainConfig(data=data, output_dir=output_dir)
