@@ -89,15 +89,15 @@ def contrastive_loss(logits: torch.Tensor, classes: torch.Tensor | None = None) 
 
 def label_classes(labels: Sequence[str | None] | None, count: int) -> torch.Tensor:
     """(N,) class indices for ``label_positives``; a DataError when any of the ``count`` pairs has none."""
-    if labels is None or len(labels) != count or any(label is None or label == "" for label in labels):
-        missing = count if labels is None or len(labels) != count else sum(not label for label in labels)
+    given = list(labels) if labels is not None and len(labels) == count else [None] * count
+    missing = sum(not label for label in given)
+    if missing:
         raise DataError(
             f"the scorer's label_positives needs a label on every training pair: {missing} of {count} "
             "have none (add a label column to the manifest, or turn label_positives off)"
         )
-    names = sorted(set(labels))
-    index = {name: position for position, name in enumerate(names)}
-    return torch.tensor([index[label] for label in labels])
+    index = {name: position for position, name in enumerate(sorted(set(given)))}
+    return torch.tensor([index[label] for label in given])
 
 
 @torch.no_grad()
