@@ -216,6 +216,9 @@ def test_cli_flags_and_the_robust_preset(tmp_path, monkeypatch) -> None:
     assert (f.frequency_scale, f.mel_bands, f.normalize, f.num_bins) == ("mel", 32, "meanvar", 32)
     assert (config.model.audio_sections, config.model.audio_bins) == (50, 32)
     assert config.model.embedding_dim == config.reranker.embed_dim  # the utterance embedding is on
+    assert config.reranker.label_positives  # and the scorer counts same-label pairs as matches
+    assert main([*base, "--preset", "av-digits-robust", "--no-scorer-labels"]) == 0
+    assert not seen["config"].reranker.label_positives and seen["config"].model.embedding_dim > 0
     assert main([*base, "--preset", "av-digits-robust", "--normalize", "none"]) == 0
     assert not seen["config"].augment.enabled and seen["config"].features.normalize == "none"
     assert main([*base, "--preset", "av-digits-robust", "--gain-db", "3", "--no-augment"]) == 0

@@ -113,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="the scorer counts every pair that shares the sound's manifest label as a match (supervised "
-        "contrastive; every training pair needs a label)",
+        "contrastive; every training pair needs a label; preset av-digits-robust: on)",
     )
     features = parser.add_argument_group("audio features")
     features.add_argument("--sample-rate", type=int, default=None)

@@ -94,7 +94,7 @@ def label_classes(labels: Sequence[str | None] | None, count: int) -> torch.Tens
     if missing:
         raise DataError(
             f"the scorer's label_positives needs a label on every training pair: {missing} of {count} "
-            "have none (add a label column to the manifest, or turn label_positives off)"
+            "have none (add a label column to the manifest, or turn label_positives off: --no-scorer-labels)"
         )
     index = {name: position for position, name in enumerate(sorted(set(given)))}
     return torch.tensor([index[label] for label in given])

@@ -226,12 +226,14 @@ def preset(name: str, data: str, output_dir: str) -> TransformerTrainConfig:
     ``av-digits-robust``.
 
     ``av-digits-robust`` is ``av-digits`` made to carry over to unseen speakers: 40 log-mel bands, each
-    normalised per utterance (mean/variance over time), and the utterance embedding
-    (:func:`with_utterance_embedding`). Leave-one-speaker-out, 30 minutes on one core per fold
-    (bench/results/av_digits.txt): best-of-8 AIC 0.541 and single draw 0.379 on average over the five
-    held-out speakers (worst 0.406 / 0.254), against 0.452 / 0.227 without the embedding; on known speakers
-    (90/10) 0.844 / 0.580, against 0.704 / 0.284. It has no augmentation: with speed, shift, gain, noise and
-    SpecAugment masks (``AugmentConfig``) two folds fell to 0.312 / 0.104 and 0.364 / 0.140.
+    normalised per utterance (mean/variance over time), the utterance embedding
+    (:func:`with_utterance_embedding`) and a scorer that counts same-label pairs as matches
+    (:func:`with_scorer_labels`; every training pair needs a label). Leave-one-speaker-out, 30 minutes on
+    one core per fold (bench/results/av_digits.txt): best-of-8 AIC 0.596 and single draw 0.396 on average
+    over the five held-out speakers (worst 0.416 / 0.304); with the scorer's labels off 0.541 / 0.379, and
+    without the embedding either 0.452 / 0.227. On known speakers (90/10) 0.828 / 0.524 (labels off: 0.844 /
+    0.580). It has no augmentation: with speed, shift, gain, noise and SpecAugment masks
+    (``AugmentConfig``) two folds fell to 0.312 / 0.104 and 0.364 / 0.140.
     """
     if name == "paper":
         return TransformerTrainConfig(data=data, output_dir=output_dir)
@@ -239,7 +241,7 @@ def preset(name: str, data: str, output_dir: str) -> TransformerTrainConfig:
         base = preset("av-digits", data, output_dir)
         features = AV_DIGITS_ROBUST_FEATURES
         model = replace(base.model, audio_sections=features.num_sections, audio_bins=features.num_bins)
-        return with_utterance_embedding(replace(base, features=features, model=model))
+        return with_scorer_labels(with_utterance_embedding(replace(base, features=features, model=model)))
     if name == "av-digits":
         # Sized for a shared 2-core CPU and a 30-minute budget (~2,000 steps of 16 images): 64-d,
         # 2 + 4 layers, one-row query blocks with two rows of memory, log-magnitude features over 1 s at
