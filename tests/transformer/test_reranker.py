@@ -308,3 +308,17 @@ def test_scorer_labels_flag() -> None:
     assert config("--reranker-epochs", "0", "--no-scorer-labels").reranker is None
     with pytest.raises(UsageError, match="scorer labels are a setting of the best-of-N scorer"):
         config("--reranker-epochs", "0", "--scorer-labels")
+
+
+def test_the_robust_preset_on_pairs_without_labels_is_one_line_and_a_nonzero_exit(tmp_path, capsys) -> None:
+    from sound2image.cli.main import main
+
+    (tmp_path / "data").mkdir()
+    make_dataset(tmp_path / "data", count=4)
+    _relabel(tmp_path / "data", ["a", "", "b", "b"])  # the preset's scorer needs a label on every pair
+    args = ["train", "transformer", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+            "--preset", "av-digits-robust", "--no-progress", "--max-steps", "1"]  # fmt: skip
+    assert main(args) != 0
+    error = capsys.readouterr().err.strip()
+    assert "1 of 4 have none" in error and "--no-scorer-labels" in error
+    assert "Traceback" not in error and len(error.splitlines()) == 1
