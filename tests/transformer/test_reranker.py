@@ -322,3 +322,4 @@ def test_the_robust_preset_on_pairs_without_labels_is_one_line_and_a_nonzero_exi
     error = capsys.readouterr().err.strip()
     assert "1 of 4 have none" in error and "--no-scorer-labels" in error
     assert "Traceback" not in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # refused before any feature is computed or file written

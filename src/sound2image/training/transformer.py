@@ -60,7 +60,12 @@ from sound2image.training.checkpoints import (
     check_finite,
     check_run_dir,
 )
-from sound2image.training.reranker import RerankerTrainConfig, reranker_record, train_reranker
+from sound2image.training.reranker import (
+    RerankerTrainConfig,
+    label_classes,
+    reranker_record,
+    train_reranker,
+)
 from sound2image.training.rundir import (
     SPLIT_FILE,
     TrainResult,
@@ -550,6 +555,8 @@ def _train(config: TransformerTrainConfig, on_step_end: StepHook | None) -> Trai
         split = split_by_column(pairs, config.split_by, config.holdout)
     else:
         split = split_pairs(pairs, config.val_fraction, config.split_seed)
+    if config.reranker is not None and config.reranker.label_positives:  # fail before the feature pass
+        label_classes([pair.label for pair in split.train], len(split.train))
     out.mkdir(parents=True, exist_ok=True)
     if not config.resume or not (out / SPLIT_FILE).is_file():  # a resumed run keeps its split file
         split.save(out / SPLIT_FILE)
