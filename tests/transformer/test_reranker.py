@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from sound2image.errors import DataError, WeightsError
-from sound2image.training.reranker import RerankerTrainConfig, contrastive_loss, train_reranker
+from sound2image.training.reranker import (
+    RerankerTrainConfig,
+    contrastive_loss,
+    evaluate_scorer,
+    train_reranker,
+)
 from sound2image.training.transformer import train_transformer
 from sound2image.transformer import ImageTransformer, SamplingConfig, generate
 from sound2image.transformer.reranker import (
@@ -111,6 +116,28 @@ def test_label_positives_changes_training_only_where_pairs_share_a_label() -> No
     for key, value in plain.items():  # one class per pair: the same targets, the same weights
         torch.testing.assert_close(distinct[key], value, msg=key)
     assert not torch.allclose(shared["audio.out.weight"], plain["audio.out.weight"])
+
+
+def test_held_out_loss_is_the_loss_the_scorer_trains_on() -> None:
+    # A scorer trained with label_positives reports the label-aware held-out loss (comparable with its
+    # train_loss); without labels, or without label_loss, the plain InfoNCE. Both computed here from
+    # the scorer's own logits with contrastive_loss, whose values the by-hand tests above pin.
+    scorer = tiny_scorer()
+    audio, images = torch.randn(6, 6, 10), torch.randint(0, 256, (6, 8, 8), dtype=torch.uint8)
+    labels = ["a", "b", "a", "c", "b", "a"]
+    with torch.no_grad():
+        logits = scorer(audio, images)
+    plain = contrastive_loss(logits).item()
+    aware = contrastive_loss(logits, torch.tensor([0, 1, 0, 2, 1, 0])).item()
+    assert abs(aware - plain) > 1e-3  # shared labels change the targets, so the two must differ here
+    report = evaluate_scorer(scorer, audio, images, "cpu", labels, label_loss=True)
+    # same float32 ops on the same logits: equal to rounding of a 6x6 softmax
+    assert report["val_loss"] == pytest.approx(aware, rel=1e-6)
+    assert evaluate_scorer(scorer, audio, images, "cpu", labels)["val_loss"] == pytest.approx(plain, rel=1e-6)
+    unlabelled = evaluate_scorer(scorer, audio, images, "cpu", None, label_loss=True)
+    assert unlabelled["val_loss"] == pytest.approx(plain, rel=1e-6)
+    missing = evaluate_scorer(scorer, audio, images, "cpu", labels[:-1] + [None], label_loss=True)
+    assert missing["val_loss"] == pytest.approx(plain, rel=1e-6)
 
 
 def test_label_positives_learn_the_classes() -> None:

@@ -107,19 +107,27 @@ def evaluate_scorer(
     images: torch.Tensor,
     device: torch.device,
     labels: Sequence[str | None] | None = None,
+    *,
+    label_loss: bool = False,
 ) -> dict[str, float]:
-    """Held-out InfoNCE loss and recall@1 over all given pairs at once (N ≤ a few thousand).
+    """Held-out contrastive loss and recall@1 over all given pairs at once (N ≤ a few thousand).
 
     With ``labels`` (reporting only; training never sees them): ``val_label_match``, how often the
     image a sound scores highest has the sound's label. Pairs that share only a class (av-digits,
     pseudo-ADVANCE) cannot be told apart within the class, so recall@1 stays near 1 / (pairs per class)
     while the label match is what the reranker needs.
+
+    ``val_loss`` is the loss the scorer trains on: plain InfoNCE, or with ``label_loss`` (a scorer
+    trained with ``label_positives``) and a label on every pair, the label-aware one
+    (:func:`contrastive_loss` with the held-out labels as classes), so it compares with ``train_loss``.
     """
     scorer.eval()
     logits = scorer(features.to(device), images.to(device))  # (N, N)
     best = logits.argmax(dim=1).cpu()
     recall = (best == torch.arange(len(features))).float().mean().item()
-    result = {"val_loss": contrastive_loss(logits).item(), "val_recall_at_1": recall}
+    labelled = labels is not None and len(labels) == len(features) and all(labels)
+    classes = label_classes(labels, len(features)).to(logits.device) if label_loss and labelled else None
+    result = {"val_loss": contrastive_loss(logits, classes).item(), "val_recall_at_1": recall}
     if labels is not None and all(label is not None for label in labels):
         result["val_label_match"] = float(
             np.mean([labels[j] == labels[i] for i, j in enumerate(best.tolist())])
@@ -199,7 +207,12 @@ def train_reranker(
             step += 1
         entry: dict[str, float] = {"epoch": epoch + 1, "train_loss": running / steps_per_epoch}
         if val is not None and len(val[0]) >= 2:
-            entry.update(evaluate_scorer(scorer, val[0], val[1].reshape(-1, size, size), device, val_labels))
+            held_out = val[1].reshape(-1, size, size)
+            entry.update(
+                evaluate_scorer(
+                    scorer, val[0], held_out, device, val_labels, label_loss=config.label_positives
+                )
+            )
         entry["elapsed_s"] = round(time.monotonic() - started, 1)
         history.append(entry)
     scorer.eval()
