@@ -113,6 +113,13 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="the scorer counts pairs that share a digit as matches (as train --scorer-labels)",
     )
+    parser.add_argument(
+        "--decoder-dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default="float32",
+        help="sample with the decoder's weights in this dtype (ImageTransformer.half_decoder, "
+        "generate --decoder-dtype)",
+    )
     parser.add_argument("--column", default="speaker", help="manifest column the folds hold out")
     parser.add_argument(
         "--reranker-epochs",
@@ -205,6 +212,8 @@ def main() -> int:
             lines.append(f"  history: {entry}")
         lines.append(f"load average after training: {os.getloadavg()}")
     model = ImageTransformer.from_pretrained(run_dir / "model", map_location=args.device)
+    if args.decoder_dtype != "float32":
+        model.half_decoder(args.decoder_dtype)
     scorer = None
     if (run_dir / "model" / RERANKER_DIR).is_dir():
         scorer = AudioImageScorer.from_pretrained(run_dir / "model" / RERANKER_DIR, args.device)
@@ -391,6 +400,8 @@ def run_split(args: argparse.Namespace, name: str, split, run_dir: Path, split_b
         result = train_transformer(config)
         row.update(steps=result.steps, minutes=result.elapsed_s / 60, val_bpp=result.val_bpp)
     model = ImageTransformer.from_pretrained(run_dir / "model", map_location=args.device)
+    if args.decoder_dtype != "float32":
+        model.half_decoder(args.decoder_dtype)
     scorer = AudioImageScorer.from_pretrained(run_dir / "model" / RERANKER_DIR, args.device)
     data, _ = load_pair_tensors(val_pairs, config.features, 32)
     labels = np.array([str(label) for label in data.labels])
@@ -447,7 +458,8 @@ def run_folds(args: argparse.Namespace) -> int:
         f"load average at start: {os.getloadavg()}",
         f"preset {args.preset}; {args.max_minutes} min per training run (scorer included); best of "
         f"{args.candidates}; seed {args.seed}; temperature {args.temperature}, guidance "
-        f"{args.guidance_scale}; held-out recordings judged per fold: {args.limit_val or 'all'}",
+        f"{args.guidance_scale}; held-out recordings judged per fold: {args.limit_val or 'all'}"
+        + ("" if args.decoder_dtype == "float32" else f"; {args.decoder_dtype} decoder weights"),
         f"{len(pairs)} pairs; {args.column}s: {', '.join(groups)}; folds run: {', '.join(folds) or '-'}",
     ]
     print("\n".join(header), flush=True)

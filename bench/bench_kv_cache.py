@@ -7,6 +7,7 @@ memory 128) with random weights, 500 × 220 audio features, 1,024 sampling steps
     python bench/bench_kv_cache.py                  # batch 1 and 16
     python bench/bench_kv_cache.py --threads 2 --baseline-ref main --repeats-cached 3
     python bench/bench_kv_cache.py --threads 2 --full-uncached-batch1
+    python bench/bench_kv_cache.py --threads 2 --weights float16 --breakdown   # vs float32, same run
 
 Both paths compute the encoder once; "uncached" re-runs the decoder over the whole prefix at each step.
 The cached path is always measured in full, ``--repeats-cached`` times (medians reported). With
@@ -20,6 +21,9 @@ add t²), and summed over t = 1..1024. ``--full-uncached-*`` measures it directl
 each configuration runs in a fresh subprocess and reports its peak resident memory above the loaded
 model, plus the bytes held by the KV caches. ``--breakdown`` adds a timing of one batch-1 cached step by
 parts (linear layers, attention, the rest) and the time to stream the decoder's weights once.
+``--weights float16`` (or ``bfloat16``) samples with ``ImageTransformer.half_decoder``; unless
+``--baseline-ref`` is given, the float32 model of the same code is then the interleaved baseline, and the
+report adds how far the half-precision model's next-pixel distributions are from the float32 model's.
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PREFIX_LENGTHS = (64, 256, 512, 768, 1024)
 
 
-def build(size: str = "paper", seed: int = 0):
+def build(size: str = "paper", seed: int = 0, weights: str = "float32"):
     """A random-weight model of ``size``: ``paper`` (the defaults: 512-d, 6 + 6 layers, 500 × 220
-    features) or a preset's model (``av-digits``: 64-d, 2 + 4 layers, 50 × 80 features)."""
+    features) or a preset's model (``av-digits``: 64-d, 2 + 4 layers, 50 × 80 features); ``weights``
+    ``float16``/``bfloat16``: its decoder converted (the same float32 weights before)."""
     from dataclasses import replace
 
     from sound2image.training.transformer import preset
@@ -54,7 +59,8 @@ def build(size: str = "paper", seed: int = 0):
 
     torch.manual_seed(seed)
     config = ImageTransformerConfig() if size == "paper" else preset(size, "data", "out").model
-    return ImageTransformer(replace(config, dropout=0.0)).eval()
+    model = ImageTransformer(replace(config, dropout=0.0)).eval()
+    return model if weights == "float32" else model.half_decoder(weights)
 
 
 def rss_mb() -> float:
@@ -68,11 +74,21 @@ def current_rss_mb() -> float:
 
 
 @torch.no_grad()
-def child(mode: str, batch: int, steps: int, repeats: int, device: str, size: str = "paper") -> dict:
+def child(
+    mode: str,
+    batch: int,
+    steps: int,
+    repeats: int,
+    device: str,
+    size: str = "paper",
+    weights: str = "float32",
+) -> dict:
     """One measurement in this (fresh) process; prints a JSON line."""
     from sound2image.transformer import SamplingConfig, generate
 
-    model = build(size).to(device)
+    if mode == "drift":
+        return drift(size, steps, weights)
+    model = build(size, weights=weights).to(device)
     audio = torch.randn(batch, model.config.audio_sections, model.config.audio_bins, device=device)
     base = current_rss_mb()
     result: dict = {"mode": mode, "batch": batch, "device": device}
@@ -133,6 +149,33 @@ def median_seconds(function, repeats: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
+@torch.no_grad()
+def drift(size: str, steps: int, weights: str) -> dict:
+    """How far the half-precision model's next-pixel distributions are from the float32 model's,
+    teacher-forced on the float32 model's own batch-1 sample: mean KL(float32 || half) in bits, the
+    largest |logit difference| and how often the likeliest pixel is the same."""
+    from sound2image.transformer import SamplingConfig, generate
+
+    model = build(size)
+    audio = torch.randn(1, model.config.audio_sections, model.config.audio_bins)
+    tokens = generate(model, audio, SamplingConfig(temperature=1.0, seed=0), num_steps=steps)
+    inputs = torch.cat([torch.full((1, 1), model.config.start_token), tokens[:, :-1]], dim=1)
+    memory = model.encode(audio)
+    reference = model.decode(inputs, model.project_memory(memory)).double()  # (1, T, 256)
+    model.half_decoder(weights)
+    half = model.decode(inputs, model.project_memory(memory)).double()
+    p, log_p, log_q = reference.softmax(-1), reference.log_softmax(-1), half.log_softmax(-1)
+    kl_bits = float((p * (log_p - log_q)).sum(-1).mean()) / np.log(2)
+    result = {
+        "kl_bits": kl_bits,
+        "max_logit_diff": float((half - reference).abs().max()),
+        "argmax_same": float((half.argmax(-1) == reference.argmax(-1)).double().mean()),
+        "entropy_bits": float(-(p * log_p).sum(-1).mean()) / np.log(2),
+    }
+    print("RESULT " + json.dumps(result))
+    return result
+
+
 def breakdown(model, audio: torch.Tensor, repeats: int = 200) -> dict:
     """Median times of one batch-1 cached step and of its parts, each timed on its own (milliseconds).
 
@@ -141,6 +184,8 @@ def breakdown(model, audio: torch.Tensor, repeats: int = 200) -> dict:
     weights of those linear layers once (a memory-bandwidth floor: a step must read them all).
     """
     import torch.nn.functional as F
+
+    from sound2image.modules import HalfLinear, linear
 
     parts: dict[str, float] = {}
     with torch.inference_mode():
@@ -156,13 +201,13 @@ def breakdown(model, audio: torch.Tensor, repeats: int = 200) -> dict:
             module
             for block in model.decoder
             for name, module in block.named_modules()
-            if isinstance(module, torch.nn.Linear) and name != "cross_attn.kv"
+            if isinstance(module, (torch.nn.Linear, HalfLinear)) and name != "cross_attn.kv"
         ] + [model.head]
         inputs = [torch.randn(1, 1, m.in_features) for m in linears]
 
         def apply_linears() -> None:
             for module, x in zip(linears, inputs, strict=True):
-                F.linear(x, module.weight, module.bias)
+                linear(x, module)
 
         parts["linear"] = median_seconds(apply_linears, repeats)[0] * 1e3
         parts["linear_layers"] = len(linears)
@@ -179,17 +224,22 @@ def breakdown(model, audio: torch.Tensor, repeats: int = 200) -> dict:
 
         parts["cross attention"] = median_seconds(cross, repeats)[0] * 1e3
         parts["self attention"] = median_seconds(self_attention, repeats)[0] * 1e3
-        flat = torch.cat([p.detach().flatten() for m in linears for p in m.parameters()])
+        # every byte of their weights (half-precision ones too), summed as float32 words: one pass
+        tensors = [t.detach().flatten() for m in linears for t in (*m.parameters(), *m.buffers())]
+        raw = torch.cat([t.view(torch.uint8) for t in tensors])
+        flat = raw[: raw.numel() // 4 * 4].view(torch.float32)
         parts["stream"] = median_seconds(flat.sum, 50)[0] * 1e3
-        parts["stream_mb"] = flat.numel() * flat.element_size() / 1e6
+        parts["stream_mb"] = raw.numel() / 1e6
     return parts
 
 
-def run_child(args: argparse.Namespace, mode: str, batch: int, src: Path | None = None) -> dict:
+def run_child(
+    args: argparse.Namespace, mode: str, batch: int, src: Path | None = None, weights: str | None = None
+) -> dict:
     command = [sys.executable, __file__, "--child", mode, "--batch", str(batch),
                "--threads", str(args.threads), "--steps", str(args.steps),
                "--repeats", str(args.repeats), "--device", args.device,
-               "--model", args.model]  # fmt: skip
+               "--model", args.model, "--weights", weights or args.weights]  # fmt: skip
     source = str(src or ROOT / "src")
     env = {**os.environ, "PYTHONPATH": source + os.pathsep + os.environ.get("PYTHONPATH", "")}
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
@@ -251,16 +301,29 @@ def main() -> int:
         default="paper",
         help="model size: the paper's (default) or preset av-digits' (what the digits runs sample with)",
     )
+    parser.add_argument(
+        "--weights",
+        choices=("float32", "float16", "bfloat16"),
+        default="float32",
+        help="the decoder's weights (a half dtype: baseline float32, unless --baseline-ref)",
+    )
     parser.add_argument("--breakdown", action="store_true", help="time one batch-1 step by parts")
+    parser.add_argument(
+        "--skip-uncached", action="store_true", help="time the cached path only (no uncached extrapolation)"
+    )
     parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
-        child(args.child, args.batch, args.steps, args.repeats, args.device, args.model)
+        child(args.child, args.batch, args.steps, args.repeats, args.device, args.model, args.weights)
         return 0
 
     model = build(args.model)
     baseline = ""
+    float_baseline = args.weights != "float32" and not args.baseline_ref
+    baseline_name = "float32" if float_baseline else args.baseline_ref
+    if float_baseline:
+        baseline = "baseline: the float32 model (same code, same random weights), interleaved\n"
     if args.baseline_ref:
         commit = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline_ref],
@@ -278,7 +341,8 @@ def main() -> int:
     lines = Lines()
     lines += [
         f"command: python bench/bench_kv_cache.py {' '.join(sys.argv[1:])}",
-        f"model: {model.config} ({model.num_parameters() / 1e6:.1f} M parameters), random weights",
+        f"model: {model.config} ({model.num_parameters() / 1e6:.1f} M parameters), random weights"
+        + ("" if args.weights == "float32" else f", decoder weights in {args.weights}"),
         f"device: {args.device}, torch {torch.__version__}, threads {args.threads}, cpus {os.cpu_count()}, "
         f"load average {os.getloadavg()}",
         f"steps: {args.steps} (32 × 32 pixels), sampling temperature 1, seed 0",
@@ -293,6 +357,8 @@ def main() -> int:
         for _ in range(args.repeats_cached):  # interleaved: both see the same load
             if baseline_src is not None:
                 runs["baseline"].append(run_child(args, "cached", batch, baseline_src))
+            elif float_baseline:
+                runs["baseline"].append(run_child(args, "cached", batch, weights="float32"))
             runs["current"].append(run_child(args, "cached", batch))
         cached = runs["current"][-1]
         seconds, timing = summarize_runs(runs["current"], batch * args.steps)
@@ -305,11 +371,14 @@ def main() -> int:
         )
         if runs["baseline"]:
             base, timing = summarize_runs(runs["baseline"], batch * args.steps)
-            lines.append(f"batch {batch:2d} baseline {args.baseline_ref}: {timing}")
+            lines.append(f"batch {batch:2d} baseline {baseline_name}: {timing}")
+            mine, theirs = runs["current"][0]["tokens"][0], runs["baseline"][0]["tokens"][0]
             same_all = all(r["tokens"] == runs["current"][0]["tokens"] for r in runs["baseline"])
+            agree = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b), len(mine))
             lines.append(
                 f"batch {batch:2d} current / baseline speed: {base / seconds:.2f}×; "
                 f"all {args.steps} tokens of row 0 identical to the baseline's: {same_all}"
+                + ("" if same_all else f" (the first {agree} are)")
             )
         if batch == 1:
             shared = min(64, args.steps)
@@ -326,6 +395,8 @@ def main() -> int:
                 f"cache writes, embedding, dispatch) {rest:.2f} ms; streaming the "
                 f"{parts['stream_mb']:.0f} MB of decoder weights once: {parts['stream']:.2f} ms"
             )
+        if args.skip_uncached:
+            continue
         if batch == 1 and args.full_uncached_batch1:
             full = run_child(args, "uncached-full", batch)
             uncached_s, how = full["seconds"], "measured in full"
@@ -348,6 +419,15 @@ def main() -> int:
             f"peak RSS +{memory:.0f} MB  ({how})"
         )
         lines.append(f"batch {batch:2d} speed-up of the cache: {uncached_s / seconds:.1f}×")
+    if args.weights != "float32":
+        d = run_child(args, "drift", 1)
+        lines.append(
+            f"{args.weights} vs float32 next-pixel distributions (teacher-forced on the float32 "
+            f"model's batch-1 sample, "
+            f"{args.steps} steps): mean KL(float32 || {args.weights}) {d['kl_bits']:.2e} bits (entropy "
+            f"{d['entropy_bits']:.2f} bits), largest |logit difference| {d['max_logit_diff']:.3g}, same "
+            f"likeliest pixel {d['argmax_same']:.4f}"
+        )
     lines.append(f"load average at the end {os.getloadavg()}")
     text = "\n".join(lines) + "\n"
     if args.out:

@@ -293,21 +293,32 @@ def test_every_numeric_sampling_flag_is_refused_naming_it(tmp_path, capsys, flag
 
 
 @pytest.mark.numeric
-@pytest.mark.parametrize("candidates", [1, 3])
-def test_a_png_holds_its_library_record_and_regenerates_bit_identical(trained, tmp_path, candidates) -> None:
+@pytest.mark.parametrize(("candidates", "dtype"), [(1, "float32"), (3, "float32"), (1, "float16")])
+def test_a_png_holds_its_library_record_and_regenerates_bit_identical(
+    trained, tmp_path, candidates, dtype, monkeypatch
+) -> None:
+    from sound2image.transformer import ImageTransformer
     from sound2image.transformer.runner import TransformerRecord, regenerate
 
+    converted: list[str] = []
+    real = ImageTransformer.half_decoder
+    monkeypatch.setattr(ImageTransformer, "half_decoder", lambda m, d: converted.append(d) or real(m, d))
     model = trained / "run" / "model"
     out = tmp_path / "out"
     args = ["generate", str(trained / "tone1.wav"), "--model", f"transformer:{model}", "--out", str(out)]
+    args += ["--decoder-dtype", dtype]
     assert main([*args, "--seed", "11", "--temperature", "0.9", "--candidates", str(candidates)]) == 0
+    half = [dtype] if dtype != "float32" else []
+    assert converted == half
     png = out / "tone1_seed11.png"
     meta = read_png_metadata(png)
     record = TransformerRecord.from_png(png)
     assert {"package_version": meta["package_version"], **record.to_metadata()} == meta
     assert record.seed == 11 and record.sampling.temperature == 0.9 and record.model["path"] == str(model)
     assert (record.best_of is not None) == (candidates > 1)
-    again = regenerate(png)
+    assert record.model.get("decoder_dtype") == (half[0] if half else None)
+    again = regenerate(png)  # with the recorded decoder dtype
+    assert converted == 2 * half
     assert np.array_equal(again.image, np.asarray(Image.open(png)))
     assert again.record.to_metadata() == {k: v for k, v in meta.items() if k != "package_version"}
     # ... and through the CLI's --from-metadata

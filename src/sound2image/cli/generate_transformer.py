@@ -38,6 +38,8 @@ def run_transformer(args: argparse.Namespace) -> int:
     # 2. Model and features (a bad audio file is reported; the others go on).
     device = pick_device(args.device)
     model = ImageTransformer.from_pretrained(directory, map_location=device)
+    if args.decoder_dtype != "float32":
+        model.half_decoder(args.decoder_dtype)
     scorer = None
     if args.candidates > 1:
         scorer = AudioImageScorer.from_pretrained(directory / RERANKER_DIR, map_location=device)

@@ -125,6 +125,7 @@ TRANSFORMER_ONLY = {
     "top_k": "--top-k",
     "top_p": "--top-p",
     "upscale": "--upscale",
+    "decoder_dtype": "--decoder-dtype",
 }
 
 
@@ -293,6 +294,13 @@ def add_transformer_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="N",
         help="also write an N-times larger view (nearest pixels)",
+    )
+    group.add_argument(
+        "--decoder-dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default="float32",
+        help="the decoder's weights for sampling: float16 halves the bytes read per pixel, ~1.6x faster "
+        "batch-1 sampling of large models on a CPU; the pixels differ slightly from float32's",
     )
 
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sound2image.modules.half import linear
+
 
 def local_attention_mask(
     seq_len: int,
@@ -240,9 +242,9 @@ class LocalSelfAttention(nn.Module):
         ``forward(x, cache)`` in eval mode (no dropout), with fewer operations: the fast path of sampling.
         """
         batch, _, width = x.shape
-        qkv = F.linear(x, self.qkv.weight, self.qkv.bias).view(batch, 3, self.n_heads, 1, -1)
+        qkv = linear(x, self.qkv).view(batch, 3, self.n_heads, 1, -1)
         y = self._step(qkv[:, 0], qkv[:, 1], qkv[:, 2], cache)  # (B, H, 1, hd)
-        return F.linear(y.view(batch, 1, width), self.proj.weight, self.proj.bias)
+        return linear(y.view(batch, 1, width), self.proj)
 
     def _step(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Decode one position: store its key/value in the ring buffer, attend over the visible slots.
@@ -299,9 +301,9 @@ class CrossAttention(nn.Module):
     def step(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """One query per row, ``x`` (B, 1, C) -> (B, 1, C): ``forward`` in eval mode, fewer operations."""
         batch, _, width = x.shape
-        q = F.linear(x, self.q.weight, self.q.bias).view(batch, self.n_heads, 1, -1)  # (B, H, 1, hd)
+        q = linear(x, self.q).view(batch, self.n_heads, 1, -1)  # (B, H, 1, hd)
         y = F.scaled_dot_product_attention(q, *memory_kv)
-        return F.linear(y.view(batch, 1, width), self.proj.weight, self.proj.bias)
+        return linear(y.view(batch, 1, width), self.proj)
 
 
 class SelfAttention(nn.Module):

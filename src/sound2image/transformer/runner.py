@@ -37,7 +37,8 @@ class TransformerRecord:
     Attributes:
         seed: the image's seed (with best-of-N: the seed asked for; each draw's own seed derives from it).
         sampling: temperature, top-k, top-p and guidance scale (its ``seed`` is ``seed``).
-        model: ``type``, ``path`` (the model directory), ``config``, ``features`` and ``classes``.
+        model: ``type``, ``path`` (the model directory), ``config``, ``features`` and ``classes``, plus
+            ``decoder_dtype`` when the decoder ran in half precision (:meth:`ImageTransformer.half_decoder`).
         audio: one entry per sound (``file``, ``path``, ``sha256``, ``duration``, ... when known).
         device: the device the image was drawn on.
         best_of: with ``candidates`` > 1: ``candidates`` (N), ``kept`` (the argmax of ``scores``) and
@@ -235,6 +236,8 @@ def iter_images(
         "features": config.to_dict() if features is not None else saved.get("features"),
         "classes": saved.get("classes"),
     }
+    if model.decoder_dtype != "float32":  # a half-precision decoder draws other pixels: part of the recipe
+        entry["decoder_dtype"] = model.decoder_dtype
     sampling = sampling if sampling is not None else sampling_config(model)
     sampling.check()
     device = next(model.parameters()).device
@@ -308,6 +311,8 @@ def regenerate(
         if entry.get("sha256") and file_sha256(audio) != entry["sha256"]:
             raise UsageError(f"{audio}: the audio file changed since the image was made (SHA-256 differs)")
     network = ImageTransformer.from_pretrained(directory, map_location=device)
+    if record.model.get("decoder_dtype"):
+        network.half_decoder(record.model["decoder_dtype"])
     from sound2image.audio.sections import SectionFeatureConfig
 
     features = SectionFeatureConfig.from_dict(record.model.get("features") or {})
