@@ -542,6 +542,7 @@ def fold_commands(args: argparse.Namespace, folds: list[str]) -> list[str]:
             f"  sound2image evaluate --data {data} --systems transformer:{out}/fold-{held}/model --split-by "
             f"{args.column} --holdout {held} --candidates {args.candidates} --seeds {args.seed} "
             f"--temperature {args.temperature} --guidance-scale {args.guidance_scale} "
+            f"{'' if args.decoder_dtype == 'float32' else f'--decoder-dtype {args.decoder_dtype} '}"
             f"{'' if args.limit_val is None else f'--max-items {args.limit_val} '}"
             f"--classifier {judge(held)} --features classifier:{judge(held)} "
             f"--device cpu --out {out}/eval-{held}",

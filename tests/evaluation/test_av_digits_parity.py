@@ -76,14 +76,16 @@ def _classifier_dir(folder: Path, manifest: Path) -> Path:
     return folder / "classifier"
 
 
-def test_evaluate_aic_equals_the_av_digits_bench(tmp_path, shared_data) -> None:
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_evaluate_aic_equals_the_av_digits_bench(tmp_path, shared_data, dtype) -> None:
     from sound2image.cli.main import main
+    from sound2image.outputs import read_png_metadata
 
     manifest = _manifest(shared_data, tmp_path)
     run = tmp_path / "run"
     _model_dir(run)
     classifier = _classifier_dir(tmp_path, manifest)
-    seed, sampling = 7, ["--temperature", "1.0", "--guidance-scale", "3.0"]
+    seed, sampling = 7, ["--temperature", "1.0", "--guidance-scale", "3.0", "--decoder-dtype", dtype]
 
     bench = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "av_digits.py"), "--data", str(manifest), "--run-dir", str(run),
@@ -108,3 +110,5 @@ def test_evaluate_aic_equals_the_av_digits_bench(tmp_path, shared_data) -> None:
     assert aic["n"] == bench_n == results["data"]["n_items"]
     # Both are hit counts over the same N images: equal as fractions, exactly.
     assert aic["value"] == pytest.approx(bench_hits / bench_n, abs=1e-6)  # to_dict keeps 6 digits
+    drawn = next(out.rglob("*.png"))  # evaluate's cached images record the decoder's dtype
+    assert read_png_metadata(drawn)["model"].get("decoder_dtype") == (None if dtype == "float32" else dtype)

@@ -134,6 +134,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sampling.add_argument("--top-k", dest="top_k", type=int, help="Image Transformer top-k")
     sampling.add_argument("--top-p", dest="top_p", type=float, help="Image Transformer top-p")
     sampling.add_argument(
+        "--decoder-dtype",
+        dest="decoder_dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default="float32",
+        help="Image Transformer decoder weights (float16: faster batch-1 sampling on a CPU)",
+    )
+    sampling.add_argument(
         "--candidates", type=int, default=1, metavar="N", help="best-of-N per image (flagged)"
     )
     sampling.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="encoder batch (8)")
@@ -251,6 +258,7 @@ def handler(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             top_k=args.top_k,
             top_p=args.top_p,
+            decoder_dtype=args.decoder_dtype,
             batch_size=args.batch_size,
             device=args.device,
             dtype=args.dtype,
