@@ -115,7 +115,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--decoder-dtype",
-        choices=("float32", "float16", "bfloat16"),
+        choices=("float32", "float16", "bfloat16"),  # sound2image.devices.DECODER_DTYPES
         default="float32",
         help="sample with the decoder's weights in this dtype (ImageTransformer.half_decoder, "
         "generate --decoder-dtype)",

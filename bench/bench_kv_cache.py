@@ -303,7 +303,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--weights",
-        choices=("float32", "float16", "bfloat16"),
+        choices=("float32", "float16", "bfloat16"),  # sound2image.devices.DECODER_DTYPES
         default="float32",
         help="the decoder's weights (a half dtype: baseline float32, unless --baseline-ref)",
     )

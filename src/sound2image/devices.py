@@ -12,6 +12,8 @@ from sound2image.errors import UsageError
 
 #: Short dtype names -> torch attribute names (the long names are accepted too).
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+#: An Image Transformer decoder's weight dtypes (``--decoder-dtype``; see ``ImageTransformer.half_decoder``).
+DECODER_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def resolve_device(device: Any = "auto", parameter: str = "device") -> str:

@@ -140,3 +140,10 @@ def test_half_decoder_refuses_other_dtypes_a_second_dtype_and_saving(tmp_path) -
     with pytest.raises(ValueError, match="float16 decoder cannot be saved"):
         model.save_pretrained(tmp_path / "model")
     assert not (tmp_path / "model").exists()
+
+
+def test_the_cli_choices_are_the_dtypes_the_model_takes() -> None:
+    from sound2image.devices import DECODER_DTYPES  # torch-free, for the CLI's start-up
+    from sound2image.modules.half import HALF_DTYPES
+
+    assert ("float32", *HALF_DTYPES) == DECODER_DTYPES

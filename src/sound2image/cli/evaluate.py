@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from sound2image.cli.options import INT_FLAGS, NUMBER_FLAGS, SCHEDULER_NAMES
-from sound2image.devices import DTYPES
+from sound2image.devices import DECODER_DTYPES, DTYPES
 from sound2image.errors import UsageError
 
 PRESETS = ("paper-table1",)
@@ -136,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sampling.add_argument(
         "--decoder-dtype",
         dest="decoder_dtype",
-        choices=("float32", "float16", "bfloat16"),
+        choices=DECODER_DTYPES,
         default="float32",
         help="Image Transformer decoder weights (float16: faster batch-1 sampling on a CPU)",
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 from sound2image.audio.channels import parse_channel
 from sound2image.cli.jobs import Plan
-from sound2image.devices import DTYPES
+from sound2image.devices import DECODER_DTYPES, DTYPES
 from sound2image.errors import UsageError
 from sound2image.validation import check_flags, check_number
 
@@ -297,7 +297,7 @@ def add_transformer_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--decoder-dtype",
-        choices=("float32", "float16", "bfloat16"),
+        choices=DECODER_DTYPES,
         default="float32",
         help="the decoder's weights for sampling: float16 halves the bytes read per pixel, ~1.6x faster "
         "batch-1 sampling of large models on a CPU; the pixels differ slightly from float32's",

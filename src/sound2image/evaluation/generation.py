@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sound2image.devices import DECODER_DTYPES
 from sound2image.errors import Sound2ImageError, UsageError
 from sound2image.evaluation.systems import SystemSpec, needs_download, system_fingerprint
 
@@ -98,7 +99,7 @@ class GenerationOptions:
         check_int("steps", self.steps, minimum=1)
         check_int("noise_level", self.noise_level, minimum=0, maximum=999)
         check_int("batch_size", self.batch_size, minimum=1)
-        if self.decoder_dtype not in ("float32", "float16", "bfloat16"):
+        if self.decoder_dtype not in DECODER_DTYPES:
             message = f"decoder_dtype must be float32, float16 or bfloat16, got {self.decoder_dtype!r}"
             raise UsageError(message, parameters=["decoder_dtype"])
         if self.guidance_scale is not None:
