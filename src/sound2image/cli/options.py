@@ -299,7 +299,7 @@ def add_transformer_arguments(parser: argparse.ArgumentParser) -> None:
         "--decoder-dtype",
         choices=DECODER_DTYPES,
         default="float32",
-        help="the decoder's weights for sampling: float16 halves the bytes read per pixel, ~1.6x faster "
+        help="the decoder's weights for sampling: float16 halves the bytes read per pixel, ~1.7x faster "
         "batch-1 sampling of large models on a CPU; the pixels differ slightly from float32's",
     )
 

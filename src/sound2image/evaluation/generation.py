@@ -100,7 +100,7 @@ class GenerationOptions:
         check_int("noise_level", self.noise_level, minimum=0, maximum=999)
         check_int("batch_size", self.batch_size, minimum=1)
         if self.decoder_dtype not in DECODER_DTYPES:
-            message = f"decoder_dtype must be float32, float16 or bfloat16, got {self.decoder_dtype!r}"
+            message = f"decoder_dtype must be one of {', '.join(DECODER_DTYPES)}, got {self.decoder_dtype!r}"
             raise UsageError(message, parameters=["decoder_dtype"])
         if self.guidance_scale is not None:
             check_number("guidance_scale", self.guidance_scale, minimum=0.0)
