@@ -12,7 +12,17 @@ For every held-out speaker of av-digits this trains, on the other speakers' reco
 * ``linear``: multinomial logistic regression (L-BFGS, L2 ``--linear-decay``) on the flattened
   standardised features: how much a linear probe hears.
 
-and reports accuracy on all the held-out speaker's recordings. ``--tta F1 F2 ...`` also scores the same
+and reports accuracy on all the held-out speaker's recordings. Variants of the tower (issue 15 notes):
+
+* ``--adapt N``: speaker adaptation at test time (AdaBN, Li et al. 2016, "Revisiting Batch Normalization
+  for Practical Domain Adaptation"): the tower's batch-norm statistics are re-estimated on the held-out
+  speaker's own recordings, N at a time (random groups of N; ``--adapt 0`` = all of them at once), no
+  labels used; it needs several recordings of the new voice, so it is transductive;
+* ``--ensemble K``: K towers (seeds ``100 * seed + k``) with their class probabilities summed;
+* ``--channels C``: the tower's width (the preset's scorer: 128);
+* ``--mixup A``: mixup of the standardised features and the targets, weights ~ Beta(A, A).
+
+``--tta F1 F2 ...`` also scores the same
 trained tower with test-time speed perturbation: the class probabilities averaged over the clip played at
 1.0 and at each factor (``sound2image.training.augment.change_speed``: pitch, formants and duration
 together, a different vocal-tract length). The two columns come from one trained model, so their
@@ -53,6 +63,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--linear", action="store_true", help="also the linear probe")
     parser.add_argument("--linear-decay", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--adapt",
+        type=int,
+        default=None,
+        metavar="N",
+        help="re-estimate batch-norm statistics on the held-out speaker, N clips at a time (0: all)",
+    )
+    parser.add_argument(
+        "--ensemble", type=int, default=1, help="towers per fold and seed, probabilities summed"
+    )
+    parser.add_argument(
+        "--channels", type=int, default=None, help="tower width (default: the preset's scorer)"
+    )
+    parser.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(A, A) while training (0: off)")
     return parser.parse_args()
 
 
@@ -81,12 +105,17 @@ def load(args: argparse.Namespace):
     return speeds, labels, np.array(speakers), embed_dim
 
 
-def train_tower(features: torch.Tensor, labels: torch.Tensor, seed: int, epochs: int, embed_dim: int):
+def train_tower(
+    features: torch.Tensor, labels: torch.Tensor, seed: int, args: argparse.Namespace, embed_dim: int
+):
     """The scorer's audio tower + a cosine head, trained on (N, S, F) features; returns probs(features)."""
     from sound2image.modules.towers import AudioTower
     from sound2image.transformer.reranker import RerankerConfig
 
     shape = RerankerConfig(audio_bins=features.shape[-1], embed_dim=embed_dim)
+    if args.channels:
+        shape = RerankerConfig(audio_bins=shape.audio_bins, embed_dim=embed_dim, audio_channels=args.channels)
+    epochs = args.epochs
     mean, std = features.mean(dim=(0, 1)), features.std(dim=(0, 1)) + 1e-5
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -103,8 +132,13 @@ def train_tower(features: torch.Tensor, labels: torch.Tensor, seed: int, epochs:
             x = torch.roll((features[index] - mean) / std, int(rng.integers(-5, 6)), dims=1)  # (B, S, F)
             for group in optimizer.param_groups:
                 group["lr"] = 2e-3 * 0.5 * (1 + np.cos(np.pi * step / total))
+            targets = F.one_hot(labels[index], 10).float()  # (B, 10)
+            if args.mixup:
+                weight, partner = float(rng.beta(args.mixup, args.mixup)), torch.randperm(len(x))
+                x = weight * x + (1 - weight) * x[partner]
+                targets = weight * targets + (1 - weight) * targets[partner]
             logits = 10 * tower(x) @ F.normalize(head.weight, dim=-1).T  # (B, 10)
-            loss = F.cross_entropy(logits, labels[index])
+            loss = F.cross_entropy(logits, targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -112,10 +146,30 @@ def train_tower(features: torch.Tensor, labels: torch.Tensor, seed: int, epochs:
     tower.eval()
 
     @torch.no_grad()
-    def probabilities(x: torch.Tensor) -> torch.Tensor:
+    def classify(x: torch.Tensor) -> torch.Tensor:
         return (10 * tower((x - mean) / std) @ F.normalize(head.weight, dim=-1).T).softmax(dim=-1)
 
-    return probabilities
+    @torch.no_grad()
+    def adapted(x: torch.Tensor) -> torch.Tensor:
+        """AdaBN: each group's probabilities with the batch-norm statistics of that group alone."""
+        trained = {name: value.clone() for name, value in tower.state_dict().items()}
+        group = args.adapt or len(x)
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+        out = torch.empty(len(x), 10)
+        for start in range(0, len(x), group):
+            members = order[start : start + group]
+            for module in tower.modules():
+                if isinstance(module, torch.nn.BatchNorm1d):
+                    module.reset_running_stats()
+                    module.momentum = None  # cumulative average: exactly this group's statistics
+            tower.train()
+            tower((x[members] - mean) / std)
+            tower.eval()
+            out[members] = classify(x[members])
+        tower.load_state_dict(trained)
+        return out
+
+    return classify if args.adapt is None else adapted
 
 
 def linear_probe(train: torch.Tensor, labels: torch.Tensor, test: torch.Tensor, decay: float) -> torch.Tensor:
@@ -147,7 +201,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     speeds, labels, speakers, embed_dim = load(args)
     holdouts = args.holdouts or sorted(set(speakers))
-    print(f"preset {args.preset}; {len(labels)} recordings; epochs {args.epochs}; tta speeds {args.tta}")
+    print(
+        f"preset {args.preset}; {len(labels)} recordings; epochs {args.epochs}; tta speeds {args.tta}; "
+        f"adapt {args.adapt}; ensemble {args.ensemble}; channels {args.channels or 'preset'}; "
+        f"mixup {args.mixup}"
+    )
     print("held out    seed  tower  tower+tta  linear   seconds")
     rows = []
     for held_out in holdouts:
@@ -156,9 +214,13 @@ def main() -> None:
         base = speeds[1.0]
         for seed in args.seeds:
             started = time.monotonic()
-            probabilities = train_tower(base[train], labels[train], seed, args.epochs, embed_dim)
-            plain = probabilities(base[test])
-            tta = torch.stack([probabilities(features[test]) for features in speeds.values()]).sum(0)
+            plain = torch.zeros(int(test.sum()), 10)
+            tta = torch.zeros_like(plain)
+            for member in range(args.ensemble):
+                member_seed = seed if args.ensemble == 1 else 100 * seed + member
+                probabilities = train_tower(base[train], labels[train], member_seed, args, embed_dim)
+                plain += probabilities(base[test])
+                tta += torch.stack([probabilities(features[test]) for features in speeds.values()]).sum(0)
             truth = labels[test]
             row = [accuracy(plain.argmax(1), truth), accuracy(tta.argmax(1), truth)]
             if args.linear:

@@ -345,3 +345,58 @@ def test_regenerate_refuses_a_sound_that_changed_since(trained, tmp_path) -> Non
     shutil.copy(trained / "tone1.wav", sound)
     with pytest.raises(UsageError, match="changed since the image was made"):
         regenerate(out / "tone0_seed1.png")
+
+
+def _preset_run(root, preset: str) -> list[str]:
+    """TINY, started from ``preset`` instead of paper (its other settings: batch size, lr, positions...)."""
+    flags = list(TINY)
+    flags[flags.index("--preset") + 1] = preset
+    flags[flags.index("--max-steps") + 1] = "2"
+    return ["train", "transformer", "--data", str(root), "--out", str(root / "run"), *flags]
+
+
+def test_resume_takes_the_runs_own_settings_not_todays_default_preset(tmp_path, capsys) -> None:
+    """`--out RUN --resume latest` alone continues a run started from a preset with options: the base
+    is the run's training_config.json, not preset paper (which differs in d_model, lr, batch size, the
+    pixel positions... and would be refused as changed settings)."""
+    import json
+
+    make_dataset(tmp_path, count=2)
+    assert main(_preset_run(tmp_path, "av-digits")) == 0
+    run = tmp_path / "run"
+    started = json.loads((run / "training_config.json").read_text())
+    capsys.readouterr()
+
+    code = main(["train", "transformer", "--out", str(run), "--resume", "latest", "--max-steps", "4"])
+    assert code == 0, capsys.readouterr().err
+    assert "trained 4 steps" in capsys.readouterr().out
+    resumed = json.loads((run / "training_config.json").read_text())
+    assert resumed.pop("max_steps") == 4 and started.pop("max_steps") == 2
+    for name in ("resume", "progress"):  # resumable settings the command line sets afresh
+        resumed.pop(name), started.pop(name)
+    assert resumed == started
+    assert resumed["model"]["pixel_positions"] == "2d" and resumed["model"]["d_model"] == 32  # not paper's
+    updates = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in updates if entry["kind"] == "train"] == [1, 2, 3, 4]
+
+
+def test_resume_with_a_changed_setting_is_refused_naming_it(tmp_path, capsys) -> None:
+    make_dataset(tmp_path, count=2)
+    assert main(_preset_run(tmp_path, "av-digits")) == 0
+    capsys.readouterr()
+    run = tmp_path / "run"
+    code = main(["train", "transformer", "--out", str(run), "--resume", "latest", "--lr", "0.5"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "cannot resume with different settings (lr)" in err, err
+    # an explicit --preset is the base instead of the saved settings: here paper, refused the same way
+    code = main(["train", "transformer", "--out", str(run), "--resume", "latest", "--preset", "paper"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "cannot resume with different settings" in err and "d_model" in err, err
+
+
+def test_data_is_required_for_a_new_run(tmp_path, capsys) -> None:
+    for extra in ([], ["--resume", "latest"]):
+        code = main(["train", "transformer", "--out", str(tmp_path / "run"), *extra])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.count("\n") == 0 and "--data is required" in err, err
+    assert not (tmp_path / "run").exists()

@@ -272,6 +272,41 @@ def test_transformer_images_and_regeneration(transformer_dir: Path, wavs, tmp_pa
         run_job(GenerateRequest(cache.labels[0], [str(w) for w in wavs]), cache, tmp_path)
 
 
+@pytest.mark.numeric
+@pytest.mark.parametrize(("drawn_with", "served_later"), [("float16", "float32"), ("float32", "float16")])
+def test_transformer_decoder_dtype_is_served_recorded_and_redrawn_as_recorded(
+    transformer_dir: Path, wavs, tmp_path: Path, monkeypatch, drawn_with: str, served_later: str
+) -> None:
+    """`serve --decoder-dtype` converts the served model; a PNG is redrawn in the precision it records,
+    whatever the app serves now (a fresh model for it when they differ)."""
+    from sound2image.transformer import runner
+
+    sampled_with: list[str] = []
+    real = runner.iter_images
+
+    def spy(model, *args, **kwargs):
+        sampled_with.append(model.decoder_dtype)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "iter_images", spy)
+    first = ModelCache(model_choices([f"transformer:{transformer_dir}"]), "cpu", decoder_dtype=drawn_with)
+    (image,) = run_job(GenerateRequest(first.labels[0], [str(wavs[0])], seed=5), first, tmp_path).images
+    assert sampled_with == [drawn_with]
+    assert read_png_metadata(image.path)["model"].get("decoder_dtype") == (
+        None if drawn_with == "float32" else drawn_with
+    )
+    later = ModelCache(model_choices([f"transformer:{transformer_dir}"]), "cpu", decoder_dtype=served_later)
+    again = regenerate_png(image.path, later, tmp_path / "again", sound=str(wavs[0]))
+    assert sampled_with == [drawn_with, drawn_with]
+    assert np.array_equal(_pixels(again.path), _pixels(image.path))
+    assert later.get(later.labels[0]).model.decoder_dtype == served_later  # the served one is untouched
+
+
+def test_an_unknown_decoder_dtype_is_refused() -> None:
+    with pytest.raises(UsageError, match=r"^decoder_dtype: 'float8' is not one of float32, float16"):
+        ModelCache(model_choices(["baseline"]), decoder_dtype="float8")
+
+
 def test_no_module_globals_hold_user_data() -> None:
     """Module-level names of the web app are functions, classes, strings, numbers and tuples only: no
     list, dict or set that a request could fill."""

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 
-from sound2image.devices import DTYPES
+from sound2image.devices import DECODER_DTYPES, DTYPES
 
 SERVE_EPILOG = """\
 Examples:
@@ -56,6 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-minutes", type=float, default=10.0, help="longest sound (default 10 min)")
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, cuda:1, mps, cpu")
     parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto", help="auto: fp16 on CUDA")
+    parser.add_argument(
+        "--decoder-dtype",
+        choices=DECODER_DTYPES,
+        default="float32",
+        help="Image Transformer models: the decoder's weights (float16: ~1.7x faster one-image sampling "
+        "on a CPU at the paper's size; the images are recorded as drawn with it)",
+    )
     parser.set_defaults(func=handler)
 
 
@@ -102,7 +109,8 @@ def handler(args: argparse.Namespace) -> int:
         cache = tempfile.mkdtemp(prefix="sound2image-serve-")
         os.environ["GRADIO_TEMP_DIR"] = cache
     try:
-        demo = build_app(ModelCache(choices, device=args.device, dtype=args.dtype), config)
+        models = ModelCache(choices, device=args.device, dtype=args.dtype, decoder_dtype=args.decoder_dtype)
+        demo = build_app(models, config)
         print(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
         try:
             start(demo, config, block=True)

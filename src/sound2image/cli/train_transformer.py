@@ -13,9 +13,10 @@ EPILOG = """Examples:
       --split-by speaker --holdout jackson --out runs/it-no-jackson --max-minutes 30
   # the paper's configuration (500x220 FFT sections, 512-d, 6 + 6 layers) on an ADVANCE tree, on a GPU
   sound2image train transformer --data ADVANCE/ --preset paper --out runs/it-advance --epochs 50
-  # continue the newest checkpoint (the same settings; only --max-steps, --epochs, --max-minutes, the
-  # evaluation/checkpoint cadence and --device may change, anything else is refused and named)
-  sound2image train transformer --data ADVANCE/ --out runs/it-advance --resume latest
+  # continue the newest checkpoint with the settings the run was started with (training_config.json:
+  # preset, data and options need not be repeated); only --max-steps, --epochs, --max-minutes, the
+  # evaluation/checkpoint cadence and --device may change, anything else is refused and named
+  sound2image train transformer --out runs/it-digits --resume latest --max-minutes 10
 
 The run directory gets training_config.json, split.json, metrics.jsonl (one JSON line per update and
 per evaluation), validation/step-*.png (real images on top, generated below), bad_items.txt (skipped
@@ -37,17 +38,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--data", required=True, help="dataset folder or manifest (see `sound2image data check`)"
+        "--data",
+        default=None,
+        help="dataset folder or manifest (see `sound2image data check`); required unless --resume",
     )
     parser.add_argument("--out", "--output", "-o", required=True, dest="output_dir", help="run directory")
     parser.add_argument(
         "--preset",
         choices=("paper", "av-digits", "av-digits-robust"),
-        default="paper",
-        help="starting configuration (av-digits-robust: log-mel bands normalised per utterance and the "
-        "decoder conditioned on the scorer's utterance embedding, for unseen speakers)",
+        default=None,
+        help="starting configuration (default: paper; with --resume: the run's saved settings; "
+        "av-digits-robust: log-mel bands normalised per utterance and the decoder conditioned on the "
+        "scorer's utterance embedding, for unseen speakers)",
     )
-    parser.add_argument("--resume", default=None, help="'latest' or a checkpoint directory")
+    parser.add_argument(
+        "--resume",
+        default=None,
+        help="'latest' or a checkpoint directory: continue the run in --out with its saved settings",
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--epochs", type=float, default=None)
     run.add_argument("--max-steps", type=int, default=None)
@@ -204,17 +212,38 @@ _AUGMENT = (
 )
 
 
+def base_config(args: argparse.Namespace):  # -> TransformerTrainConfig (imported lazily)
+    """What the options apply to: the preset for a new run; for ``--resume`` without ``--preset``, the
+    settings the run in ``--out`` was started with (so it resumes as it began, whatever the presets are
+    today; an option given now that differs from them is refused by the trainer, named)."""
+    import dataclasses
+
+    from sound2image.errors import UsageError
+    from sound2image.training.rundir import config_path
+    from sound2image.training.transformer import load_run_config, preset
+
+    saved = config_path(args.output_dir)
+    started = load_run_config(saved) if args.resume and saved.is_file() else None
+    data = args.data if args.data is not None or started is None else started.data
+    if started is not None and args.preset is None:
+        return dataclasses.replace(started, data=data, output_dir=args.output_dir)
+    if data is None:
+        hint = f" (no {saved.name} in {args.output_dir} to resume from)" if args.resume else ""
+        raise UsageError(f"--data is required{hint}", parameters=["data"])
+    return preset(args.preset or "paper", data, args.output_dir)
+
+
 def build_config(args: argparse.Namespace):  # -> TransformerTrainConfig (imported lazily)
-    """The preset with every option the user gave applied on top."""
+    """The preset (or, resuming, the run's saved settings) with every option the user gave on top."""
     import dataclasses
 
     from sound2image.audio.sections import SectionFeatureConfig
     from sound2image.errors import UsageError
     from sound2image.training.augment import AugmentConfig
     from sound2image.training.reranker import RerankerTrainConfig
-    from sound2image.training.transformer import preset, with_scorer_labels, with_utterance_embedding
+    from sound2image.training.transformer import with_scorer_labels, with_utterance_embedding
 
-    config = preset(args.preset, args.data, args.output_dir)
+    config = base_config(args)
     features = dataclasses.replace(
         config.features, **{f: getattr(args, a) for a, f in _FEATURES.items() if getattr(args, a) is not None}
     )

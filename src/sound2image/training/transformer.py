@@ -486,11 +486,25 @@ def _record(config: TransformerTrainConfig, classes: list[str]) -> dict[str, Any
     }
 
 
-def _load_saved_config(path: Path) -> dict[str, Any]:
+def load_run_config(run: str | Path) -> TransformerTrainConfig:
+    """The settings a run was started with (``<run>/training_config.json``, or the file itself).
+
+    Settings added to the library since the run was written take their defaults, which keep the old
+    behaviour (e.g. ``reranker.label_positives`` False), so a run resumes as it was started whatever
+    the presets say today.
+
+    Raises:
+        UsageError: the file is missing, not JSON, or holds settings this version does not know.
+    """
+    path = config_path(run) if Path(run).is_dir() else Path(run)
     try:
-        return TransformerTrainConfig.from_dict(read_config(path)).to_dict()
-    except TypeError as error:
+        return TransformerTrainConfig.from_dict(read_config(path))
+    except (TypeError, ValueError) as error:
         raise UsageError(f"{path}: not a valid training config ({error})") from error
+
+
+def _load_saved_config(path: Path) -> dict[str, Any]:
+    return load_run_config(path).to_dict()
 
 
 StepHook = Callable[[int, float, ImageTransformer], None]

@@ -93,6 +93,11 @@ class TransformerRecord:
             extra={k: v for k, v in metadata.items() if k not in _KEYS},
         )
 
+    @property
+    def decoder_dtype(self) -> str:
+        """The precision of the decoder's weights the image was drawn with (``float32`` when unrecorded)."""
+        return str(self.model.get("decoder_dtype") or "float32")
+
     @classmethod
     def from_png(cls, path: str | os.PathLike[str]) -> TransformerRecord:
         """The record stored in a PNG written by ``sound2image generate --model transformer:DIR``."""
@@ -277,6 +282,26 @@ def iter_images(
         yield chunk, draw(chunk)
 
 
+def load_for_record(
+    record: TransformerRecord, directory: str | os.PathLike[str], device: str = "cpu"
+) -> ImageTransformer:
+    """The model of ``directory`` as the record drew with it: its decoder in the recorded precision
+    (``model.decoder_dtype``, float32 when absent; :meth:`ImageTransformer.half_decoder`).
+
+    Raises:
+        UsageError: the record names a decoder precision this version does not know.
+    """
+    from sound2image.devices import DECODER_DTYPES
+
+    if record.decoder_dtype not in DECODER_DTYPES:
+        known = ", ".join(DECODER_DTYPES)
+        raise UsageError(f"the record's decoder precision {record.decoder_dtype!r} is not one of {known}")
+    network = ImageTransformer.from_pretrained(directory, map_location=device)
+    if record.decoder_dtype != "float32":
+        network.half_decoder(record.decoder_dtype)
+    return network
+
+
 def regenerate(
     record: TransformerRecord | str | os.PathLike[str],
     *,
@@ -310,9 +335,7 @@ def regenerate(
         audio = entry["path"]
         if entry.get("sha256") and file_sha256(audio) != entry["sha256"]:
             raise UsageError(f"{audio}: the audio file changed since the image was made (SHA-256 differs)")
-    network = ImageTransformer.from_pretrained(directory, map_location=device)
-    if record.model.get("decoder_dtype"):
-        network.half_decoder(record.model["decoder_dtype"])
+    network = load_for_record(record, directory, device)
     from sound2image.audio.sections import SectionFeatureConfig
 
     features = SectionFeatureConfig.from_dict(record.model.get("features") or {})
