@@ -23,7 +23,10 @@ held-out speaker's recordings (all 500, or --limit-val of them, round-robin over
 * scorer label match: for each held-out recording, the held-out real image (among those of the judged
   recordings) its scorer ranks highest shows the spoken digit (chance: about 10 %): best-of-N can only
   help when this is high on an unseen voice;
-* oracle: at least one of the N draws is labelled right (what a perfect scorer could reach).
+* oracle: at least one of the N draws is labelled right (what a perfect scorer could reach);
+* with --adapt-scorer, ``adapted`` and ``scorer*``: best-of-N and the scorer's label match again, the same
+  draws ranked by a copy of the scorer whose audio batch-norm statistics come from the judged held-out
+  recordings themselves (AdaBN speaker adaptation, no labels; a paired comparison with the plain scorer).
 
 The table gives each fold, the mean and the worst fold; --known-split adds the known-speaker row (the
 90/10 grouped split, as without --folds) under the same settings, and the exact commands are written
@@ -119,6 +122,13 @@ def parse_args() -> argparse.Namespace:
         default="float32",
         help="sample with the decoder's weights in this dtype (ImageTransformer.half_decoder, "
         "generate --decoder-dtype)",
+    )
+    parser.add_argument(
+        "--adapt-scorer",
+        action="store_true",
+        help="also rank the same draws with the scorer's audio batch-norm statistics re-estimated on the "
+        "held-out recordings (AdaBN: speaker adaptation without labels; bench/speaker_probe.py --adapt): "
+        "extra columns best_adapted / scorer_adapted, paired with best / scorer",
     )
     parser.add_argument("--column", default="speaker", help="manifest column the folds hold out")
     parser.add_argument(
@@ -408,7 +418,7 @@ def run_split(args: argparse.Namespace, name: str, split, run_dir: Path, split_b
     sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               guidance_scale=args.guidance_scale, seed=args.seed)  # fmt: skip
     t0 = time.monotonic()
-    kept, drawn = [], []
+    kept, drawn, chosen = [], [], []
     with single_thread(torch.device(args.device)):
         for start in range(0, len(data), args.gen_batch):
             features = data.features[start : start + args.gen_batch].to(args.device)
@@ -417,6 +427,7 @@ def run_split(args: argparse.Namespace, name: str, split, run_dir: Path, split_b
             )
             kept.append(best.tokens)
             drawn.append(best.drawn)
+            chosen.append(best.chosen)
     every = torch.cat(drawn)  # (N, K, L)
     hits = np.array(judge.predict(tokens_to_images(every.flatten(0, 1), 32).numpy()))
     hits = hits.reshape(every.shape[0], every.shape[1]) == labels[:, None]
@@ -433,7 +444,48 @@ def run_split(args: argparse.Namespace, name: str, split, run_dir: Path, split_b
         scorer_match=float(match),
         gen_s=time.monotonic() - t0,
     )
+    if args.adapt_scorer:  # the same draws, ranked by the scorer adapted to the held-out voice
+        unadapted = adapted_picks(scorer, data.features, every, args.device)
+        if not np.array_equal(unadapted, torch.cat(chosen).numpy()):  # the re-ranking sees what it should
+            raise SystemExit("--adapt-scorer: re-ranking the draws does not reproduce the scorer's picks")
+        adapted = adapt_audio_batch_norm(scorer, data.features.to(args.device))
+        picked = adapted_picks(adapted, data.features, every, args.device)  # (N,)
+        row.update(
+            best_adapted=float(hits[np.arange(len(labels)), picked].mean()),
+            scorer_adapted=float(
+                evaluate_scorer(adapted, data.features, images, torch.device(args.device), list(labels))[
+                    "val_label_match"
+                ]
+            ),
+        )
     return row
+
+
+def adapt_audio_batch_norm(scorer, features):  # -> AudioImageScorer
+    """A copy of ``scorer`` whose audio tower normalises with the batch-norm statistics of ``features``
+    (B, S, F) alone, e.g. every recording of one new speaker (AdaBN: Li et al. 2016, "Revisiting Batch
+    Normalization for Practical Domain Adaptation"); no labels are used."""
+    import copy
+
+    import torch
+
+    adapted = copy.deepcopy(scorer).eval()
+    for module in adapted.audio.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average: exactly these recordings' statistics
+    adapted.audio.train()
+    with torch.no_grad():
+        adapted.embed_audio(features)
+    return adapted.eval()
+
+
+def adapted_picks(scorer, features, drawn, device: str) -> np.ndarray:
+    """For each recording, the candidate (of ``drawn`` (N, K, L)) that ``scorer`` ranks first: (N,)."""
+    count, candidates, _ = drawn.shape
+    repeated = features.repeat_interleave(candidates, dim=0).to(device)  # (N·K, S, F), row-major as drawn
+    scores = scorer.score(repeated, drawn.flatten(0, 1).to(device)).view(count, candidates)
+    return scores.argmax(dim=1).cpu().numpy()
 
 
 def run_folds(args: argparse.Namespace) -> int:
@@ -553,10 +605,13 @@ def fold_commands(args: argparse.Namespace, folds: list[str]) -> list[str]:
 def format_row(row: dict) -> str:
     bpp = row.get("val_bpp")
     bpp_text = "-" if bpp is None else f"{bpp:.3f}"
+    adapted = ""
+    if "best_adapted" in row:  # --adapt-scorer
+        adapted = f" {row['best_adapted']:9.4f} {row['scorer_adapted']:8.4f}"
     return (
         f"{row['name']:>14} {row['n']:5d} {row.get('steps', '-'):>6} {bpp_text:>7} "
         f"{row['best']:9.4f} {row['single']:9.4f} {row['oracle']:8.4f} {row['scorer_match']:8.4f} "
-        f"{row['judge_real']:8.4f}"
+        f"{row['judge_real']:8.4f}{adapted}"
     )
 
 
@@ -566,11 +621,15 @@ def table(rows: list[dict], known: dict | None, candidates: int) -> list[str]:
         f"{'held out':>14} {'n':>5} {'steps':>6} {'val bpp':>7} {f'best-of-{candidates}':>9} "
         f"{'single':>9} {'oracle':>8} {'scorer':>8} {'judge':>8}"
     )
+    keys = ["best", "single", "oracle", "scorer_match", "judge_real"]
+    if rows and all("best_adapted" in row for row in rows):
+        header += f" {'adapted':>9} {'scorer*':>8}"
+        keys += ["best_adapted", "scorer_adapted"]
     out = [header, *(format_row(row) for row in rows)]
     if rows:
         for name, pick in (("mean", np.mean), ("worst", np.min)):
             summary = {"name": name, "n": sum(row["n"] for row in rows)}
-            for key in ("best", "single", "oracle", "scorer_match", "judge_real"):
+            for key in keys:
                 summary[key] = float(pick([row[key] for row in rows]))
             out.append(format_row(summary))
     if known is not None:
@@ -578,6 +637,12 @@ def table(rows: list[dict], known: dict | None, candidates: int) -> list[str]:
     out.append(
         "columns: best-of-N and single-draw AIC, oracle (some draw right), scorer = its label match on the "
         "held-out real images, judge = the classifier's accuracy on the held-out real images"
+        + (
+            "; adapted, scorer* = the same two with the scorer's audio batch-norm statistics taken from "
+            "the held-out recordings (--adapt-scorer, AdaBN), the same draws"
+            if "best_adapted" in keys
+            else ""
+        )
     )
     return out
 
