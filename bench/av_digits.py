@@ -392,7 +392,12 @@ def run_split(args: argparse.Namespace, name: str, split, run_dir: Path, split_b
     from sound2image.training.reranker import evaluate_scorer
     from sound2image.training.transformer import load_pair_tensors, single_thread, train_transformer
     from sound2image.transformer import ImageTransformer, SamplingConfig, tokens_to_images
-    from sound2image.transformer.reranker import RERANKER_DIR, AudioImageScorer, generate_best_of
+    from sound2image.transformer.reranker import (
+        RERANKER_DIR,
+        AudioImageScorer,
+        generate_best_of,
+        score_candidates,
+    )
 
     row: dict = {"name": name}
     val_pairs = round_robin(split.val, args.limit_val)
@@ -445,11 +450,11 @@ def run_split(args: argparse.Namespace, name: str, split, run_dir: Path, split_b
         gen_s=time.monotonic() - t0,
     )
     if args.adapt_scorer:  # the same draws, ranked by the scorer adapted to the held-out voice
-        unadapted = adapted_picks(scorer, data.features, every, args.device)
-        if not np.array_equal(unadapted, torch.cat(chosen).numpy()):  # the re-ranking sees what it should
+        unadapted = score_candidates(scorer, data.features, every).argmax(dim=1)
+        if not torch.equal(unadapted, torch.cat(chosen)):  # the re-ranking sees what it should
             raise SystemExit("--adapt-scorer: re-ranking the draws does not reproduce the scorer's picks")
         adapted = adapt_audio_batch_norm(scorer, data.features.to(args.device))
-        picked = adapted_picks(adapted, data.features, every, args.device)  # (N,)
+        picked = score_candidates(adapted, data.features, every).argmax(dim=1).numpy()  # (N,)
         row.update(
             best_adapted=float(hits[np.arange(len(labels)), picked].mean()),
             scorer_adapted=float(
@@ -478,14 +483,6 @@ def adapt_audio_batch_norm(scorer, features):  # -> AudioImageScorer
     with torch.no_grad():
         adapted.embed_audio(features)
     return adapted.eval()
-
-
-def adapted_picks(scorer, features, drawn, device: str) -> np.ndarray:
-    """For each recording, the candidate (of ``drawn`` (N, K, L)) that ``scorer`` ranks first: (N,)."""
-    count, candidates, _ = drawn.shape
-    repeated = features.repeat_interleave(candidates, dim=0).to(device)  # (N·K, S, F), row-major as drawn
-    scores = scorer.score(repeated, drawn.flatten(0, 1).to(device)).view(count, candidates)
-    return scores.argmax(dim=1).cpu().numpy()
 
 
 def run_folds(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from sound2image.transformer.reranker import (
     RerankerConfig,
     candidate_seed,
     generate_best_of,
+    score_candidates,
 )
 from tests.transformer.test_training import make_dataset, tiny_run
 from tests.transformer.tiny import tiny_model
@@ -247,6 +248,26 @@ def test_best_of_keeps_the_top_scoring_draw_and_draw_zero_is_plain_sampling() ->
         assert torch.equal(best.tokens[row], best.drawn[row, best.chosen[row]])
     plain = generate(model, audio, config, generator=[torch.Generator().manual_seed(s) for s in (5, 9)])
     assert torch.equal(best.drawn[:, 0], plain)
+
+
+def test_score_candidates_scores_each_pair_as_alone_and_keeps_rows_apart() -> None:
+    scorer = tiny_scorer(seed=3)
+    generator = torch.Generator().manual_seed(0)
+    audio = torch.randn(3, 6, 10, generator=generator)
+    drawn = torch.randint(0, 256, (3, 4, 64), generator=generator)  # (B, N, L) pixel tokens
+    scores = score_candidates(scorer, audio, drawn)
+    assert scores.shape == (3, 4) and scores.device.type == "cpu"
+    for row in range(3):
+        for k in range(4):
+            alone = scorer.score(audio[row : row + 1], drawn[row, k : k + 1])[0]
+            # float32 cosines of unit vectors (|s| <= 1); a batch of 12 instead of 1 may only change
+            # the rounding order of a few hundred products: 1e-5 absolute is ~100 ulps of slack.
+            torch.testing.assert_close(scores[row, k], alone, rtol=0, atol=1e-5)
+    # (B, N, H, W) uint8 images score like their pixel tokens.
+    as_images = drawn.view(3, 4, 8, 8).to(torch.uint8)
+    torch.testing.assert_close(score_candidates(scorer, audio, as_images), scores, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="^2 sounds for 3 rows of candidates$"):
+        score_candidates(scorer, audio[:2], drawn)
 
 
 def test_best_of_rejects_zero_candidates() -> None:

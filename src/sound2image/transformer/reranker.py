@@ -12,6 +12,7 @@ counts every same-label pair in a batch as a match (:mod:`sound2image.training.r
   (B, H, W) uint8 grayscale -> unit vector (B, E); score = cosine similarity.
 - :func:`generate_best_of`: ``candidates`` draws per row (candidate 0 is exactly what :func:`generate`
   draws with the row's seed), scored, best kept.
+- :func:`score_candidates`: the scoring step alone, for draws already made.
 """
 
 from __future__ import annotations
@@ -170,9 +171,31 @@ def generate_best_of(
         torch.Generator().manual_seed(candidate_seed(s, k)) for k in range(candidates) for s in seeds
     ]
     tokens = generate(model, repeated, config, generator=generators, progress=progress)  # (N·B, L)
-    tokens = tokens.view(candidates, batch, -1)
+    drawn = tokens.view(candidates, batch, -1).transpose(0, 1)  # (B, N, L)
+    scores = score_candidates(scorer, audio_features, drawn)  # (B, N)
+    chosen = scores.argmax(dim=1)  # (B,)
+    kept = drawn[torch.arange(batch), chosen]  # (B, L)
+    return BestOf(tokens=kept, chosen=chosen, scores=scores, drawn=drawn)
+
+
+@torch.no_grad()
+def score_candidates(
+    scorer: AudioImageScorer, audio_features: torch.Tensor, drawn: torch.Tensor
+) -> torch.Tensor:
+    """How well each of N candidate images goes with its row's sound: (B, N) cosine scores on the CPU.
+
+    ``audio_features`` (B, S, F); ``drawn`` (B, N, L) pixel tokens (or (B, N, H, W) uint8 images). The
+    scoring runs on the scorer's device as one batch of B · N pairs. The ranking step of
+    :func:`generate_best_of`, separate so that saved draws can be ranked again, e.g. by another scorer.
+
+    Raises:
+        ValueError: ``audio_features`` and ``drawn`` have different numbers of rows.
+    """
+    batch, candidates = drawn.shape[:2]
+    if audio_features.shape[0] != batch:
+        raise ValueError(f"{audio_features.shape[0]} sounds for {batch} rows of candidates")
     device = next(scorer.parameters()).device
-    scores = scorer.score(repeated.to(device), tokens.flatten(0, 1).to(device)).view(candidates, batch).cpu()
-    chosen = scores.argmax(dim=0)  # (B,)
-    kept = tokens[chosen, torch.arange(batch)]  # (B, L)
-    return BestOf(tokens=kept, chosen=chosen, scores=scores.T.contiguous(), drawn=tokens.transpose(0, 1))
+    # Candidate-major (N · B) rows, as generate_best_of draws them.
+    repeated = audio_features.repeat(candidates, 1, 1).to(device)
+    images = drawn.transpose(0, 1).flatten(0, 1).to(device)
+    return scorer.score(repeated, images).view(candidates, batch).T.cpu().contiguous()
