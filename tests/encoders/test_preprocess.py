@@ -48,7 +48,44 @@ def _rounding_bound(reference: torch.Tensor, amplitude: float, resampler_taps: i
     filter_gain = mel_banks(128, 512, 16000.0).sum(dim=1).double()[:, None]  # (128, 1)
     noise = 2 * (eps * amplitude * (1 + 0.97)) ** 2 * (10 + resampler_taps) * (3 * 399 / 8) * filter_gain
     energy = (reference.double() * 9.138 - 4.268).exp()
-    return (2 * torch.sqrt(noise / energy) + 1e-5) / 9.138
+    rounding = 2 * torch.sqrt(noise / energy) + 1e-5
+    return (rounding + _filter_weight_bound(energy)) / 9.138
+
+
+def _filter_weight_bound(energy: torch.Tensor) -> torch.Tensor:
+    """Per feature, the largest |d log E| from the mel filter weights themselves differing between machines.
+
+    Kaldi (and torchaudio, and we) compute mel(f_k) = 1127 log(1 + f_k / 700) per FFT bin in float32 with
+    the platform's vectorised log (MKL's on an MKL build, whose AVX-512 and AVX2 paths differ in the last
+    bit). A float32 log is within 1 ulp, so two machines' logs differ by <= 2 ulp, and the product by 1127
+    rounds once more (1 ulp of mel); the weight (mel - left) / spacing then moves by dw_k = that / spacing:
+    up to ~4e-5, since mel values near 2,800 share a 21.8-mel spacing. E_b = sum_k w_bk P_k moves by
+    <= sum over b's support of dw_k P_k; every bin's power is P_k = (sum_c w_ck P_k) / s_k with s_k the
+    bin's column sum of weights (1 between two filters' centres), so the move is <= max_k (dw_k / s_k) times
+    E_(b-1) + E_b + E_(b+1), the energies of the filters that share b's bins. ``energy``: (..., 128, frames).
+    """
+    spacing = (_htk_mel(8000.0) - _htk_mel(20.0)) / 129  # float64; the filters' corners are 20 Hz + k spacing
+    freqs = np.arange(256) * 16000.0 / 512  # (256,) FFT bins below Nyquist (its column is zero by design)
+    logs = np.log1p(freqs / 700.0).astype(np.float32)
+    mels = np.float32(1127.0) * logs
+    weight_move = (1127.0 * 2 * np.spacing(logs) + np.spacing(mels)).astype(np.float64) / spacing  # (256,)
+    corners = _htk_mel(20.0) + spacing * np.arange(130)
+    left, centre, right = corners[:-2, None], corners[1:-1, None], corners[2:, None]  # (128, 1) each
+    mel = _htk_mel(freqs)[None, :]
+    raw = np.minimum((mel - left) / (centre - left), (right - mel) / (right - centre))  # (128, 256)
+    # Bins a filter could include on either machine: inside, or within a weight move of its edges.
+    support = raw > -weight_move.max()
+    column_sum = np.clip(raw, 0.0, None).sum(axis=0)  # (256,) s_k
+    with np.errstate(divide="ignore"):
+        ratio = np.where(support, weight_move / column_sum, 0.0).max(axis=1)  # (128,) max_k dw_k / s_k
+    padded = torch.nn.functional.pad(energy, (0, 0, 1, 1))  # zero energy beyond the first and last filter
+    sharing = padded[..., :-2, :] + padded[..., 1:-1, :] + padded[..., 2:, :]  # (..., 128, frames)
+    move = torch.from_numpy(ratio)[:, None] * sharing / energy  # relative move of E_b
+    return -torch.log1p(-move.clamp(max=1.0))  # |log(1 +- x)| <= -log(1 - x); inf where x >= 1
+
+
+def _htk_mel(freq: np.ndarray | float) -> np.ndarray:
+    return 1127.0 * np.log1p(np.asarray(freq, dtype=np.float64) / 700.0)
 
 
 @pytest.mark.parametrize("name", ["real_10s_16000.wav", "short_1s_16000.wav"])
