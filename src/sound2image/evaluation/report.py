@@ -674,7 +674,7 @@ def write_report(results: dict, out_dir: Path, *, max_rows: int = 24) -> Path:
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "report.html"
-    partial = out_dir / ".report.html.partial"
+    partial = out_dir / f".report.html.{os.getpid()}.partial"  # per process: two writers never share it
     partial.write_text(page, encoding="utf-8")
     os.replace(partial, target)
     return target
