@@ -11,7 +11,7 @@ the table and the test cannot drift:
     4. encoders modules metrics
     5. data
     6. audio
-    7. outputs errors validation hub persistence devices seeds
+    7. outputs errors validation hub persistence devices seeds atomic
 
 A module may import from its own layer or a lower one, never a higher one; within a layer a module may
 use its neighbours (a trainer uses the system it trains). Nothing outside ``cli`` imports ``cli``, and

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from sound2image import __version__
+from sound2image.atomic import write_atomic
 from sound2image.errors import OutputExistsError, UsageError
 
 METADATA_KEY = "sound2image"
@@ -61,17 +61,8 @@ def save_png(
     info.add_text(METADATA_KEY, json.dumps(record, sort_keys=True))
     for key, value in record.items():
         info.add_text(key, value if isinstance(value, str) else json.dumps(value, sort_keys=True))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write next to the target then rename: a crash never leaves a half-written PNG under the real name.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # A crash never leaves a half-written PNG under the real name.
+    return write_atomic(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
 
 
 def read_png_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

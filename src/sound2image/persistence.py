@@ -20,7 +20,8 @@ returns the model itself). The rules, written once here:
   config dataclass does not know raises ``WeightsError`` naming the keys, rather than silently dropping a
   setting that changes what the model computes. Such a file was written by a newer sound2image.
 
-This module sits at the bottom of the package: it imports torch, safetensors, json and the errors only.
+This module sits at the bottom of the package: it imports torch, safetensors, json, the errors and
+:mod:`sound2image.atomic` only.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import torch
 
+from sound2image.atomic import write_atomic, write_text_atomic
 from sound2image.errors import WeightsError
 
 CONFIG_NAME = "config.json"
@@ -101,8 +102,8 @@ def save_model_dir(
     record = {"format": marker, "format_version": FORMAT_VERSION, "model": values, **extra}
     text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    _atomic(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": marker}))
-    _atomic(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    write_atomic(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": marker}))
+    write_text_atomic(directory / CONFIG_NAME, text)
     return directory
 
 
@@ -250,19 +251,6 @@ def _is_pickle(path: Path) -> bool:
     with open(path, "rb") as handle:
         head = handle.read(2)
     return head == b"PK" or head[:1] == b"\x80"
-
-
-def _atomic(path: Path, write: Callable[[str], Any]) -> None:
-    """``write(tmp)`` next to ``path``, then rename: a crash never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a saved model is as readable as any file we write
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _listed(items: list[str]) -> str:

@@ -410,27 +410,3 @@ def test_long_clips_are_cropped_to_30_seconds(tmp_path: Path) -> None:
     # a 440 Hz tone stays a 440 Hz tone: the spectrum's peak is at bin 440 * 30 (0.0333 Hz bins)
     assert np.argmax(np.abs(np.fft.rfft(samples))) == 440 * 30
 
-
-def test_a_second_writer_finishing_first_does_not_break_the_report(tmp_path, monkeypatch) -> None:
-    # Two processes writing the same report (a multi-process evaluate once did): the other one renames its
-    # file into place between our write and our rename. Ours must still land, whole.
-    import os
-
-    from sound2image.evaluation import report as report_module
-
-    results = make_results(tmp_path)
-    real_replace, real_getpid = os.replace, os.getpid
-    other_wrote = []
-
-    def replace_after_the_other_writer(source, target) -> None:
-        if not other_wrote:
-            other_wrote.append(True)
-            monkeypatch.setattr(report_module.os, "getpid", lambda: real_getpid() + 1)
-            write_report(results, tmp_path)  # the other process, start to finish
-            monkeypatch.setattr(report_module.os, "getpid", real_getpid)
-        real_replace(source, target)
-
-    monkeypatch.setattr(report_module.os, "replace", replace_after_the_other_writer)
-    path = write_report(results, tmp_path)
-    assert other_wrote and path.read_text(encoding="utf-8").rstrip().endswith("</html>")
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".report")) == []

@@ -27,12 +27,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sound2image.atomic import write_text_atomic
 from sound2image.data.pairs import Pair
 from sound2image.errors import DataError, UsageError
 
@@ -118,15 +118,8 @@ class Split:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=2) + "\n"
-        # Write beside the target and rename, so a crash never leaves a half-written split file.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Beside the target, then renamed: a crash never leaves a half-written split file.
+        write_text_atomic(path, text)
         return path
 
     @classmethod

@@ -620,26 +620,16 @@ def save_embeddings(
 
     ``metadata`` values are stored as JSON under their keys (settings, weights source, skipped files).
     """
-    import tempfile
-
     from safetensors.torch import save_file
+
+    from sound2image.atomic import write_atomic
 
     if embeddings.shape[0] != len(files):
         raise ValueError(f"{embeddings.shape[0]} embeddings for {len(files)} file names")
-    target = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(target))
-    os.makedirs(folder, exist_ok=True)
     header = {key: json.dumps(value, sort_keys=True) for key, value in metadata.items()}
     header.update(format=EMBEDDINGS_FORMAT, files=json.dumps(list(files)))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        save_file({"embeddings": embeddings.float().contiguous()}, tmp, metadata=header)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    tensors = {"embeddings": embeddings.float().contiguous()}
+    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
 def load_embeddings(path: str | os.PathLike[str]) -> tuple[torch.Tensor, list[str], dict[str, Any]]:

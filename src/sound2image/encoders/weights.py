@@ -30,7 +30,6 @@ import hashlib
 import http.client
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -40,6 +39,7 @@ from typing import Any
 import torch
 
 from sound2image import hub
+from sound2image.atomic import write_atomic
 from sound2image.errors import WeightsError
 
 IMAGEBIND_HUGE_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
@@ -376,20 +376,10 @@ def write_audio_safetensors(
 
     from sound2image.encoders.imagebind import config_json
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {key: value.detach().contiguous() for key, value in state.items()}
     metadata = {"format": "sound2image.imagebind_audio/1", "config": config_json(config), "source": source}
-    # Write next to the target then rename, so a crash never leaves a half-written cache file behind.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # A crash never leaves a half-written cache file behind.
+    return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def _cache_name_for(checkpoint: Path, folder: Path) -> Path:

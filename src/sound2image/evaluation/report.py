@@ -30,7 +30,6 @@ import base64
 import html
 import io
 import json
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from sound2image.atomic import write_text_atomic
 from sound2image.audio import load_audio
 from sound2image.data.images import load_image
 from sound2image.errors import Sound2ImageError, UsageError
@@ -672,9 +672,4 @@ def write_report(results: dict, out_dir: Path, *, max_rows: int = 24) -> Path:
         f"{summary}{metrics}{_how_to_read(results)}{per_class}{grid}{_settings_section(results, systems)}"
         f"{_problems_section(results, problems)}</body></html>\n"
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "report.html"
-    partial = out_dir / f".report.html.{os.getpid()}.partial"  # per process: two writers never share it
-    partial.write_text(page, encoding="utf-8")
-    os.replace(partial, target)
-    return target
+    return write_text_atomic(out_dir / "report.html", page)

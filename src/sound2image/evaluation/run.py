@@ -16,13 +16,13 @@ import datetime
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sound2image import __version__
+from sound2image.atomic import write_text_atomic
 from sound2image.errors import DataError, UsageError
 from sound2image.evaluation.generation import CACHE_DIR, GenerationOptions, GenerationResult, generate_images
 from sound2image.evaluation.systems import SystemSpec
@@ -175,19 +175,7 @@ def _named(check: Any, name: str, value: Any, **bounds: Any) -> Any:
 
 def _write_json(path: Path, values: Any) -> Path:
     """Indented JSON, atomically (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(values, indent=2, default=str) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the results private to their writer
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, json.dumps(values, indent=2, default=str) + "\n")
 
 
 # ---------------------------------------------------------------------- items

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sound2image.atomic import write_atomic
 from sound2image.data import load_image, prepare_image
 from sound2image.errors import UsageError
 from sound2image.metrics import (
@@ -146,6 +146,12 @@ def _embed(paths: Sequence[Path], function: Callable[[list[Image.Image]], torch.
     return torch.cat(parts) if parts else torch.zeros((0, 0), dtype=torch.float64)
 
 
+def _save_npy(path: str, array: np.ndarray) -> None:
+    """``np.save`` to exactly ``path`` (given a name, np.save would append ``.npy`` to it)."""
+    with open(path, "wb") as handle:
+        np.save(handle, array)
+
+
 def _cache_key(path: Path, features: ImageFeatures) -> str:
     stat = path.stat()
     text = json.dumps(
@@ -192,10 +198,7 @@ def cached_features(
         for index, row in zip(missing, computed, strict=True):
             out[index] = row
             file = cache_dir / f"{_cache_key(paths[index], features)}.npy"
-            partial = file.with_suffix(f".{os.getpid()}.tmp")
-            with open(partial, "wb") as handle:
-                np.save(handle, row.numpy())
-            os.replace(partial, file)
+            write_atomic(file, lambda tmp, row=row: _save_npy(tmp, row.numpy()))
     return out
 
 

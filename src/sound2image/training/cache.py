@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sound2image.atomic import write_atomic, write_text_atomic
 from sound2image.data import BadItems, Pair, load_image
 from sound2image.errors import DataError, Sound2ImageError
 from sound2image.outputs import file_sha256
@@ -142,11 +141,7 @@ def content_hashes(paths: Sequence[Path], cache_root: Path, write: bool = True) 
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 # --- the shard store ----------------------------------------------------------------------------------
@@ -180,10 +175,8 @@ class ShardStore:
         from safetensors.torch import save_file
 
         path = self.directory / f"shard-r{rank}-{uuid.uuid4().hex[:12]}.safetensors"
-        tmp = self.directory / f".{path.name}.tmp"
-        save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, str(tmp))
-        os.replace(tmp, path)
-        return path
+        tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+        return write_atomic(path, lambda tmp: save_file(tensors, tmp))
 
     def load(self, keys: set[str]) -> dict[str, torch.Tensor]:
         """Every stored tensor whose key is in ``keys``."""

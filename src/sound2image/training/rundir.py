@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sound2image.atomic import write_text_atomic
 from sound2image.errors import UsageError
 
 CONFIG_FILE = "training_config.json"
@@ -48,11 +49,7 @@ STATE_KEYS = ("step", "elapsed_s", "losses", "config")
 
 def _write_atomic(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, text)
 
 
 # --- settings ---------------------------------------------------------------------------------------
