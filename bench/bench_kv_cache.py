@@ -82,8 +82,10 @@ def child(
     device: str,
     size: str = "paper",
     weights: str = "float32",
+    compiled: bool = False,
 ) -> dict:
-    """One measurement in this (fresh) process; prints a JSON line."""
+    """One measurement in this (fresh) process; prints a JSON line. ``compiled``: the cached runs use
+    ``compile_decode_step``, compiled by a 2-step warm-up timed apart (``compile_seconds``)."""
     from sound2image.transformer import SamplingConfig, generate
 
     if mode == "drift":
@@ -92,6 +94,11 @@ def child(
     audio = torch.randn(batch, model.config.audio_sections, model.config.audio_bins, device=device)
     base = current_rss_mb()
     result: dict = {"mode": mode, "batch": batch, "device": device}
+    if mode == "cached" and compiled:
+        start = time.perf_counter()
+        model.compile_decode_step()
+        generate(model, audio, SamplingConfig(temperature=1.0, seed=0), num_steps=2)
+        result["compile_seconds"] = time.perf_counter() - start
     if mode == "cached":
         start, cpu = time.perf_counter(), time.process_time()
         tokens = generate(model, audio, SamplingConfig(temperature=1.0, seed=0), num_steps=steps)
@@ -234,12 +241,19 @@ def breakdown(model, audio: torch.Tensor, repeats: int = 200) -> dict:
 
 
 def run_child(
-    args: argparse.Namespace, mode: str, batch: int, src: Path | None = None, weights: str | None = None
+    args: argparse.Namespace,
+    mode: str,
+    batch: int,
+    src: Path | None = None,
+    weights: str | None = None,
+    compiled: bool | None = None,
 ) -> dict:
     command = [sys.executable, __file__, "--child", mode, "--batch", str(batch),
                "--threads", str(args.threads), "--steps", str(args.steps),
                "--repeats", str(args.repeats), "--device", args.device,
                "--model", args.model, "--weights", weights or args.weights]  # fmt: skip
+    if args.compile if compiled is None else compiled:
+        command.append("--compile")
     source = str(src or ROOT / "src")
     env = {**os.environ, "PYTHONPATH": source + os.pathsep + os.environ.get("PYTHONPATH", "")}
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
@@ -307,7 +321,13 @@ def main() -> int:
         default="float32",
         help="the decoder's weights (a half dtype: baseline float32, unless --baseline-ref)",
     )
-    parser.add_argument("--breakdown", action="store_true", help="time one batch-1 step by parts")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="sample with ImageTransformer.compile_decode_step (baseline: the eager float32 model, unless "
+        "--baseline-ref); its compile time is reported apart",
+    )
+    parser.add_argument("--breakdown", action="store_true", help="time one (eager) batch-1 step by parts")
     parser.add_argument(
         "--skip-uncached", action="store_true", help="time the cached path only (no uncached extrapolation)"
     )
@@ -315,15 +335,18 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
-        child(args.child, args.batch, args.steps, args.repeats, args.device, args.model, args.weights)
+        child(
+            args.child, args.batch, args.steps, args.repeats, args.device, args.model, args.weights,
+            args.compile,
+        )  # fmt: skip
         return 0
 
     model = build(args.model)
     baseline = ""
-    float_baseline = args.weights != "float32" and not args.baseline_ref
+    float_baseline = (args.weights != "float32" or args.compile) and not args.baseline_ref
     baseline_name = "float32" if float_baseline else args.baseline_ref
     if float_baseline:
-        baseline = "baseline: the float32 model (same code, same random weights), interleaved\n"
+        baseline = "baseline: the eager float32 model (same code, same random weights), interleaved\n"
     if args.baseline_ref:
         commit = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline_ref],
@@ -342,7 +365,8 @@ def main() -> int:
     lines += [
         f"command: python bench/bench_kv_cache.py {' '.join(sys.argv[1:])}",
         f"model: {model.config} ({model.num_parameters() / 1e6:.1f} M parameters), random weights"
-        + ("" if args.weights == "float32" else f", decoder weights in {args.weights}"),
+        + ("" if args.weights == "float32" else f", decoder weights in {args.weights}")
+        + (", sampling step compiled (compile_decode_step)" if args.compile else ""),
         f"device: {args.device}, torch {torch.__version__}, threads {args.threads}, cpus {os.cpu_count()}, "
         f"load average {os.getloadavg()}",
         f"steps: {args.steps} (32 × 32 pixels), sampling temperature 1, seed 0",
@@ -358,7 +382,7 @@ def main() -> int:
             if baseline_src is not None:
                 runs["baseline"].append(run_child(args, "cached", batch, baseline_src))
             elif float_baseline:
-                runs["baseline"].append(run_child(args, "cached", batch, weights="float32"))
+                runs["baseline"].append(run_child(args, "cached", batch, weights="float32", compiled=False))
             runs["current"].append(run_child(args, "cached", batch))
         cached = runs["current"][-1]
         seconds, timing = summarize_runs(runs["current"], batch * args.steps)
@@ -368,6 +392,13 @@ def main() -> int:
             f"{cached['cache_bytes'] / 2**20:.1f} MB (a full-length cache would be "
             f"{cached['full_cache_bytes'] / 2**20:.1f} MB)"
             + (f"  cuda peak {cached['cuda_peak_mb']:.0f} MB" if "cuda_peak_mb" in cached else "")
+            + (
+                "  (compiling first: "
+                + ", ".join(f"{r['compile_seconds']:.1f}" for r in runs["current"])
+                + " s)"
+                if "compile_seconds" in cached
+                else ""
+            )
         )
         if runs["baseline"]:
             base, timing = summarize_runs(runs["baseline"], batch * args.steps)

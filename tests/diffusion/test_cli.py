@@ -529,6 +529,8 @@ def test_regeneration_refuses_a_non_finite_recorded_setting(saved_dir, wavs, tmp
         ["--top-k", "3"],
         ["--top-p", "0.5"],
         ["--upscale", "2"],
+        ["--decoder-dtype", "float16"],
+        ["--compile"],
     ],
     ids=lambda f: f[0],
 )

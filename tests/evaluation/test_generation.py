@@ -261,6 +261,8 @@ def test_two_processes_draw_exactly_what_one_process_draws(tmp_path, base_dir, m
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=PROJECT_ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
+    # Only the main process scores and writes (CI once saw a second writer of report.html).
+    assert done.stderr.count("evaluated 3 item(s)") == 1, done.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "results.json").read_text())
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert [item["images"] for item in two["items"]] == [item["images"] for item in one["items"]]
@@ -388,3 +390,27 @@ def test_the_soundiff_pairing_embeds_sounds_in_batches_as_one_by_one(base_dir) -
     assert torch.allclose(
         pairing.embed_images([picture]), pipe.encode_image(picture.convert("RGB")), atol=1e-5
     )
+
+
+def test_compile_option_samples_every_transformer_step_through_the_compiled_step(
+    tmp_path, transformer_dir, monkeypatch
+) -> None:
+    """``GenerationOptions(compile=True)`` (``evaluate --compile``) reaches the sampling step: every step
+    of every image goes through what ``torch.compile`` returned (a counting pass-through here, so no
+    compiler runs), and the pixels are the eager run's (the same arithmetic)."""
+    import dataclasses
+
+    import torch
+
+    steps: list[int] = []
+    monkeypatch.setattr(torch, "compile", lambda f, **o: lambda *a: steps.append(1) or f(*a))
+    chosen = items(2)
+    spec = SystemSpec("it", "IT", "transformer", str(transformer_dir))
+    eager = generate_images(chosen, [spec], [1], tmp_path / "eager", OPTIONS, progress=False)
+    assert steps == []
+    compiled_options = dataclasses.replace(OPTIONS, compile=True)
+    compiled = generate_images(chosen, [spec], [1], tmp_path / "compiled", compiled_options, progress=False)
+    assert len(steps) >= 8 * 8 and len(steps) % (8 * 8) == 0  # whole images, batched or not
+    for item in chosen:
+        (a,), (b,) = eager.images["it"][item.id], compiled.images["it"][item.id]
+        assert np.array_equal(pixels(a.path), pixels(b.path))

@@ -4,6 +4,7 @@ model saved before the change sampling the same tokens after it."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,59 @@ def test_model_saved_before_the_change_samples_the_same_tokens() -> None:
         expected = torch.tensor(record[name]["tokens"])
         assert torch.equal(generate(model, audio, config), expected), name
         assert torch.equal(generate(model, audio, config, use_cache=False), expected), name
+
+
+def _has_cxx_compiler() -> bool:
+    import shutil
+
+    return any(shutil.which(name) for name in ("c++", "g++", "clang++"))
+
+
+@pytest.mark.skipif(not _has_cxx_compiler(), reason="torch.compile's CPU backend needs a C++ compiler")
+def test_compiled_step_samples_the_uncached_tokens_from_one_graph() -> None:
+    """compile_decode_step: every position's logits as the eager step's, the uncached path's tokens, and
+    one compiled graph for all 64 positions and both callers (the position and slot are tensors: an
+    integer there would recompile at every step until dynamo gave up and ran eagerly). Compiling takes
+    ~10-30 s: one model, the local window (the ring buffer wraps)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny_model(seed=4)
+    audio = torch.randn(2, 6, 10, generator=torch.Generator().manual_seed(3))
+    config = SamplingConfig(temperature=1.0, seed=5)
+    uncached = generate(model, audio, config, use_cache=False)
+    tokens = torch.randint(0, 257, (2, model.config.seq_len), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        memory_kv = model.project_memory(model.encode(audio))
+        eager_caches = model.allocate_caches(2)
+        eager = [model.decode_step(tokens[:, t : t + 1], memory_kv, eager_caches) for t in range(64)]
+    model.compile_decode_step()
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to the eager step would warn
+        caches = model.allocate_caches(2)
+        for t in range(64):
+            step = model.decode_step(tokens[:, t : t + 1], memory_kv, caches)
+            # Fused kernels may sum in another order: float32 rounding, as the uncached path above.
+            torch.testing.assert_close(step, eager[t], rtol=1e-5, atol=1e-5)
+        assert torch.equal(generate(model, audio, config), uncached)
+    assert model._compiled_core is not None
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_a_compiled_step_that_cannot_compile_warns_once_and_samples_eagerly() -> None:
+    model = tiny_model(seed=4)
+    audio = torch.randn(1, 6, 10, generator=torch.Generator().manual_seed(3))
+    config = SamplingConfig(temperature=1.0, seed=5)
+    expected = generate(model, audio, config)
+    calls: list[int] = []
+
+    def no_compiler(*args: object) -> torch.Tensor:
+        calls.append(1)
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    model._compiled_core = no_compiler
+    with pytest.warns(UserWarning, match="sampling eagerly: InvalidCxxCompiler") as record:
+        assert torch.equal(generate(model, audio, config), expected)
+    assert len(record) == 1 and calls == [1] and model._compiled_core is None

@@ -141,6 +141,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Image Transformer decoder weights (float16: faster batch-1 sampling on a CPU)",
     )
     sampling.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the Image Transformer's sampling step (torch.compile: ~10 s once, then faster)",
+    )
+    sampling.add_argument(
         "--candidates", type=int, default=1, metavar="N", help="best-of-N per image (flagged)"
     )
     sampling.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="encoder batch (8)")
@@ -218,6 +223,9 @@ def _command(args: argparse.Namespace) -> str:
         if dest in ("help", "func", "evaluate_defaults") or value == default or value is None:
             continue
         flag = "--" + dest.replace("_", "-")
+        if value is True:  # a switch: the flag alone
+            parts.append(flag)
+            continue
         values = value if isinstance(value, list) else [value]
         parts += [flag, *(str(v) for v in values)]
     return shlex.join(parts)
@@ -259,6 +267,7 @@ def handler(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             top_p=args.top_p,
             decoder_dtype=args.decoder_dtype,
+            compile=args.compile,
             batch_size=args.batch_size,
             device=args.device,
             dtype=args.dtype,

@@ -40,6 +40,8 @@ def run_transformer(args: argparse.Namespace) -> int:
     model = ImageTransformer.from_pretrained(directory, map_location=device)
     if args.decoder_dtype != "float32":
         model.half_decoder(args.decoder_dtype)
+    if args.compile:
+        model.compile_decode_step()
     scorer = None
     if args.candidates > 1:
         scorer = AudioImageScorer.from_pretrained(directory / RERANKER_DIR, map_location=device)

@@ -126,6 +126,7 @@ TRANSFORMER_ONLY = {
     "top_p": "--top-p",
     "upscale": "--upscale",
     "decoder_dtype": "--decoder-dtype",
+    "compile": "--compile",
 }
 
 
@@ -301,6 +302,13 @@ def add_transformer_arguments(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="the decoder's weights for sampling: float16 halves the bytes read per pixel, ~1.7x faster "
         "batch-1 sampling of large models on a CPU; the pixels differ slightly from float32's",
+    )
+    group.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the sampling step with torch.compile: ~10 s once per batch size, then ~1.1-1.2x "
+        "faster sampling on a CPU (worth it from a few images on; needs a C++ compiler, else it warns "
+        "and samples eagerly)",
     )
 
 

@@ -66,6 +66,8 @@ class GenerationOptions:
         temperature, top_k, top_p: Image Transformer sampling (None: the model's saved values).
         decoder_dtype: the Image Transformer decoder's weights, "float32" (default), "float16" or "bfloat16"
             (:meth:`ImageTransformer.half_decoder`: faster batch-1 sampling on a CPU, other pixels).
+        compile: compile the Image Transformer's sampling step (:meth:`ImageTransformer.compile_decode_step`):
+            an execution option like the thread count, not part of an image's cache key.
         batch_size: sounds per audio-encoder pass / transformer rows per sampling pass.
         device: "auto", "cpu", "cuda", "cuda:1", "mps" (with several processes, "auto" is each
             process's own device).
@@ -83,6 +85,7 @@ class GenerationOptions:
     top_k: int | None = None
     top_p: float | None = None
     decoder_dtype: str = "float32"
+    compile: bool = False
     batch_size: int = 8
     device: str = "auto"
     dtype: str = "auto"
@@ -371,6 +374,8 @@ def _load(spec: SystemSpec, options: GenerationOptions, device: str) -> Any:
         model = ImageTransformer.from_pretrained(directory, map_location=device)
         if options.decoder_dtype != "float32":
             model.half_decoder(options.decoder_dtype)
+        if options.compile:
+            model.compile_decode_step()
         scorer = None
         if spec.candidates > 1:
             if not (directory / RERANKER_DIR / "config.json").is_file():

@@ -122,6 +122,11 @@ class KVCache:
     def window(self) -> int:
         return self.keys.shape[2]
 
+    @property
+    def state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(keys, values, bias)``: the tensors a decoding step reads and writes."""
+        return self.keys, self.values, self.bias
+
     def nbytes(self) -> int:
         """Memory held by the buffers, in bytes."""
         return sum(t.numel() * t.element_size() for t in (self.keys, self.values, self.bias))
@@ -236,32 +241,62 @@ class LocalSelfAttention(nn.Module):
         windows = torch.cat([blocks[:, :, i : i + n_blocks] for i in range(lead + 1)], dim=3)
         return windows[:, :, :, lead * block - memory :]  # (B, H, nb, Lm + Lq, hd)
 
-    def step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def step(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor], slot: torch.Tensor
+    ) -> torch.Tensor:
         """Decode one position: ``x`` (B, 1, C) is the newest token's input -> (B, 1, C).
 
         ``forward(x, cache)`` in eval mode (no dropout), with fewer operations: the fast path of sampling.
+        ``state`` is the cache's ``(keys, values, bias)`` after :meth:`reserve` returned ``slot`` (a (1,)
+        long tensor, not an int, so that a compiled step does not specialise on the position).
         """
         batch, _, width = x.shape
         qkv = linear(x, self.qkv).view(batch, 3, self.n_heads, 1, -1)
-        y = self._step(qkv[:, 0], qkv[:, 1], qkv[:, 2], cache)  # (B, H, 1, hd)
+        y = self.attend(qkv[:, 0], qkv[:, 1], qkv[:, 2], *state, slot)  # (B, H, 1, hd)
         return linear(y.view(batch, 1, width), self.proj)
 
-    def _step(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Decode one position: store its key/value in the ring buffer, attend over the visible slots.
+    def reserve(self, cache: KVCache) -> int:
+        """The bookkeeping of decoding position ``cache.length``, before its key and value exist.
 
-        ``q``, ``k``, ``v``: (B, H, 1, hd) -> (B, H, 1, hd).
+        At the start of a query block, hide the positions older than its memory; then mark the position's
+        slot visible and advance ``cache.length``. Returns the slot, which :meth:`attend` fills.
         """
         position = cache.length
         if self.is_local and position % self.block_size == 0:  # a new query block: forget old memory
             cache.hide_before(position - self.memory_length)
         slot = position % cache.window
-        cache.keys[:, :, slot] = k[:, :, 0]
-        cache.values[:, :, slot] = v[:, :, 0]
         cache.bias[slot] = 0.0
         cache.length += 1
+        return slot
+
+    @staticmethod
+    def attend(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        bias: torch.Tensor,
+        slot: torch.Tensor,
+    ) -> torch.Tensor:
+        """Store one position's key/value in the ring buffer at ``slot`` (1,), attend over the visible slots.
+
+        ``q``, ``k``, ``v``: (B, H, 1, hd); ``keys``, ``values``: (B, H, W, hd), written in place;
+        ``bias``: (W,) 0 or -inf -> (B, H, 1, hd).
+        """
+        keys.index_copy_(2, slot, k)
+        values.index_copy_(2, slot, v)
         # One fused call (one parallel region): with two threads on a busy CPU every parallel region can
         # wait for a descheduled thread, and the written-out form has three (two bmm and the softmax).
-        return F.scaled_dot_product_attention(q, cache.keys, cache.values, attn_mask=cache.bias[None, :])
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=bias[None, :])
+
+    def _step(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Decode one position through ``cache``: :meth:`reserve`, then :meth:`attend`.
+
+        ``q``, ``k``, ``v``: (B, H, 1, hd) -> (B, H, 1, hd).
+        """
+        slot = torch.tensor([self.reserve(cache)], device=cache.keys.device)
+        return self.attend(q, k, v, cache.keys, cache.values, cache.bias, slot)
 
 
 class CrossAttention(nn.Module):
