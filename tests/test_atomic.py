@@ -25,7 +25,7 @@ def test_a_write_creates_the_folders_and_the_whole_file_with_open_s_permissions(
     plain = tmp_path / "plain.txt"
     plain.write_text("x")  # what open() gives a new file here
     assert stat.S_IMODE(target.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~_umask()
-    assert FILE_MODE == 0o666 & ~_umask()
+    assert 0o666 & ~_umask() == FILE_MODE
     assert sorted(p.name for p in target.parent.iterdir()) == ["results.json"]  # no temporary left
 
 

@@ -409,4 +409,3 @@ def test_long_clips_are_cropped_to_30_seconds(tmp_path: Path) -> None:
     assert cell.text() == "first 30 s"
     # a 440 Hz tone stays a 440 Hz tone: the spectrum's peak is at bin 440 * 30 (0.0333 Hz bins)
     assert np.argmax(np.abs(np.fft.rfft(samples))) == 440 * 30
-

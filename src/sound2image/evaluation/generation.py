@@ -205,11 +205,20 @@ def cache_key(fingerprint: str, audio_sha256: str, seed: int, settings: dict[str
     return f"{fingerprint[:16]}/{hashlib.sha256(record.encode()).hexdigest()[:32]}.png"
 
 
-def _process_state() -> Any:
-    """accelerate's ``PartialState`` (one process when not launched)."""
-    from accelerate import PartialState
+def process_state() -> Any:
+    """accelerate's ``PartialState`` for this launch (one process when not launched).
 
-    return PartialState()
+    On a machine without an accelerator, or under ``accelerate launch --cpu`` (``ACCELERATE_USE_CPU``), the
+    state is made with ``cpu=True``: ``PartialState()`` alone reads neither, finds no GPU backend and
+    leaves every launched process non-distributed -- each one its own "main process", drawing every image
+    and writing the results (a two-process CPU launch did exactly that until 2026-12-02).
+    """
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    no_accelerator = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or no_accelerator)
 
 
 def _device(options: GenerationOptions, state: Any) -> str:
@@ -250,7 +259,7 @@ def generate_images(
     """
     options = options or GenerationOptions()
     options.check()
-    state = _process_state()
+    state = process_state()
     device = _device(options, state)
     cache = Path(out) / CACHE_DIR
     result = GenerationResult()

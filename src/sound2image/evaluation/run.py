@@ -24,7 +24,13 @@ from typing import Any
 from sound2image import __version__
 from sound2image.atomic import write_text_atomic
 from sound2image.errors import DataError, UsageError
-from sound2image.evaluation.generation import CACHE_DIR, GenerationOptions, GenerationResult, generate_images
+from sound2image.evaluation.generation import (
+    CACHE_DIR,
+    GenerationOptions,
+    GenerationResult,
+    generate_images,
+    process_state,
+)
 from sound2image.evaluation.systems import SystemSpec
 
 RESULTS_FILE = "results.json"
@@ -496,11 +502,9 @@ def evaluate(config: EvaluationConfig, *, progress: bool = True) -> dict[str, An
         DataError: the dataset or split cannot be used.
         WeightsError: a system's or judge's weights cannot be loaded.
     """
-    from accelerate import PartialState
-
     config.check()
     out = Path(config.out)
-    state = PartialState()
+    state = process_state()
     pairs, data_info = select_pairs(
         config.data, config.split, config.systems, config.max_items, config.split_by, config.holdout
     )
