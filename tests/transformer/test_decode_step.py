@@ -177,6 +177,7 @@ def _has_cxx_compiler() -> bool:
     return any(shutil.which(name) for name in ("c++", "g++", "clang++"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_cxx_compiler(), reason="torch.compile's CPU backend needs a C++ compiler")
 def test_compiled_step_samples_the_uncached_tokens_from_one_graph() -> None:
     """compile_decode_step: every position's logits as the eager step's, the uncached path's tokens, and
