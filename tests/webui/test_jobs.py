@@ -317,3 +317,22 @@ def test_no_module_globals_hold_user_data() -> None:
             if name.startswith("__"):
                 continue
             assert not isinstance(value, (list, dict, set, bytearray)), f"{module.__name__}.{name}"
+
+
+def test_a_compiling_model_cache_samples_every_step_through_the_compiled_step(
+    transformer_dir: Path, wavs, tmp_path: Path, monkeypatch
+) -> None:
+    """`serve --compile`: the served Image Transformer's steps all go through what ``torch.compile``
+    returned (a counting pass-through here, so no compiler runs); the pixels are the eager model's."""
+    import torch
+
+    steps: list[int] = []
+    monkeypatch.setattr(torch, "compile", lambda f, **o: lambda *a: steps.append(1) or f(*a))
+    choices = model_choices([f"transformer:{transformer_dir}"])
+    eager, compiled = ModelCache(choices, "cpu"), ModelCache(choices, "cpu", compile=True)
+    request = GenerateRequest(eager.labels[0], [str(wavs[0])], seed=5)
+    (plain,) = run_job(request, eager, tmp_path / "eager").images
+    assert steps == []
+    (image,) = run_job(request, compiled, tmp_path / "compiled").images
+    assert len(steps) > 0 and len(steps) % 64 == 0  # whole images (best-of-N draws several)
+    assert np.array_equal(_pixels(image.path), _pixels(plain.path))

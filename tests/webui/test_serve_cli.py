@@ -28,6 +28,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
                 "device": app.models.device,
                 "dtype": app.models.dtype,
                 "decoder_dtype": app.models.decoder_dtype,
+                "compile": app.models.compile,
                 "cache": os.environ.get("GRADIO_TEMP_DIR"),
             }
         )
@@ -47,7 +48,7 @@ def test_defaults_bind_loopback_with_one_job_and_the_baseline(started, capsys) -
     assert (config.limits.max_upload_mb, config.limits.max_minutes) == (50.0, 10.0)
     assert call["choices"] == [ModelChoice("SounDiff baseline", "soundiff")]
     assert call["block"] is True and (call["device"], call["dtype"]) == ("auto", "auto")
-    assert call["decoder_dtype"] == "float32"
+    assert call["decoder_dtype"] == "float32" and call["compile"] is False
     # Gradio's cache was a folder of this server's own, removed when it stopped
     assert Path(call["cache"]).name.startswith("sound2image-serve-") and not Path(call["cache"]).exists()
     assert "GRADIO_TEMP_DIR" not in os.environ
@@ -67,7 +68,7 @@ def test_every_flag_reaches_the_app(started, tmp_path: Path) -> None:
         str(tmp_path),
     ]
     args += ["--concurrency", "2", "--max-queue", "5", "--max-upload-mb", "3", "--max-minutes", "0.5"]
-    args += ["--device", "cpu", "--dtype", "fp32", "--decoder-dtype", "float16"]
+    args += ["--device", "cpu", "--dtype", "fp32", "--decoder-dtype", "float16", "--compile"]
     assert main(args) == 0
     (call,) = started
     config = call["config"]
@@ -81,6 +82,7 @@ def test_every_flag_reaches_the_app(started, tmp_path: Path) -> None:
         "SounDiff fine-tuned: runs/u2",
     ]
     assert (call["device"], call["dtype"], call["decoder_dtype"]) == ("cpu", "fp32", "float16")
+    assert call["compile"] is True
     assert config.hard_upload_cap_bytes == 13_000_000  # Gradio's own cap: our 3 MB + 10 MB
 
 

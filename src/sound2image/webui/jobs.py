@@ -122,8 +122,10 @@ class ModelCache:
             the Image Transformer takes ``device`` only).
         decoder_dtype: the Image Transformer's decoder weights (``float32``, or ``float16``/``bfloat16``:
             :meth:`ImageTransformer.half_decoder`, ~1.7x faster one-image sampling on a CPU).
+        compile: compile an Image Transformer's sampling step when it loads
+            (:meth:`ImageTransformer.compile_decode_step`).
         loader: ``(choice, device, dtype) -> LoadedModel``; default :func:`load_model` with
-            ``decoder_dtype`` (tests count the loads with it).
+            ``decoder_dtype`` and ``compile`` (tests count the loads with it).
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class ModelCache:
         dtype: str = "auto",
         loader: Callable[[ModelChoice, str, str], LoadedModel] | None = None,
         decoder_dtype: str = "float32",
+        compile: bool = False,
     ) -> None:
         from sound2image.devices import DECODER_DTYPES
 
@@ -142,8 +145,8 @@ class ModelCache:
                 parameters=["decoder_dtype"],
             )
         self.choices = {c.label: c for c in choices}
-        self.device, self.dtype, self.decoder_dtype = device, dtype, decoder_dtype
-        self._loader = loader or functools.partial(load_model, decoder_dtype=decoder_dtype)
+        self.device, self.dtype, self.decoder_dtype, self.compile = device, dtype, decoder_dtype, compile
+        self._loader = loader or functools.partial(load_model, decoder_dtype=decoder_dtype, compile=compile)
         self._loaded: dict[str, LoadedModel] = {}
         self._locks = {label: threading.Lock() for label in self.choices}
 
@@ -172,11 +175,16 @@ class ModelCache:
 
 
 def load_model(
-    choice: ModelChoice, device: str = "auto", dtype: str = "auto", decoder_dtype: str = "float32"
+    choice: ModelChoice,
+    device: str = "auto",
+    dtype: str = "auto",
+    decoder_dtype: str = "float32",
+    compile: bool = False,
 ) -> LoadedModel:
     """Load one model choice through the library (``SounDiffPipeline.from_pretrained`` or
     ``ImageTransformer.from_pretrained`` plus its reranker when the run has one; an Image Transformer's
-    decoder weights in ``decoder_dtype``, see :meth:`ImageTransformer.half_decoder`)."""
+    decoder weights in ``decoder_dtype``, see :meth:`ImageTransformer.half_decoder`, and its sampling step
+    compiled when ``compile``, see :meth:`ImageTransformer.compile_decode_step`)."""
     if choice.family == "transformer":
         from sound2image.devices import resolve_device
         from sound2image.transformer import ImageTransformer
@@ -187,6 +195,8 @@ def load_model(
         model = ImageTransformer.from_pretrained(directory, map_location=target)
         if decoder_dtype != "float32":
             model.half_decoder(decoder_dtype)
+        if compile:
+            model.compile_decode_step()
         scorer = None
         if (directory / RERANKER_DIR).is_dir():
             scorer = AudioImageScorer.from_pretrained(directory / RERANKER_DIR, map_location=target)
