@@ -4,6 +4,7 @@ model saved before the change sampling the same tokens after it."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -179,6 +180,12 @@ def _has_cxx_compiler() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _has_cxx_compiler(), reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.skipif(
+    os.environ.get("ATEN_CPU_CAPABILITY") == "default",
+    # Measured in CI: inductor's generated C++ uses at::vec, which torch's headers leave undeclared under
+    # ATEN_CPU_CAPABILITY=default; the step then warns and samples eagerly (the fallback test covers that).
+    reason="inductor cannot compile its vectorized kernels under ATEN_CPU_CAPABILITY=default",
+)
 def test_compiled_step_samples_the_uncached_tokens_from_one_graph() -> None:
     """compile_decode_step: every position's logits as the eager step's, the uncached path's tokens, and
     one compiled graph for all 64 positions and both callers (the position and slot are tensors: an
