@@ -399,7 +399,10 @@ class ImageTransformer(nn.Module):
                 return self._compiled_core(tokens, index, states, memory_kv)
             except Exception as error:  # noqa: BLE001 - e.g. no C++ compiler for inductor: run eagerly
                 self._compiled_core = None
-                warnings.warn(f"compiled decoding step unavailable, sampling eagerly: {error}", stacklevel=2)
+                # One line: inductor's errors carry the whole compiler command and output.
+                lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+                reason = " ".join(lines[:2])[:200] or type(error).__name__
+                warnings.warn(f"compiled decoding step unavailable, sampling eagerly: {reason}", stacklevel=2)
         return self._decode_core(tokens, index, states, memory_kv)
 
     def _decode_core(
