@@ -136,12 +136,8 @@ def content_hashes(paths: Sequence[Path], cache_root: Path, write: bool = True) 
         result[path] = sha
         changed = True
     if changed and write:
-        _atomic_write_text(index_path, json.dumps(index))
+        write_text_atomic(index_path, json.dumps(index))
     return result
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
 
 
 # --- the shard store ----------------------------------------------------------------------------------
@@ -155,7 +151,7 @@ class ShardStore:
         directory.mkdir(parents=True, exist_ok=True)
         settings_path = directory / SETTINGS_FILE
         if not settings_path.is_file():
-            _atomic_write_text(settings_path, json.dumps(asdict(settings), indent=2) + "\n")
+            write_text_atomic(settings_path, json.dumps(asdict(settings), indent=2) + "\n")
 
     def shards(self) -> list[Path]:
         return sorted(self.directory.glob("shard-*.safetensors"))

@@ -47,11 +47,6 @@ METRIC_KINDS = ("train", "eval", "scorer")
 STATE_KEYS = ("step", "elapsed_s", "losses", "config")
 
 
-def _write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file, so a crash never leaves half a file."""
-    return write_text_atomic(path, text)
-
-
 # --- settings ---------------------------------------------------------------------------------------
 
 
@@ -69,7 +64,7 @@ def config_path(run_dir: str | os.PathLike[str]) -> Path:
 
 def write_config(run_dir: str | os.PathLike[str], values: Mapping[str, Any]) -> Path:
     """Save the settings as ``<run_dir>/training_config.json`` (indented JSON, atomically)."""
-    return _write_atomic(Path(run_dir) / CONFIG_FILE, json.dumps(values, indent=2, default=str) + "\n")
+    return write_text_atomic(Path(run_dir) / CONFIG_FILE, json.dumps(values, indent=2, default=str) + "\n")
 
 
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -132,7 +127,7 @@ def truncate_metrics(run_dir: str | os.PathLike[str], step: int) -> None:
     path = Path(run_dir) / METRICS_FILE
     if path.is_file():
         kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
-        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def check_metrics_schema(record: Mapping[str, Any]) -> None:
@@ -158,7 +153,7 @@ def write_state(directory: str | os.PathLike[str], state: Mapping[str, Any]) -> 
     missing = [key for key in STATE_KEYS if key not in state]
     if missing:
         raise ValueError(f"trainer state lacks {', '.join(missing)}")
-    return _write_atomic(Path(directory) / STATE_FILE, json.dumps(dict(state), indent=2) + "\n")
+    return write_text_atomic(Path(directory) / STATE_FILE, json.dumps(dict(state), indent=2) + "\n")
 
 
 def read_state(directory: str | os.PathLike[str], trainer: str) -> dict[str, Any]:
@@ -178,7 +173,7 @@ def write_bad_items(run_dir: str | os.PathLike[str], lines: Iterable[str]) -> Pa
     lines = list(lines)
     if not lines:
         return None
-    return _write_atomic(Path(run_dir) / BAD_ITEMS_FILE, "".join(line + "\n" for line in lines))
+    return write_text_atomic(Path(run_dir) / BAD_ITEMS_FILE, "".join(line + "\n" for line in lines))
 
 
 def validation_grid_path(run_dir: str | os.PathLike[str], step: int) -> Path:
