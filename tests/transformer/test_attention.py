@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from sound2image.modules import KVCache, LocalSelfAttention, local_attention_mask
-from sound2image.modules.attention import masked_attention
+from sound2image.modules.attention import masked_attention, one_query_attention
 
 pytestmark = pytest.mark.numeric
 
@@ -103,3 +103,23 @@ def test_masked_attention_equals_sdpa_with_the_same_mask(seed: int) -> None:
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     # Written-out vs fused softmax over <= 7 keys of 8-wide dots: ~eps * 8 ~ 1e-6 relative (2.4e-7 measured).
     torch.testing.assert_close(masked_attention(q, k, v, mask), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_query_attention_equals_sdpa(seed: int) -> None:
+    """The compiled step's written-out attention for one query against PyTorch's SDPA (reference), with
+    an additive bias that hides a random set of keys (-inf; at least one visible) and without one."""
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randn(2, 3, 1, 16, generator=generator)
+    k, v = (torch.randn(2, 3, 40, 16, generator=generator) for _ in range(2))
+    bias = torch.where(torch.rand(40, generator=generator) < 0.5, float("-inf"), 0.0)
+    bias[torch.randint(0, 40, (1,), generator=generator)] = 0.0
+    # 16-wide dots and a softmax over <= 40 keys in float32: ~eps * (16 + 40) ~ 7e-6 relative at most.
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None, :])
+    torch.testing.assert_close(one_query_attention(q, k, v, bias), expected, rtol=2e-5, atol=2e-6)
+    hidden = bias.isinf()  # the hidden keys' values must not leak in: changing them changes nothing
+    v_changed = v.clone()
+    v_changed[..., hidden, :] = 1e6
+    assert torch.equal(one_query_attention(q, k, v_changed, bias), one_query_attention(q, k, v, bias))
+    expected = F.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(one_query_attention(q, k, v), expected, rtol=2e-5, atol=2e-6)

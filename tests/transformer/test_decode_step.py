@@ -186,17 +186,21 @@ def _has_cxx_compiler() -> bool:
     # ATEN_CPU_CAPABILITY=default; the step then warns and samples eagerly (the fallback test covers that).
     reason="inductor cannot compile its vectorized kernels under ATEN_CPU_CAPABILITY=default",
 )
-def test_compiled_step_samples_the_uncached_tokens_from_one_graph() -> None:
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_compiled_step_samples_the_uncached_tokens_from_one_graph(dtype: str) -> None:
     """compile_decode_step: every position's logits as the eager step's, the uncached path's tokens, and
     one compiled graph for all 64 positions and both callers (the position and slot are tensors: an
     integer there would recompile at every step until dynamo gave up and ran eagerly). Compiling takes
-    ~10-30 s: one model, the local window (the ring buffer wraps)."""
+    ~10-30 s: one model, the local window (the ring buffer wraps). A float16 decoder too: its compiled
+    products are written out (test_a_traced_half_step_writes_its_products_out)."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
     model = tiny_model(seed=4)
+    if dtype != "float32":
+        model.half_decoder(dtype)
     audio = torch.randn(2, 6, 10, generator=torch.Generator().manual_seed(3))
     config = SamplingConfig(temperature=1.0, seed=5)
     uncached = generate(model, audio, config, use_cache=False)
@@ -211,11 +215,53 @@ def test_compiled_step_samples_the_uncached_tokens_from_one_graph() -> None:
         caches = model.allocate_caches(2)
         for t in range(64):
             step = model.decode_step(tokens[:, t : t + 1], memory_kv, caches)
-            # Fused kernels may sum in another order: float32 rounding, as the uncached path above.
-            torch.testing.assert_close(step, eager[t], rtol=1e-5, atol=1e-5)
+            # Fused kernels may sum in another order: float32 rounding, as the uncached path above. With
+            # float16 products a sum may then round to the neighbouring float16 (2^-10 relative) in any
+            # layer: a few of those ulps on these O(1) logits.
+            tolerance = 1e-5 if dtype == "float32" else 4 * 2**-10
+            torch.testing.assert_close(step, eager[t], rtol=tolerance, atol=tolerance)
         assert torch.equal(generate(model, audio, config), uncached)
     assert model._compiled_core is not None
     assert counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize(("dtype", "rows"), [("float16", 1), ("bfloat16", 2), ("float16", 3), ("float32", 1)])
+def test_a_traced_half_step_writes_its_products_out(dtype: str, rows: int, monkeypatch) -> None:
+    """Under torch.compile (traced here by dynamo with the eager backend: no C++ compiler needed) a half
+    decoder's products of up to two rows go through summed_products, all but the MLP's second one (its
+    input is GELU's); three rows, a float32 decoder and the eager step use the library's product."""
+    import torch._dynamo
+
+    from sound2image.modules import half
+
+    torch._dynamo.reset()
+    model = tiny_model(seed=4)
+    if dtype != "float32":
+        model.half_decoder(dtype)
+    written_out: list[tuple[int, ...]] = []
+    real_summed_products = half.summed_products
+
+    def counting(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        written_out.append(tuple(weight.shape))
+        return real_summed_products(x, weight, bias)
+
+    monkeypatch.setattr(half, "summed_products", counting)
+    tokens = torch.full((rows, 1), model.config.start_token)
+    with torch.inference_mode():
+        memory_kv = model.project_memory(model.encode(torch.randn(rows, 6, 10)))
+        eager = model.decode_step(tokens, memory_kv, model.allocate_caches(rows))
+        assert written_out == []  # the eager step: the library's product
+        model._compiled_core = torch.compile(model._decode_core, dynamic=False, backend="eager")
+        traced = model.decode_step(tokens, memory_kv, model.allocate_caches(rows))
+    c = model.config
+    width, hidden = c.d_model, c.mlp_ratio * c.d_model
+    per_layer = [(3 * width, width), (width, width), (width, width), (width, width), (hidden, width)]
+    expected = per_layer * c.n_decoder_layers + [(c.pixel_levels, width)]
+    assert written_out == (expected if dtype != "float32" and rows <= 2 else [])
+    # The same roundings in another summation order: a few ulps of the products' dtype on these O(1)
+    # logits (see the compiled test), float32's covering the attention's order too.
+    tolerance = max(4 * torch.finfo(getattr(torch, dtype)).eps, 1e-5)
+    torch.testing.assert_close(traced, eager, rtol=tolerance, atol=tolerance)
 
 
 def test_a_compiled_step_that_cannot_compile_warns_once_and_samples_eagerly() -> None:

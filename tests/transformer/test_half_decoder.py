@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sound2image.modules import HalfLinear, half_linears
+from sound2image.modules.half import summed_products
 from sound2image.transformer import SamplingConfig, generate
 from tests.transformer.tiny import tiny_model
 
@@ -53,6 +54,23 @@ def test_half_linear_is_the_rounded_product(dtype, rows: int, k: int, n: int) ->
     assert y.shape == (rows, 3, n) and y.dtype == torch.float32
     expected = reference_half_linear(x, layer.weight.detach(), layer.bias.detach(), dtype)
     assert ((y.double() - expected.double()).abs() <= half_tolerance(x, layer.weight.detach(), dtype)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("rows", "k", "n"), [(1, 32, 96), (2, 512, 256)])
+def test_summed_products_is_the_rounded_product(dtype, rows: int, k: int, n: int) -> None:
+    """The written-out form a compiled step uses: the same roundings as HalfLinear, within the same bound."""
+    generator = torch.Generator().manual_seed(rows * k + 1)
+    weight = (torch.randn(n, k, generator=generator) * 0.1).to(dtype)
+    bias = torch.randn(n, generator=generator).to(dtype)
+    x = torch.randn(rows, 1, k, generator=generator)
+    y = summed_products(x, weight, bias)
+    assert y.shape == (rows, 1, n) and y.dtype == torch.float32
+    expected = reference_half_linear(x, weight.float(), bias.float(), dtype)
+    assert ((y.double() - expected.double()).abs() <= half_tolerance(x, weight.float(), dtype)).all()
+    # The input's rounding took effect: summing the unrounded input would land elsewhere.
+    unrounded = (x.double() @ weight.double().T + bias.double()).to(dtype).float()
+    assert not torch.equal(y, unrounded)
 
 
 def test_half_linears_replaces_every_linear_but_the_skipped() -> None:
