@@ -229,10 +229,11 @@ def test_compiled_step_samples_the_uncached_tokens_from_one_graph(dtype: str) ->
 def test_a_traced_half_step_writes_its_products_out(dtype: str, rows: int, monkeypatch) -> None:
     """Under torch.compile (traced here by dynamo with the eager backend: no C++ compiler needed) a half
     decoder's products of up to two rows go through summed_products, all but the MLP's second one (its
-    input is GELU's); three rows, a float32 decoder and the eager step use the library's product."""
+    input is GELU's); three rows, a float32 decoder and the eager step use the library's product. The
+    attention of up to two rows (any dtype) goes through one_query_attention, SDPA otherwise."""
     import torch._dynamo
 
-    from sound2image.modules import half
+    from sound2image.modules import attention, half
 
     torch._dynamo.reset()
     model = tiny_model(seed=4)
@@ -246,11 +247,19 @@ def test_a_traced_half_step_writes_its_products_out(dtype: str, rows: int, monke
         return real_summed_products(x, weight, bias)
 
     monkeypatch.setattr(half, "summed_products", counting)
+    attended: list[int] = []
+    real_attention = attention.one_query_attention
+
+    def counting_attention(*args: torch.Tensor) -> torch.Tensor:
+        attended.append(args[1].shape[2])  # how many keys: the ring buffer's window or the memory's length
+        return real_attention(*args)
+
+    monkeypatch.setattr(attention, "one_query_attention", counting_attention)
     tokens = torch.full((rows, 1), model.config.start_token)
     with torch.inference_mode():
         memory_kv = model.project_memory(model.encode(torch.randn(rows, 6, 10)))
         eager = model.decode_step(tokens, memory_kv, model.allocate_caches(rows))
-        assert written_out == []  # the eager step: the library's product
+        assert written_out == [] and attended == []  # the eager step: the library's product and SDPA
         model._compiled_core = torch.compile(model._decode_core, dynamic=False, backend="eager")
         traced = model.decode_step(tokens, memory_kv, model.allocate_caches(rows))
     c = model.config
@@ -258,6 +267,8 @@ def test_a_traced_half_step_writes_its_products_out(dtype: str, rows: int, monke
     per_layer = [(3 * width, width), (width, width), (width, width), (width, width), (hidden, width)]
     expected = per_layer * c.n_decoder_layers + [(c.pixel_levels, width)]
     assert written_out == (expected if dtype != "float32" and rows <= 2 else [])
+    window = model.decoder[0].self_attn.cache_window(c.seq_len)
+    assert attended == ([window, memory_kv[0][0].shape[2]] * c.n_decoder_layers if rows <= 2 else [])
     # The same roundings in another summation order: a few ulps of the products' dtype on these O(1)
     # logits (see the compiled test), float32's covering the attention's order too.
     tolerance = max(4 * torch.finfo(getattr(torch, dtype)).eps, 1e-5)

@@ -29,9 +29,10 @@ from torch import nn
 #: The weight dtypes :class:`HalfLinear` takes, by name.
 HALF_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
-#: Up to how many rows a compiled :class:`HalfLinear` writes its product out (:func:`summed_products`).
-#: Measured on the paper-size step (2-core AVX-512 CPU): 1 row 1.27x, 2 rows (batch 1 with guidance)
-#: 1.08x faster than the library's product, 4 rows 0.97x.
+#: Up to how many rows a compiled sampling step writes its products (:func:`summed_products`) and its
+#: attention (``attention.one_query_attention``) out. Measured on the paper-size float16 step (2-core
+#: AVX-512 CPU), the products: 1 row 1.27x, 2 rows (batch 1 with guidance) 1.08x faster than the
+#: library's product, 4 rows 0.97x.
 WRITTEN_OUT_ROWS = 2
 
 
