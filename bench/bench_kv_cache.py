@@ -17,10 +17,11 @@ ratio between them is measured under the same machine load; the full token seque
 compared too. The uncached path at full length takes very long on a CPU, so by default its per-step cost
 is measured at several prefix lengths (each timed over repeats), fitted with a least-squares polynomial
 in the prefix length t (degree 2: attention over a local window makes a step O(t), global attention would
-add t²), and summed over t = 1..1024. ``--full-uncached-*`` measures it directly instead. Peak memory:
-each configuration runs in a fresh subprocess and reports its peak resident memory above the loaded
-model, plus the bytes held by the KV caches. ``--breakdown`` adds a timing of one batch-1 cached step by
-parts (linear layers, attention, the rest) and the time to stream the decoder's weights once.
+add t²), and summed over t = 1..1024. ``--full-uncached-batch1`` measures it directly instead and
+compares all its tokens with the cached run's (without it: the first 64). Peak memory: each
+configuration runs in a fresh subprocess and reports its peak resident memory above the loaded model,
+plus the bytes held by the KV caches. ``--breakdown`` adds a timing of one batch-1 cached step by parts
+(linear layers, attention, the rest) and the time to stream the decoder's weights once.
 ``--weights float16`` (or ``bfloat16``) samples with ``ImageTransformer.half_decoder``; unless
 ``--baseline-ref`` is given, the float32 model of the same code is then the interleaved baseline, and the
 report adds how far the half-precision model's next-pixel distributions are from the float32 model's.
@@ -116,7 +117,7 @@ def child(
             model, audio, SamplingConfig(temperature=1.0, seed=0), num_steps=steps, use_cache=False
         )
         result["seconds"] = time.perf_counter() - start
-        result["tokens"] = tokens[:, :64].tolist()
+        result["tokens"] = tokens[:1].tolist()  # the first row, every step: compared with the cached run's
     elif mode == "uncached-steps":
         # Time single uncached steps (decoder over a prefix of length t + head) at several t.
         memory_kv = model.project_memory(model.encode(audio))
@@ -303,7 +304,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--full-uncached-batch1", action="store_true", help="measure uncached batch 1 in full"
+        "--full-uncached-batch1",
+        action="store_true",
+        help="measure uncached batch 1 in full (and compare every token with the cached run)",
     )
     parser.add_argument("--repeats-cached", type=int, default=3, help="full cached runs per batch size")
     parser.add_argument(
@@ -431,6 +434,12 @@ def main() -> int:
         if batch == 1 and args.full_uncached_batch1:
             full = run_child(args, "uncached-full", batch)
             uncached_s, how = full["seconds"], "measured in full"
+            mine, theirs = cached["tokens"][0], full["tokens"][0]
+            agree = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b), len(mine))
+            lines.append(
+                f"  all {args.steps} tokens identical to the uncached path (same seed): {agree == len(mine)}"
+                + ("" if agree == len(mine) else f" (the first {agree} are)")
+            )
             memory = full["peak_rss_above_model_mb"]
         else:
             steps = run_child(args, "uncached-steps", batch)
