@@ -301,9 +301,13 @@ class ImageTransformer(nn.Module):
         :class:`~sound2image.modules.HalfLinear`: half the bytes to read per pixel (89 -> 45 MB at paper
         size). The layer norms, residual stream, attention and KV cache stay in float32, as do the encoder,
         the utterance embedding and the cross-attention's memory projection (applied once per image). The
-        pixels drawn differ from the float32 model's (products rounded to ``dtype``); the KV-cached and
-        uncached paths still agree. Such a model samples; it cannot be trained or saved (convert after
-        loading).
+        pixels drawn differ from the float32 model's (products rounded to ``dtype``). The KV-cached and
+        uncached paths draw the same tokens until, at some position, the two round a sum to neighbouring
+        half-precision values (they sum in different orders: one row against the whole prefix): all of
+        them for the test models, the first 72 of 1,024 in one paper-size sample (float32: all 1,024;
+        bench/results/bench_kv_cache.txt). Pair it with :meth:`compile_decode_step` for speed: eagerly it is
+        1.08x float32 on an AVX-512 CPU, compiled 1.78x. Such a model samples; it cannot be trained or
+        saved (convert after loading).
 
         Args:
             dtype: ``"float16"`` (default: 3 significant digits, the faster here) or ``"bfloat16"``.
@@ -431,12 +435,16 @@ class ImageTransformer(nn.Module):
         """Compile the sampling step's arithmetic with ``torch.compile`` (inductor); returns the model.
 
         Fuses the step's small operations (layer norms, residual adds, GELU, casts) and drops their
-        dispatch: on a 2-core Xeon (AVX-512) the paper-size model samples batch 1 1.12x faster in float32,
-        and with float16 decoder weights (:meth:`half_decoder`) at 288 tokens/s against 225 for the eager
-        float32 model (1.28x); batch 16 1.05x (bench/results/bench_kv_cache.txt). The first step of each
-        new batch size compiles (4-13 s on that CPU), so it pays off from a few images per process.
-        The tokens drawn are the eager step's up to floating-point rounding (the fused kernels may round
-        differently). Needs a C++ compiler; without one the first step warns and samples eagerly.
+        dispatch; for one or two rows (batch 1, with or without guidance) it also writes the attention
+        (:func:`~sound2image.modules.attention.one_query_attention`) and a half decoder's products
+        (:func:`~sound2image.modules.half.summed_products`) out as fused loops, which read the keys, values
+        and half-precision weights faster than the library's calls. On a 2-core Xeon (AVX-512) the
+        paper-size model samples batch 1 1.17x faster in float32 (228 tokens/s), and with float16 decoder
+        weights (:meth:`half_decoder`) at 353 tokens/s against 198 for the eager float32 model (1.78x, 2.9 s
+        per image); batch 16 as eagerly (bench/results/bench_kv_cache.txt). The first step of each new batch
+        size compiles (4-13 s on that CPU), so it pays off from a few images per process. The tokens drawn
+        are the eager step's up to floating-point rounding (the fused kernels may sum in another order).
+        Needs a C++ compiler; without one the first step warns and samples eagerly.
         """
         # emulate_precision_casts: keep the float16/bfloat16 roundings of a half decoder's written-out
         # products (summed_products), which inductor drops otherwise. deterministic: on a CPU its one
