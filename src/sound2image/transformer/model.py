@@ -304,10 +304,10 @@ class ImageTransformer(nn.Module):
         pixels drawn differ from the float32 model's (products rounded to ``dtype``). The KV-cached and
         uncached paths draw the same tokens until, at some position, the two round a sum to neighbouring
         half-precision values (they sum in different orders: one row against the whole prefix): all of
-        them for the test models, the first 72 of 1,024 in one paper-size sample (float32: all 1,024;
-        bench/results/bench_kv_cache.txt). Pair it with :meth:`compile_decode_step` for speed: eagerly it is
-        1.08x float32 on an AVX-512 CPU, compiled 1.78x. Such a model samples; it cannot be trained or
-        saved (convert after loading).
+        them for the test models and in the bench's paper-size sample, the first 72 of 1,024 in another
+        (float32: all 1,024; bench/results/bench_kv_cache.txt). Pair it with :meth:`compile_decode_step`
+        for speed: eagerly it is 1.08x float32 on an AVX-512 CPU, compiled 1.78-1.86x. Such a model
+        samples; it cannot be trained or saved (convert after loading).
 
         Args:
             dtype: ``"float16"`` (default: 3 significant digits, the faster here) or ``"bfloat16"``.
