@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sound2image.modules.half import WRITTEN_OUT_ROWS, linear
+from sound2image.modules.half import linear, writes_out
 
 
 def local_attention_mask(
@@ -85,7 +85,7 @@ def one_query_attention(
     and a sum, inductor turns each of the two products into one fused, vectorised loop over the keys or
     values, where SDPA is a library call it cannot fuse. With float16 decoder weights the paper-size step
     samples 1.26x faster this way on a 2-core AVX-512 CPU (bench/results/bench_kv_cache.txt); it is used
-    for up to ``WRITTEN_OUT_ROWS`` rows (at batch 16 the compiled step was 3 % slower with it). Eagerly it
+    for up to ``half.WRITTEN_OUT_ROWS`` rows (batch 16: the compiled step was 3 % slower with it). Eagerly it
     would materialise (..., L, d) products: the eager step keeps SDPA. The same arithmetic as SDPA up to
     float32 summation order.
     """
@@ -307,7 +307,7 @@ class LocalSelfAttention(nn.Module):
         """
         keys.index_copy_(2, slot, k)
         values.index_copy_(2, slot, v)
-        if q.shape[0] <= WRITTEN_OUT_ROWS and torch.compiler.is_compiling():  # see one_query_attention
+        if writes_out(q.shape[0]):  # see one_query_attention
             return one_query_attention(q, keys, values, bias)
         # One fused call (one parallel region): with two threads on a busy CPU every parallel region can
         # wait for a descheduled thread, and the written-out form has three (two bmm and the softmax).
@@ -360,7 +360,7 @@ class CrossAttention(nn.Module):
         """One query per row, ``x`` (B, 1, C) -> (B, 1, C): ``forward`` in eval mode, fewer operations."""
         batch, _, width = x.shape
         q = linear(x, self.q).view(batch, self.n_heads, 1, -1)  # (B, H, 1, hd)
-        if batch <= WRITTEN_OUT_ROWS and torch.compiler.is_compiling():  # see one_query_attention
+        if writes_out(batch):  # see one_query_attention
             y = one_query_attention(q, *memory_kv)
         else:
             y = F.scaled_dot_product_attention(q, *memory_kv)

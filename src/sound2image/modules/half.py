@@ -36,6 +36,11 @@ HALF_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 WRITTEN_OUT_ROWS = 2
 
 
+def writes_out(rows: int) -> bool:
+    """Whether this call, on ``rows`` rows, is being traced into a compiled step that writes it out."""
+    return rows <= WRITTEN_OUT_ROWS and torch.compiler.is_compiling()
+
+
 def summed_products(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """:class:`HalfLinear`'s arithmetic written out: ``x`` (..., K) -> (..., N) in ``x``'s dtype.
 
@@ -89,8 +94,7 @@ class HalfLinear(nn.Module):
         :func:`summed_products` (the same arithmetic) unless ``write_out`` is False: a caller whose input is
         an expensive elementwise function passes False, as inductor would fuse that function into the loop
         and compute it once per output instead of once per input."""
-        rows = x.numel() // max(1, x.shape[-1])
-        if write_out and rows <= WRITTEN_OUT_ROWS and torch.compiler.is_compiling():
+        if write_out and writes_out(x.numel() // max(1, x.shape[-1])):
             return summed_products(x, self.weight, self.bias)
         return F.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)
 
